@@ -1,0 +1,1 @@
+"""HTTP routers. They parse and shape; the engine does the work."""

@@ -1,0 +1,53 @@
+"""Annotated dependency aliases. The lifespan's state (not module globals) holds the objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, cast
+
+from fastapi import Depends, Path
+from starlette.requests import Request
+
+from service.engine.engine import Engine
+from service.metrics import Metrics
+from service.registry import Registry
+from service.schemas.api import MODEL_NAME_PATTERN
+from service.settings import Settings
+
+
+@dataclass
+class Readiness:
+    """Ready once the default model is built and warm; not ready while draining."""
+
+    ready: bool = False
+    reason: str = "warming up the default model"
+
+
+def _settings(request: Request) -> Settings:
+    return cast(Settings, request.state.settings)
+
+
+def _registry(request: Request) -> Registry:
+    return cast(Registry, request.state.registry)
+
+
+def _engine(request: Request) -> Engine:
+    return cast(Engine, request.state.engine)
+
+
+def _metrics(request: Request) -> Metrics:
+    return cast(Metrics, request.state.metrics)
+
+
+def _readiness(request: Request) -> Readiness:
+    return cast(Readiness, request.state.readiness)
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+RegistryDep = Annotated[Registry, Depends(_registry)]
+EngineDep = Annotated[Engine, Depends(_engine)]
+MetricsDep = Annotated[Metrics, Depends(_metrics)]
+ReadinessDep = Annotated[Readiness, Depends(_readiness)]
+ModelNamePath = Annotated[
+    str, Path(pattern=MODEL_NAME_PATTERN, description="A registered model's name.")
+]

@@ -1,0 +1,48 @@
+"""The OpenAPI document: request bodies are read raw (orjson), so their schemas are added here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from service.schemas.api import ForwardRequest, InlineForwardRequest, Problem, RegisterModel
+
+_REF = "#/components/schemas/{model}"
+COMPONENT_MODELS: tuple[type[BaseModel], ...] = (
+    InlineForwardRequest,
+    ForwardRequest,
+    RegisterModel,
+    Problem,
+)
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` declaring a JSON request body of `model`."""
+    ref = {"$ref": _REF.format(model=model.__name__)}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def openapi_factory(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+                separate_input_output_schemas=False,
+            )
+            _, defs = models_json_schema(
+                [(m, "validation") for m in COMPONENT_MODELS], ref_template=_REF
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(defs.get("$defs", {}))
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi

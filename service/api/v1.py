@@ -1,0 +1,176 @@
+"""The native v1 API: forwards with inline or registered models, and the model registry."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+
+from service.api import problems
+from service.api.body import may_hide_bools, parse, read_json
+from service.api.deps import EngineDep, MetricsDep, ModelNamePath, RegistryDep, SettingsDep
+from service.api.openapi import json_body
+from service.engine.codec import decode_tensor, encode_tensor
+from service.engine.engine import Engine, ModuleSource
+from service.engine.validate import H0, INPUT, validate_forward
+from service.metrics import Metrics
+from service.registry import ModelEntry, Registry
+from service.schemas.api import (
+    ForwardRequest,
+    ForwardResponse,
+    InlineForwardRequest,
+    ModelInfo,
+    ModelList,
+    RegisterModel,
+)
+from service.schemas.config import RNNConfig
+from service.settings import Settings
+
+router = APIRouter(prefix="/v1", tags=["v1"])
+
+_FORWARD_ERRORS = problems.responses(400, 413, 415, 422, 429, 503, 504, 507)
+_JSON_ERRORS = problems.responses(400, 413, 415, 422)
+
+
+async def _forward(
+    request: Request,
+    body_model: type[ForwardRequest],
+    resolve: Any,
+    settings: Settings,
+    engine: Engine,
+    metrics: Metrics,
+) -> Response:
+    """Shared by both forward routes: parse -> decode -> validate -> engine -> encode."""
+    started = time.perf_counter()
+    obj, body = await read_json(request)
+    req = parse(body_model, obj)
+    name, config, source = resolve(req)
+    known_bools = sum(type(v) is bool for v in obj.get("config", {}).values())
+    check_bools = may_hide_bools(body, known_bools)
+    limit = settings.max_tensor_elements
+    x = decode_tensor(req.input, INPUT, config.dtype, limit, check_bools=check_bools)
+    h0 = None
+    if req.h0 is not None:
+        h0 = decode_tensor(req.h0, H0, config.dtype, limit, check_bools=check_bools)
+    job = validate_forward(config, x, h0, req.lengths)
+    decoded = time.perf_counter()
+    metrics.stage_seconds.labels("decode").observe(decoded - started)
+
+    result = await engine.forward(source, config, job)
+
+    encode_started = time.perf_counter()
+    payload = {
+        "model": name,
+        "output": encode_tensor(result.output, config.dtype, req.output_encoding),
+        "h_n": encode_tensor(result.h_n, config.dtype, req.output_encoding),
+        "output_shape": list(result.output.shape),
+        "h_n_shape": list(result.h_n.shape),
+        "dtype": config.dtype,
+        "device": request.state.registry.device.type,
+    }
+    content = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    metrics.stage_seconds.labels("encode").observe(time.perf_counter() - encode_started)
+    return Response(content, media_type="application/json")
+
+
+@router.post(
+    "/rnn/forward",
+    summary="Forward with an inline RNN config",
+    openapi_extra=json_body(InlineForwardRequest),
+    responses={200: {"model": ForwardResponse}, **_FORWARD_ERRORS},
+)
+async def forward_inline(
+    request: Request,
+    registry: RegistryDep,
+    engine: EngineDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+) -> Response:
+    def resolve(req: InlineForwardRequest) -> tuple[str, RNNConfig, ModuleSource]:
+        config = req.config
+        registry.check_limits(config)
+        return config.canonical_key(), config, lambda: registry.inline_module(config)
+
+    return await _forward(request, InlineForwardRequest, resolve, settings, engine, metrics)
+
+
+@router.post(
+    "/models/{name}/forward",
+    summary="Forward with a registered model",
+    openapi_extra=json_body(ForwardRequest),
+    responses={200: {"model": ForwardResponse}, **problems.responses(404), **_FORWARD_ERRORS},
+)
+async def forward_model(
+    name: ModelNamePath,
+    request: Request,
+    registry: RegistryDep,
+    engine: EngineDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+) -> Response:
+    entry = registry.get(name)
+
+    def resolve(req: ForwardRequest) -> tuple[str, RNNConfig, ModuleSource]:
+        return entry.name, entry.config, lambda: registry.module(entry)
+
+    return await _forward(request, ForwardRequest, resolve, settings, engine, metrics)
+
+
+def model_info(registry: Registry, entry: ModelEntry) -> ModelInfo:
+    return ModelInfo(
+        name=entry.name,
+        config=entry.config,
+        parameters=entry.config.parameter_count(),
+        device=registry.device.type,
+        dtype=entry.config.dtype,
+        loaded=entry.loaded,
+        ready=True,
+    )
+
+
+@router.post(
+    "/models",
+    summary="Register a model",
+    status_code=201,
+    openapi_extra=json_body(RegisterModel),
+    responses={
+        200: {"model": ModelInfo},
+        201: {"model": ModelInfo},
+        **problems.responses(409),
+        **_JSON_ERRORS,
+    },
+)
+async def register_model(request: Request, response: Response, registry: RegistryDep) -> ModelInfo:
+    obj, _ = await read_json(request)
+    req = parse(RegisterModel, obj)
+    entry, created = registry.register(req.name, req.config)
+    response.status_code = 201 if created else 200
+    return model_info(registry, entry)
+
+
+@router.get("/models", summary="List registered models")
+async def list_models(registry: RegistryDep) -> ModelList:
+    return ModelList(models=[model_info(registry, e) for e in registry.list()])
+
+
+@router.get(
+    "/models/{name}",
+    summary="A model's metadata",
+    responses=problems.responses(404, 422),
+)
+async def get_model(name: ModelNamePath, registry: RegistryDep) -> ModelInfo:
+    return model_info(registry, registry.get(name))
+
+
+@router.delete(
+    "/models/{name}",
+    summary="Delete a model",
+    status_code=204,
+    response_class=Response,
+    responses=problems.responses(404, 422),
+)
+async def delete_model(name: ModelNamePath, registry: RegistryDep) -> Response:
+    registry.delete(name)
+    return Response(status_code=204)

@@ -1,0 +1,80 @@
+"""The app factory. The lifespan owns the registry, engine and metrics; nothing is global."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+
+from service import __version__
+from service.api import health, problems, v1
+from service.api.deps import Readiness
+from service.api.middleware import BodyLimit, RequestMetrics
+from service.api.openapi import openapi_factory
+from service.engine.device import configure_torch, resolve_device
+from service.engine.engine import Engine
+from service.metrics import Metrics
+from service.registry import Registry
+from service.settings import Settings
+
+log = logging.getLogger("rnn_serve")
+
+DESCRIPTION = (
+    "torch.nn.RNN forward passes over HTTP, computed exactly as torch computes them. "
+    "Contract: docs in the README and ../shared/design/api.md."
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        device = resolve_device(settings.device)
+        configure_torch(settings)
+        registry = Registry(settings, device, metrics)
+        default, _ = registry.register(settings.default_model_name, settings.default_model)
+        engine = Engine(metrics)
+        readiness = Readiness()
+
+        async def warm() -> None:
+            await engine.warmup(lambda: registry.module(default), default.config)
+            readiness.ready = True
+            log.info("default model %r is warm on %s", default.name, device)
+
+        warming = asyncio.create_task(warm())
+        try:
+            yield {
+                "settings": settings,
+                "metrics": metrics,
+                "registry": registry,
+                "engine": engine,
+                "readiness": readiness,
+            }
+        finally:
+            readiness.ready, readiness.reason = False, "shutting down"
+            warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warming
+            engine.close()
+
+    app = FastAPI(
+        title="rnn-serve",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=lambda route: route.name,
+        separate_input_output_schemas=False,
+    )
+    problems.install(app)
+    app.include_router(v1.router)
+    app.include_router(health.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    app.openapi = openapi_factory(app)  # type: ignore[method-assign]
+    return app

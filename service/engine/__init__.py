@@ -1,0 +1,1 @@
+"""The engine: tensor codecs, validation in torch's order, and the worker that runs torch."""

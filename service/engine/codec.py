@@ -1,0 +1,222 @@
+"""Wire tensors <-> NumPy arrays, with no per-element Python on the hot path.
+
+The three wire forms (nested lists, flat `{shape, dtype, data}`, base64 `{shape, dtype, b64}`)
+decode into a `WireTensor`: a C-contiguous NumPy array plus its dtype name. bfloat16 has no NumPy
+dtype, so it travels as its raw uint16 bit patterns and is viewed as torch.bfloat16 in the worker.
+"""
+
+from __future__ import annotations
+
+import binascii
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from service.errors import InvalidInput, Loc, PayloadTooLarge
+from service.schemas.config import DTYPES, DType
+
+Encoding = Literal["nested", "flat", "b64"]
+
+# The NumPy dtype that carries each wire dtype (little-endian, as the contract says).
+CARRIER: dict[str, np.dtype[Any]] = {
+    "float32": np.dtype("<f4"),
+    "float16": np.dtype("<f2"),
+    "float64": np.dtype("<f8"),
+    "bfloat16": np.dtype("<u2"),
+}
+_BF16_MAX = 3.3895313892515355e38
+
+
+@dataclass(frozen=True)
+class WireTensor:
+    """A decoded tensor: `array` holds `dtype`'s values (bfloat16 as uint16 bit patterns)."""
+
+    array: np.ndarray[Any, Any]
+    dtype: DType
+    declared: bool  # the client stated the dtype (flat/b64); nested lists take the model's
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.array.shape)
+
+    @property
+    def ndim(self) -> int:
+        return int(self.array.ndim)
+
+
+def _fail(loc: Loc, msg: str) -> InvalidInput:
+    return InvalidInput.at(loc, msg)
+
+
+def _describe(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), "null" if value is None else "a number"
+    )
+
+
+def _has_bool(obj: Any) -> bool:
+    """True if any leaf of a nested list is a JSON boolean (NumPy would silently take it as 0/1)."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            if item and not isinstance(item[0], list):
+                if any(type(x) is bool for x in item):
+                    return True
+            else:
+                stack.extend(item)
+        elif type(item) is bool:
+            return True
+    return False
+
+
+def _numbers(obj: list[Any], loc: Loc, check_bools: bool) -> np.ndarray[Any, Any]:
+    """Nested JSON lists -> a float64 array, refusing ragged lists and non-numbers."""
+    try:
+        arr = np.asarray(obj)
+    except (ValueError, TypeError, OverflowError):
+        raise _fail(
+            loc,
+            "expected a rectangular nested list of numbers (every row at the same depth the same "
+            "length), got a ragged list",
+        ) from None
+    if arr.dtype.kind not in "iuf" and arr.size:
+        got = {"b": "booleans", "U": "strings", "S": "strings"}.get(
+            arr.dtype.kind, "non-numbers (null, objects or mixed types)"
+        )
+        raise _fail(loc, f"expected numbers, got {got}")
+    if check_bools and _has_bool(obj):
+        raise _fail(loc, "expected numbers, got booleans")
+    return arr
+
+
+def cast_numbers(arr: np.ndarray[Any, Any], dtype: DType, loc: Loc) -> np.ndarray[Any, Any]:
+    """Cast numbers to `dtype`'s carrier, refusing any value that is not finite there."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if dtype == "bfloat16":
+            f32 = np.ascontiguousarray(arr, dtype=np.float32)
+            if f32.size and not (np.abs(f32) <= _BF16_MAX).all():
+                raise _fail(loc, "expected finite numbers within bfloat16's range")
+            return _f32_to_bf16_bits(f32)
+        out = np.ascontiguousarray(arr, dtype=CARRIER[dtype])
+    if out.size and not np.isfinite(out).all():
+        raise _fail(loc, f"expected finite numbers within {dtype}'s range")
+    return out
+
+
+def _f32_to_bf16_bits(f32: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Round-to-nearest-even float32 -> bfloat16 bit patterns, as torch's .to(bfloat16) does."""
+    bits = f32.view(np.uint32).astype(np.uint64)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+    return rounded.astype(np.uint16)
+
+
+def bf16_bits_to_f32(bits: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """bfloat16 bit patterns -> the float32 values they stand for (exact)."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def _shape(value: Any, loc: Loc) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(
+        type(s) is int and s >= 0 for s in value
+    ):  # bool is not int here
+        raise _fail(loc, f"expected a list of non-negative integers, got {value!r:.80}")
+    return tuple(value)
+
+
+def decode_tensor(
+    obj: Any,
+    loc: Loc,
+    model_dtype: DType,
+    max_elements: int,
+    *,
+    check_bools: bool = True,
+) -> WireTensor:
+    """Decode one wire tensor. Nested lists take `model_dtype`; flat/b64 keep their own dtype.
+
+    `check_bools=False` skips a Python scan for JSON booleans inside nested/flat lists; callers
+    pass it when the raw body cannot contain any (see `service.api.body`).
+    """
+    if isinstance(obj, list):
+        arr = _numbers(obj, loc, check_bools)
+        if arr.size > max_elements:
+            raise PayloadTooLarge(
+                f"{'.'.join(map(str, loc))} has {arr.size} elements; the limit is {max_elements}"
+            )
+        return WireTensor(cast_numbers(arr, model_dtype, loc), model_dtype, declared=False)
+    if not isinstance(obj, dict):
+        raise _fail(
+            loc,
+            "expected a tensor: nested lists of numbers, {shape, dtype, data} or "
+            f"{{shape, dtype, b64}}, got {_describe(obj)}",
+        )
+    forms = [k for k in ("data", "b64") if k in obj]
+    allowed = {"shape", "dtype", *forms}
+    extra = sorted(set(obj) - allowed)
+    if len(forms) != 1 or extra or "shape" not in obj or "dtype" not in obj:
+        raise _fail(
+            loc,
+            "expected an object with exactly the keys shape, dtype and one of data or b64, got "
+            f"keys {sorted(obj)}",
+        )
+    dtype = obj["dtype"]
+    if dtype not in DTYPES:
+        raise _fail((*loc, "dtype"), f"expected one of {', '.join(DTYPES)}, got {dtype!r:.40}")
+    shape = _shape(obj["shape"], (*loc, "shape"))
+    count = math.prod(shape)
+    if count > max_elements:
+        raise PayloadTooLarge(
+            f"{'.'.join(map(str, loc))} has {count} elements; the limit is {max_elements}"
+        )
+    if forms == ["data"]:
+        data = obj["data"]
+        if not isinstance(data, list):
+            raise _fail((*loc, "data"), f"expected a flat list of numbers, got {_describe(data)}")
+        arr = _numbers(data, (*loc, "data"), check_bools)
+        if arr.ndim != 1:
+            raise _fail((*loc, "data"), f"expected a flat list of numbers, got {arr.ndim} levels")
+        if arr.size != count:
+            raise _fail(
+                (*loc, "data"),
+                f"shape {list(shape)} needs {count} numbers, got {arr.size}",
+            )
+        return WireTensor(cast_numbers(arr, dtype, loc).reshape(shape), dtype, declared=True)
+    text = obj["b64"]
+    if not isinstance(text, str):
+        raise _fail((*loc, "b64"), f"expected a base64 string, got {_describe(text)}")
+    try:
+        raw = binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise _fail((*loc, "b64"), "expected standard base64 (RFC 4648) text") from None
+    carrier = CARRIER[dtype]
+    if len(raw) != count * carrier.itemsize:
+        raise _fail(
+            (*loc, "b64"),
+            f"shape {list(shape)} of {dtype} needs {count * carrier.itemsize} bytes, "
+            f"got {len(raw)}",
+        )
+    arr = np.frombuffer(raw, dtype=carrier).reshape(shape)
+    if dtype == "bfloat16":
+        finite = ((arr & 0x7F80) != 0x7F80).all() if arr.size else True
+    else:
+        finite = np.isfinite(arr).all() if arr.size else True
+    if not finite:
+        raise _fail((*loc, "b64"), f"expected finite {dtype} values, got NaN or infinity")
+    return WireTensor(arr, dtype, declared=True)
+
+
+def encode_tensor(arr: np.ndarray[Any, Any], dtype: DType, encoding: Encoding) -> Any:
+    """A result array -> its wire form; orjson serialises the arrays without Python floats."""
+    if encoding == "b64":
+        return {
+            "shape": list(arr.shape),
+            "dtype": dtype,
+            "b64": binascii.b2a_base64(np.ascontiguousarray(arr).data, newline=False).decode(),
+        }
+    values = bf16_bits_to_f32(arr) if dtype == "bfloat16" else arr
+    values = np.ascontiguousarray(values)
+    if encoding == "flat":
+        return {"shape": list(arr.shape), "dtype": dtype, "data": values.reshape(-1)}
+    return values

@@ -1,0 +1,27 @@
+"""Choosing the serving device and setting torch's process-wide numerics once, at start-up."""
+
+from __future__ import annotations
+
+import torch
+
+from service.settings import Settings
+
+
+def resolve_device(spec: str) -> torch.device:
+    """`auto` picks CUDA when available; a forced `cuda` without a GPU fails fast."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"RNN_SERVE_DEVICE={spec} but torch sees no CUDA device")
+    return device
+
+
+def configure_torch(settings: Settings) -> None:
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    # float32 RNNs on cuDNN default to TF32 (~1e-3 error). rnn-serve's promise is torch's exact
+    # float32, so IEEE is the default; TF32 is an opt-in for throughput.
+    precision = settings.cuda_fp32_precision
+    torch.backends.cudnn.rnn.fp32_precision = precision  # type: ignore[attr-defined]
+    torch.backends.cuda.matmul.fp32_precision = precision

@@ -1,0 +1,77 @@
+"""Domain errors. No HTTP here: `service.api.problems` maps each class to a status, in one table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with one field of a request: where, and what was expected vs. got."""
+
+    loc: Loc
+    msg: str
+
+
+class ServiceError(Exception):
+    """Base of every error that is the client's or the load's fault, never a bug."""
+
+    def __init__(self, detail: str, errors: Sequence[FieldError] = ()) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = tuple(errors)
+
+
+class MalformedBody(ServiceError):
+    """The body is not parseable (e.g. not JSON)."""
+
+
+class UnsupportedMediaType(ServiceError):
+    """The body's content type is not one this endpoint takes."""
+
+
+class PayloadTooLarge(ServiceError):
+    """A body or a tensor is over a configured limit."""
+
+
+class InvalidInput(ServiceError):
+    """A config, tensor, shape or dtype is invalid; `errors` name the fields."""
+
+    @classmethod
+    def at(cls, loc: Loc, msg: str) -> InvalidInput:
+        return cls(msg, [FieldError(loc, msg)])
+
+
+class ModelNotFound(ServiceError):
+    """No model is registered under this name."""
+
+
+class ModelConflict(ServiceError):
+    """The name is taken by a model with another config."""
+
+
+class Overloaded(ServiceError):
+    """The queue is full; try again after `retry_after` seconds."""
+
+    def __init__(self, detail: str, retry_after: float = 1.0) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class NotReady(ServiceError):
+    """The service is starting or draining."""
+
+    def __init__(self, detail: str, retry_after: float = 1.0) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(ServiceError):
+    """The request's deadline passed before it ran."""
+
+
+class DeviceOutOfMemory(ServiceError):
+    """The device ran out of memory for this request; the service stays up."""

@@ -1,0 +1,47 @@
+"""Prometheus metrics, one CollectorRegistry per app (tests build many apps in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0
+)  # fmt: skip
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "rnn_serve_requests", "HTTP requests by route and status.",
+            ["method", "route", "status"], registry=r,
+        )  # fmt: skip
+        self.request_seconds = Histogram(
+            "rnn_serve_request_seconds", "HTTP request latency by route.",
+            ["route"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.stage_seconds = Histogram(
+            "rnn_serve_stage_seconds", "Forward latency split into decode, queue, compute, encode.",
+            ["stage"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "rnn_serve_batch_sequences", "Sequences per forward run on the device.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r,
+        )  # fmt: skip
+        self.timesteps = Counter(
+            "rnn_serve_timesteps", "Sequence steps processed (sum of lengths).", registry=r
+        )
+        self.registry_events = Counter(
+            "rnn_serve_registry_events", "Module cache hits, misses, builds and evictions.",
+            ["event"], registry=r,
+        )  # fmt: skip
+        self.loaded_models = Gauge(
+            "rnn_serve_loaded_modules", "Modules currently built on the device.", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

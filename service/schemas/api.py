@@ -1,0 +1,91 @@
+"""Request and response bodies of the v1 API."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from service.schemas.config import DType, RNNConfig
+from service.schemas.tensors import Tensor
+
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+ModelName = Annotated[str, StringConstraints(pattern=MODEL_NAME_PATTERN)]
+Encoding = Literal["nested", "flat", "b64"]
+
+
+class ForwardRequest(BaseModel):
+    """Forward with a registered model (POST /v1/models/{name}/forward)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: Tensor = Field(
+        description="(L, N, input_size); (N, L, input_size) if batch_first; (L, input_size) "
+        "unbatched."
+    )
+    h0: Tensor | None = Field(
+        default=None,
+        description="(D*num_layers, N, hidden_size), never batch-first; (D*num_layers, "
+        "hidden_size) unbatched. Zeros when absent.",
+    )
+    lengths: list[Annotated[int, Field(strict=True, ge=1)]] | None = Field(
+        default=None,
+        description="Per-sequence lengths in [1, L]: the batch runs as packed sequences.",
+    )
+    output_encoding: Encoding = "nested"
+
+
+class InlineForwardRequest(ForwardRequest):
+    """Forward with an inline config (POST /v1/rnn/forward)."""
+
+    config: RNNConfig
+
+
+class ForwardResponse(BaseModel):
+    model: str = Field(description="The model's name, or the config key for inline configs.")
+    output: Tensor
+    h_n: Tensor
+    output_shape: list[int]
+    h_n_shape: list[int]
+    dtype: DType
+    device: str
+
+
+class RegisterModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: ModelName
+    config: RNNConfig
+
+
+class ModelInfo(BaseModel):
+    name: str
+    config: RNNConfig
+    parameters: int = Field(description="Scalars in the state_dict.")
+    device: str
+    dtype: DType
+    loaded: bool = Field(description="Whether the module is built on the device right now.")
+    ready: bool = Field(description="Whether the model can serve requests.")
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class Status(BaseModel):
+    status: str
+
+
+class ProblemItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (application/problem+json)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[ProblemItem] = Field(default_factory=list)

@@ -1,0 +1,53 @@
+"""Typed settings, read once (RNN_SERVE_* environment variables, .env) in the app factory."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.schemas.config import RNNConfig
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Environment: RNN_SERVE_<NAME>, e.g. RNN_SERVE_DEVICE=cpu."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RNN_SERVE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Device and numerics.
+    device: str = Field(
+        default="auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="auto = CUDA when available, else CPU; or force cpu / cuda / cuda:N.",
+    )
+    cuda_fp32_precision: Literal["ieee", "tf32"] = Field(
+        default="ieee",
+        description="float32 RNNs on cuDNN: exact IEEE float32 (default) or faster TF32 (~1e-3).",
+    )
+    torch_threads: int = Field(
+        default=0, ge=0, description="torch intra-op threads for the engine; 0 = torch's default."
+    )
+
+    # The model every replica starts with.
+    default_model_name: str = "default"
+    default_model: RNNConfig = RNNConfig(input_size=10, hidden_size=20, num_layers=2)
+
+    # Limits (422 for model limits, 413 for sizes).
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_tensor_elements: int = Field(default=16 * 1024 * 1024, gt=0)
+    max_input_size: int = Field(default=65536, gt=0)
+    max_hidden_size: int = Field(default=8192, gt=0)
+    max_num_layers: int = Field(default=16, gt=0)
+    max_parameters: int = Field(default=256 * 1024 * 1024, gt=0)
+
+    # Registry.
+    inline_cache_size: int = Field(
+        default=32, ge=1, description="Modules built for inline configs kept, least recently used."
+    )
