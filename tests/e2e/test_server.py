@@ -1,0 +1,42 @@
+"""The real server over loopback, started as `make run` starts it."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.e2e
+
+
+def test_readme_example_over_http(live_server: str) -> None:
+    """rnn = nn.RNN(10, 20, 2); output, hn = rnn(torch.randn(5, 3, 10), torch.randn(2, 3, 20))"""
+    x, h0 = torch.randn(5, 3, 10), torch.randn(2, 3, 20)
+    r = httpx.post(
+        f"{live_server}/v1/models/default/forward",
+        json={"input": x.tolist(), "h0": h0.tolist()},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["output_shape"] == [5, 3, 20]
+    assert body["h_n_shape"] == [2, 3, 20]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out, hn = torch.nn.RNN(10, 20, 2)(x, h0)
+    np.testing.assert_allclose(np.asarray(body["output"]), out.numpy(), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(body["h_n"]), hn.numpy(), atol=1e-6)
+
+
+def test_errors_are_problems_over_the_wire(live_server: str) -> None:
+    r = httpx.post(
+        f"{live_server}/v1/models/default/forward",
+        content=b"not json",
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "application/problem+json"
+    assert httpx.get(f"{live_server}/healthz", timeout=5).json() == {"status": "ok"}
+    assert "rnn_serve_requests_total" in httpx.get(f"{live_server}/metrics", timeout=5).text

@@ -1,0 +1,43 @@
+"""Helpers for building requests and reading answers."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def flat(arr: np.ndarray, dtype: str = "float32") -> dict[str, Any]:
+    return {"shape": list(arr.shape), "dtype": dtype, "data": arr.reshape(-1).tolist()}
+
+
+def b64(arr: np.ndarray, dtype: str = "float32") -> dict[str, Any]:
+    if dtype == "bfloat16":
+        raw = torch.from_numpy(np.asarray(arr, np.float32)).to(torch.bfloat16)
+        data = raw.view(torch.int16).numpy().tobytes()
+    else:
+        data = np.ascontiguousarray(arr, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+    return {"shape": list(arr.shape), "dtype": dtype, "b64": base64.b64encode(data).decode()}
+
+
+def decode(t: Any) -> np.ndarray:
+    """Any wire form of a response tensor -> float64 array."""
+    if isinstance(t, list):
+        return np.asarray(t, dtype=np.float64)
+    shape = t["shape"]
+    if "data" in t:
+        return np.asarray(t["data"], dtype=np.float64).reshape(shape)
+    raw = base64.b64decode(t["b64"])
+    if t["dtype"] == "bfloat16":
+        bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+        return bits.view(np.float32).astype(np.float64).reshape(shape)
+    return (
+        np.frombuffer(raw, dtype=np.dtype(t["dtype"]).newbyteorder("<"))
+        .astype(np.float64)
+        .reshape(shape)
+    )
+
+
+TOLERANCE = {"float32": 1e-5, "float64": 1e-12, "float16": 2e-2, "bfloat16": 1e-1}

@@ -1,0 +1,118 @@
+"""RNNConfig rules, and the registry's cache: one build per key under concurrency, LRU bounds."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.errors import InvalidInput, ModelConflict, ModelNotFound
+from service.metrics import Metrics
+from service.registry import Registry, build_seeded
+from service.schemas.config import RNNConfig
+from tests.conftest import make_settings
+
+
+@given(st.integers(1, 9), st.integers(1, 9), st.integers(1, 3), st.booleans(), st.booleans())
+def test_parameter_count_matches_torch(
+    i: int, h: int, layers: int, bias: bool, bidir: bool
+) -> None:
+    config = RNNConfig(
+        input_size=i, hidden_size=h, num_layers=layers, bias=bias, bidirectional=bidir
+    )
+    rnn = torch.nn.RNN(i, h, layers, bias=bias, bidirectional=bidir)
+    assert config.parameter_count() == sum(p.numel() for p in rnn.parameters())
+
+
+def test_canonical_key_ignores_spelling_of_defaults() -> None:
+    a = RNNConfig.model_validate({"input_size": 3, "hidden_size": 4})
+    b = RNNConfig.model_validate({"hidden_size": 4, "input_size": 3, "num_layers": 1, "dropout": 0})
+    c = RNNConfig.model_validate({"input_size": 3, "hidden_size": 4, "seed": 1})
+    assert a.canonical_key() == b.canonical_key() != c.canonical_key()
+
+
+def test_seeded_build_equals_torch_and_leaves_global_rng_alone() -> None:
+    config = RNNConfig(
+        input_size=3, hidden_size=5, num_layers=2, bidirectional=True, seed=99, dtype="float64"
+    )
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    module = build_seeded(config, torch.device("cpu"))
+    after = torch.rand(1)
+    assert before == after
+    torch.manual_seed(99)
+    ref = torch.nn.RNN(3, 5, 2, bidirectional=True)
+    for name, value in ref.state_dict().items():
+        assert torch.equal(module.state_dict()[name], value.double()), name
+    assert not module.training
+    assert all(not p.requires_grad for p in module.parameters())
+
+
+def _registry(**overrides: object) -> tuple[Registry, Metrics]:
+    metrics = Metrics()
+    return Registry(make_settings(**overrides), torch.device("cpu"), metrics), metrics
+
+
+def _events(metrics: Metrics, event: str) -> float:
+    return (
+        metrics.registry.get_sample_value("rnn_serve_registry_events_total", {"event": event})
+        or 0.0
+    )
+
+
+def test_concurrent_first_requests_build_once() -> None:
+    registry, metrics = _registry()
+    config = RNNConfig(input_size=16, hidden_size=64, num_layers=3)
+    start = threading.Barrier(8)
+
+    def get() -> int:
+        start.wait()
+        return id(registry.inline_module(config))
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda _: get(), range(8)))
+    assert len(set(ids)) == 1
+    assert _events(metrics, "build") == 1
+
+    entry, _ = registry.register("m", config)
+    start = threading.Barrier(8)
+
+    def get_named() -> int:
+        start.wait()
+        return id(registry.module(entry))
+
+    with ThreadPoolExecutor(8) as pool:
+        assert len(set(pool.map(lambda _: get_named(), range(8)))) == 1
+    assert _events(metrics, "build") == 2
+
+
+def test_inline_cache_is_lru_bounded() -> None:
+    registry, metrics = _registry(inline_cache_size=2)
+    configs = [RNNConfig(input_size=2, hidden_size=2, seed=s) for s in range(3)]
+    first = registry.inline_module(configs[0])
+    registry.inline_module(configs[1])
+    assert registry.inline_module(configs[0]) is first  # refreshes 0: 1 is now the oldest
+    registry.inline_module(configs[2])  # evicts 1
+    assert registry.inline_cached() == 2
+    assert _events(metrics, "eviction") == 1
+    assert registry.inline_module(configs[0]) is first
+    registry.inline_module(configs[1])  # rebuilt
+    assert _events(metrics, "build") == 4
+
+
+def test_register_conflict_limits_and_delete() -> None:
+    registry, _ = _registry(max_hidden_size=8)
+    config = RNNConfig(input_size=2, hidden_size=4)
+    registry.register("m", config)
+    with pytest.raises(ModelConflict):
+        registry.register("m", RNNConfig(input_size=2, hidden_size=5))
+    with pytest.raises(InvalidInput, match="at most 8"):
+        registry.register("big", RNNConfig(input_size=2, hidden_size=9))
+    registry.delete("m")
+    with pytest.raises(ModelNotFound):
+        registry.get("m")
