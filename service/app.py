@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from service import __version__
@@ -17,8 +18,9 @@ from service.api.middleware import BodyLimit, RequestMetrics
 from service.api.openapi import openapi_factory
 from service.engine.device import configure_torch, resolve_device
 from service.engine.engine import Engine
+from service.errors import ModelConflict
 from service.metrics import Metrics
-from service.registry import Registry
+from service.registry import ModelEntry, Registry
 from service.settings import Settings
 
 log = logging.getLogger("rnn_serve")
@@ -27,6 +29,19 @@ DESCRIPTION = (
     "torch.nn.RNN forward passes over HTTP, computed exactly as torch computes them. "
     "Contract: docs in the README and ../shared/design/api.md."
 )
+
+
+def register_default(registry: Registry, settings: Settings) -> ModelEntry:
+    """The default model; if the repository holds another config under its name, that wins."""
+    name = settings.default_model_name
+    try:
+        return registry.register(name, settings.default_model)[0]
+    except ModelConflict:
+        log.warning(
+            "the repository's %r differs from RNN_SERVE_DEFAULT_MODEL; serving the repository's",
+            name,
+        )
+        return registry.get(name)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -38,12 +53,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         device = resolve_device(settings.device)
         configure_torch(settings)
         registry = Registry(settings, device, metrics)
-        default, _ = registry.register(settings.default_model_name, settings.default_model)
         engine = Engine(metrics)
         readiness = Readiness()
 
         async def warm() -> None:
-            await engine.warmup(lambda: registry.module(default), default.config)
+            found = await anyio.to_thread.run_sync(registry.load_all)
+            log.info("model repository %s: %d models", settings.model_repository, len(found))
+            default = await anyio.to_thread.run_sync(register_default, registry, settings)
+            await engine.warmup(lambda: registry.module(default.name), default.config)
             readiness.ready = True
             log.info("default model %r is warm on %s", default.name, device)
 
@@ -74,7 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(v1.router)
     app.include_router(health.router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_body_bytes, max_weights_bytes=settings.max_weights_bytes
+    )
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.openapi = openapi_factory(app)  # type: ignore[method-assign]
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -47,7 +48,17 @@ class Settings(BaseSettings):
     max_num_layers: int = Field(default=16, gt=0)
     max_parameters: int = Field(default=256 * 1024 * 1024, gt=0)
 
-    # Registry.
+    max_weights_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
+
+    # Registry and model repository.
+    model_repository: Path = Field(
+        default=Path("models"), description="Folder of <name>/config.json + weights.safetensors."
+    )
     inline_cache_size: int = Field(
         default=32, ge=1, description="Modules built for inline configs kept, least recently used."
+    )
+    max_loaded_bytes: int = Field(
+        default=4 * 1024**3,
+        gt=0,
+        description="Bytes of parameters kept built on the device; least recently used dropped.",
     )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,8 +22,11 @@ from service.settings import Settings
 
 
 def make_settings(**overrides: Any) -> Settings:
-    """Settings for tests: CPU, independent of the environment's RNN_SERVE_* variables."""
-    base: dict[str, Any] = {"device": "cpu"}
+    """Settings for tests: CPU, a fresh model repository unless one is given."""
+    base: dict[str, Any] = {
+        "device": "cpu",
+        "model_repository": Path(tempfile.mkdtemp(prefix="rnn-serve-test-")),
+    }
     return Settings(_env_file=None, **{**base, **overrides})  # type: ignore[call-arg]
 
 
@@ -75,7 +80,8 @@ def _free_port() -> int:
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real server, started as `make run` starts it (the rnn-serve command), on loopback."""
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    folder = tmp_path_factory.mktemp("server")
+    log_path = folder / "server.log"
     script = Path(sys.executable).with_name("rnn-serve")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "service"]
     with log_path.open("wb") as log:
@@ -83,6 +89,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             [*command, "--host", "127.0.0.1", "--port", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, "RNN_SERVE_MODEL_REPOSITORY": str(folder / "models")},
         )
     url = f"http://127.0.0.1:{port}"
     try:

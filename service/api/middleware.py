@@ -13,23 +13,24 @@ from service.metrics import Metrics
 
 class BodyLimit:
     """Refuses a declared Content-Length over the limit at once, and stops reading a streamed
-    body as soon as it passes the limit."""
+    body as soon as it passes the limit. Weight uploads (PUT .../weights) have their own limit."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_weights_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_weights_bytes = max_weights_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes
+        weights = scope["method"] == "PUT" and scope["path"].endswith("/weights")
+        limit = self.max_weights_bytes if weights else self.max_bytes
+        setting = "RNN_SERVE_MAX_WEIGHTS_BYTES" if weights else "RNN_SERVE_MAX_BODY_BYTES"
         for key, value in scope["headers"]:
             if key == b"content-length" and value.isdigit() and int(value) > limit:
                 detail = f"the body has {int(value)} bytes; the limit is {limit}"
-                body = problem_body(
-                    413, "payload-too-large", detail + " (RNN_SERVE_MAX_BODY_BYTES)"
-                )
+                body = problem_body(413, "payload-too-large", f"{detail} ({setting})")
                 await send(
                     {
                         "type": "http.response.start",
@@ -52,7 +53,7 @@ class BodyLimit:
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     raise PayloadTooLarge(
-                        f"the body is over the limit of {limit} bytes (RNN_SERVE_MAX_BODY_BYTES)"
+                        f"the body is over the limit of {limit} bytes ({setting})"
                     )
             return message
 

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import orjson
+from anyio import to_thread
 from fastapi import APIRouter, Request, Response
 
 from service.api import problems
@@ -15,6 +16,7 @@ from service.api.openapi import json_body
 from service.engine.codec import decode_tensor, encode_tensor
 from service.engine.engine import Engine, ModuleSource
 from service.engine.validate import H0, INPUT, validate_forward
+from service.errors import UnsupportedMediaType
 from service.metrics import Metrics
 from service.registry import ModelEntry, Registry
 from service.schemas.api import (
@@ -110,10 +112,10 @@ async def forward_model(
     settings: SettingsDep,
     metrics: MetricsDep,
 ) -> Response:
-    entry = registry.get(name)
+    entry = registry.get(name)  # a stat or two: sees deletes and uploads by other replicas
 
     def resolve(req: ForwardRequest) -> tuple[str, RNNConfig, ModuleSource]:
-        return entry.name, entry.config, lambda: registry.module(entry)
+        return entry.name, entry.config, lambda: registry.module(entry.name, entry.config)
 
     return await _forward(request, ForwardRequest, resolve, settings, engine, metrics)
 
@@ -125,7 +127,7 @@ def model_info(registry: Registry, entry: ModelEntry) -> ModelInfo:
         parameters=entry.config.parameter_count(),
         device=registry.device.type,
         dtype=entry.config.dtype,
-        loaded=entry.loaded,
+        loaded=registry.is_loaded(entry),
         ready=True,
     )
 
@@ -145,14 +147,15 @@ def model_info(registry: Registry, entry: ModelEntry) -> ModelInfo:
 async def register_model(request: Request, response: Response, registry: RegistryDep) -> ModelInfo:
     obj, _ = await read_json(request)
     req = parse(RegisterModel, obj)
-    entry, created = registry.register(req.name, req.config)
+    entry, created = await to_thread.run_sync(registry.register, req.name, req.config)
     response.status_code = 201 if created else 200
     return model_info(registry, entry)
 
 
 @router.get("/models", summary="List registered models")
 async def list_models(registry: RegistryDep) -> ModelList:
-    return ModelList(models=[model_info(registry, e) for e in registry.list()])
+    entries = await to_thread.run_sync(registry.list)
+    return ModelList(models=[model_info(registry, e) for e in entries])
 
 
 @router.get(
@@ -161,7 +164,7 @@ async def list_models(registry: RegistryDep) -> ModelList:
     responses=problems.responses(404, 422),
 )
 async def get_model(name: ModelNamePath, registry: RegistryDep) -> ModelInfo:
-    return model_info(registry, registry.get(name))
+    return model_info(registry, await to_thread.run_sync(registry.get, name))
 
 
 @router.delete(
@@ -172,5 +175,48 @@ async def get_model(name: ModelNamePath, registry: RegistryDep) -> ModelInfo:
     responses=problems.responses(404, 422),
 )
 async def delete_model(name: ModelNamePath, registry: RegistryDep) -> Response:
-    registry.delete(name)
+    await to_thread.run_sync(registry.delete, name)
     return Response(status_code=204)
+
+
+_SAFETENSORS = "application/octet-stream"
+
+
+@router.put(
+    "/models/{name}/weights",
+    summary="Upload trained weights (a safetensors file of nn.RNN's state_dict())",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {_SAFETENSORS: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+    responses={200: {"model": ModelInfo}, **problems.responses(404, 413, 415, 422)},
+)
+async def upload_weights(name: ModelNamePath, request: Request, registry: RegistryDep) -> ModelInfo:
+    media = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if media != _SAFETENSORS:
+        raise UnsupportedMediaType(
+            f"expected Content-Type {_SAFETENSORS} (a safetensors file), got {media or 'none'}"
+        )
+    data = await request.body()
+    entry = await to_thread.run_sync(registry.upload, name, data)
+    return model_info(registry, entry)
+
+
+@router.get(
+    "/models/{name}/weights",
+    summary="Download the current weights as a safetensors file",
+    response_class=Response,
+    responses={
+        200: {"content": {_SAFETENSORS: {"schema": {"type": "string", "format": "binary"}}}},
+        **problems.responses(404, 422, 503),
+    },
+)
+async def export_weights(name: ModelNamePath, registry: RegistryDep) -> Response:
+    data = await to_thread.run_sync(registry.export, name)
+    return Response(
+        data,
+        media_type=_SAFETENSORS,
+        headers={"Content-Disposition": f'attachment; filename="{name}.safetensors"'},
+    )

@@ -1,57 +1,73 @@
-"""Registered models and the cache of built modules.
+"""Registered models (durable, in the repository) and the cache of built modules.
 
-Thread-safety: every map is guarded by one lock; a module is built at most once per key even when
-many threads ask for it together (a per-key build lock, double-checked). Builds happen in the
-engine's worker thread, never on the event loop.
+- Models live on disk (`Repository`); memory holds what was last seen there. Every lookup checks
+  the repository's version (two stats), so models registered, re-uploaded or deleted by another
+  replica sharing the folder are served, reloaded or refused without a restart.
+- Built modules sit in one LRU bounded by the bytes of their parameters (`max_loaded_bytes`) and,
+  for inline configs, by count (`inline_cache_size`). Dropping one loses nothing: it is rebuilt
+  from the repository (or its seed) on next use.
+- A module is never changed in place: new weights build a new module that replaces the old in the
+  cache, so a forward sees the old weights or the new, never a mix.
+- Thread-safety: one lock guards the maps; a per-key build lock makes concurrent first requests
+  build once. Methods that touch disk or torch run off the event loop (engine worker or a thread).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from service.errors import InvalidInput, ModelConflict, ModelNotFound
+from service.errors import InvalidInput, Loc, ModelConflict, ModelNotFound, NotReady
 from service.metrics import Metrics
 from service.registry.build import build_seeded
+from service.registry.repository import CorruptModel, Repository, Version
+from service.registry.weights import module_from_weights, parse_weights, weights_bytes
 from service.schemas.config import RNNConfig
 from service.settings import Settings
 
+log = logging.getLogger("rnn_serve.registry")
+_CPU = torch.device("cpu")
 
-@dataclass
+
+@dataclass(frozen=True)
 class ModelEntry:
-    """A registered model. `module` is None until first built (or after eviction)."""
+    """A registered model as last read from the repository."""
 
     name: str
     config: RNNConfig
-    module: nn.RNN | None = None
-    build_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    version: Version
 
-    @property
-    def loaded(self) -> bool:
-        return self.module is not None
+
+@dataclass(frozen=True)
+class _Built:
+    module: nn.RNN
+    nbytes: int
+    version: Version | None  # None for inline modules
+
+
+def _nbytes(module: nn.RNN) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
 class Registry:
-    """Named models plus an LRU of modules built for inline configs."""
-
     def __init__(self, settings: Settings, device: torch.device, metrics: Metrics) -> None:
         self.settings = settings
         self.device = device
+        self.repo = Repository(settings.model_repository)
         self._metrics = metrics
         self._lock = threading.Lock()
         self._models: dict[str, ModelEntry] = {}
-        self._inline: OrderedDict[str, nn.RNN] = OrderedDict()
-        self._inline_locks: dict[str, threading.Lock] = {}
+        self._built: OrderedDict[str, _Built] = OrderedDict()
+        self._build_locks: dict[str, threading.Lock] = {}
 
     # --- limits -------------------------------------------------------------------------------
-    def check_limits(
-        self, config: RNNConfig, loc: tuple[str | int, ...] = ("body", "config")
-    ) -> None:
+    def check_limits(self, config: RNNConfig, loc: Loc = ("body", "config")) -> None:
         """The service's own bounds on model size (settings), reported as 422."""
         s = self.settings
         for name, value, limit in (
@@ -73,93 +89,213 @@ class Registry:
                 f"{s.max_parameters} (RNN_SERVE_MAX_PARAMETERS)",
             )
 
-    # --- named models -------------------------------------------------------------------------
+    # --- named models (disk I/O: call off the event loop, except get()) ------------------------
+    def load_all(self) -> list[str]:
+        """Register every model in the repository (at start-up)."""
+        for name in self.repo.names():
+            try:
+                self.get(name)
+            except NotReady as exc:
+                log.warning("skipping %s: %s", name, exc.detail)
+        return sorted(self._models)
+
     def register(self, name: str, config: RNNConfig) -> tuple[ModelEntry, bool]:
-        """Register `name`; idempotent for the same config, ModelConflict for another."""
+        """Register `name` durably; idempotent for the same config, ModelConflict for another."""
         self.check_limits(config)
-        with self._lock:
-            existing = self._models.get(name)
-            if existing is not None:
-                if existing.config != config:
-                    raise ModelConflict(
-                        f"model {name!r} is already registered with another config; "
-                        "delete it first or choose another name"
-                    )
-                return existing, False
-            entry = ModelEntry(name, config)
-            self._models[name] = entry
-            self._metrics.loaded_models.set(self._loaded_count())
-            return entry, True
+        existing = self._lookup(name)
+        if existing is None:
+            seeded = weights_bytes(build_seeded(config, _CPU))
+            if self.repo.create(name, config, seeded):
+                self._metrics.registry_events.labels("register").inc()
+                entry = self._lookup(name)
+                assert entry is not None
+                return entry, True
+            existing = self._lookup(name)  # another replica created it meanwhile
+            if existing is None:
+                raise ModelConflict(f"model {name!r} is being changed concurrently; try again")
+        if existing.config != config:
+            raise ModelConflict(
+                f"model {name!r} is already registered with another config; "
+                "delete it first or choose another name"
+            )
+        return existing, False
 
     def get(self, name: str) -> ModelEntry:
-        with self._lock:
-            entry = self._models.get(name)
+        """The model as the repository has it now (one stat when nothing changed)."""
+        entry = self._lookup(name)
         if entry is None:
             raise ModelNotFound(f"no model named {name!r} is registered")
         return entry
 
     def list(self) -> list[ModelEntry]:
+        entries = []
+        for name in self.repo.names():
+            try:
+                entries.append(self.get(name))
+            except (ModelNotFound, NotReady):
+                continue
         with self._lock:
-            return sorted(self._models.values(), key=lambda e: e.name)
+            for gone in set(self._models) - {e.name for e in entries}:
+                self._forget(gone)
+        return entries
 
     def delete(self, name: str) -> None:
+        deleted = self.repo.delete(name)
         with self._lock:
-            if self._models.pop(name, None) is None:
-                raise ModelNotFound(f"no model named {name!r} is registered")
-            self._metrics.loaded_models.set(self._loaded_count())
+            self._forget(name)
+        if not deleted:
+            raise ModelNotFound(f"no model named {name!r} is registered")
+        self._metrics.registry_events.labels("delete").inc()
 
-    def module(self, entry: ModelEntry) -> nn.RNN:
-        """The entry's module, built once on first use (call from the engine's worker)."""
-        module = entry.module
-        if module is not None:
-            self._metrics.registry_events.labels("hit").inc()
+    def upload(self, name: str, data: bytes) -> ModelEntry:
+        """Check, build, then durably replace a model's weights; the old ones serve until then."""
+        entry = self.get(name)
+        module = module_from_weights(entry.config, parse_weights(data, entry.config), self.device)
+        try:
+            self.repo.replace_weights(name, data)
+        except FileNotFoundError:
+            raise ModelNotFound(f"model {name!r} was deleted during the upload") from None
+        entry = self.get(name)
+        self._insert(f"model:{name}", _Built(module, _nbytes(module), entry.version))
+        self._metrics.registry_events.labels("upload").inc()
+        return entry
+
+    def export(self, name: str) -> bytes:
+        """The current weights as a safetensors file (the stored file, byte for byte)."""
+        self.get(name)
+        stored = self.repo.read_weights(name)
+        if stored is not None:
+            return stored[0]
+        return weights_bytes(self.module(name))  # a hand-made folder with only config.json
+
+    def is_loaded(self, entry: ModelEntry) -> bool:
+        with self._lock:
+            built = self._built.get(f"model:{entry.name}")
+        return built is not None and built.version == entry.version
+
+    def module(self, name: str, expect: RNNConfig | None = None) -> nn.RNN:
+        """The module for the model's current version, built or reloaded if need be.
+
+        `expect` is the config a request was validated against: if the model was deleted and
+        registered again with another config meanwhile, the request is refused, not run.
+        """
+        if expect is not None and self.get(name).config != expect:
+            raise ModelConflict(f"model {name!r} was replaced by another config; send it again")
+        key = f"model:{name}"
+        version = self.repo.version(name)
+        built = self._cached(key, version)
+        if built is not None:
+            return built
+        with self._build_lock(key):
+            version = self.repo.version(name)
+            built = self._cached(key, version)
+            if built is not None:
+                return built
+            entry = self.get(name)
+            self._metrics.registry_events.labels("miss").inc()
+            stored = self.repo.read_weights(name)
+            try:
+                if stored is None:
+                    module = self._count_build(lambda: build_seeded(entry.config, self.device))
+                    weights_version = None
+                else:
+                    data, weights_version = stored
+                    tensors = parse_weights(data, entry.config)
+                    module = self._count_build(
+                        lambda: module_from_weights(entry.config, tensors, self.device)
+                    )
+            except InvalidInput as exc:
+                raise NotReady(
+                    f"model {name!r} cannot be loaded from the repository: {exc.detail}"
+                ) from None
+            self._insert(key, _Built(module, _nbytes(module), (entry.version[0], weights_version)))
             return module
-        with entry.build_lock:
-            if entry.module is None:
-                self._metrics.registry_events.labels("miss").inc()
-                entry.module = self._build(entry.config)
-                with self._lock:
-                    self._metrics.loaded_models.set(self._loaded_count())
-            else:
-                self._metrics.registry_events.labels("hit").inc()
-            return entry.module
 
     # --- inline configs -----------------------------------------------------------------------
     def inline_module(self, config: RNNConfig) -> nn.RNN:
         """A module for an inline config, shared by every request with an equal config."""
-        key = config.canonical_key()
-        with self._lock:
-            module = self._inline.get(key)
-            if module is not None:
-                self._inline.move_to_end(key)
-                self._metrics.registry_events.labels("hit").inc()
-                return module
-            build_lock = self._inline_locks.setdefault(key, threading.Lock())
-        with build_lock:
-            with self._lock:
-                module = self._inline.get(key)
-            if module is not None:
-                self._metrics.registry_events.labels("hit").inc()
-                return module
+        key = f"inline:{config.canonical_key()}"
+        built = self._cached(key, None)
+        if built is not None:
+            return built
+        with self._build_lock(key):
+            built = self._cached(key, None)
+            if built is not None:
+                return built
             self._metrics.registry_events.labels("miss").inc()
-            module = self._build(config)
-            with self._lock:
-                self._inline[key] = module
-                self._inline_locks.pop(key, None)
-                while len(self._inline) > self.settings.inline_cache_size:
-                    self._inline.popitem(last=False)
-                    self._metrics.registry_events.labels("eviction").inc()
-                self._metrics.loaded_models.set(self._loaded_count())
+            module = self._count_build(lambda: build_seeded(config, self.device))
+            self._insert(key, _Built(module, _nbytes(module), None))
             return module
 
-    def inline_cached(self) -> int:
+    def loaded(self) -> tuple[int, int]:
+        """(modules built, bytes of their parameters)."""
         with self._lock:
-            return len(self._inline)
+            return len(self._built), sum(b.nbytes for b in self._built.values())
 
     # --- internals ----------------------------------------------------------------------------
-    def _build(self, config: RNNConfig, builder: Callable[..., nn.RNN] = build_seeded) -> nn.RNN:
-        self._metrics.registry_events.labels("build").inc()
-        return builder(config, self.device)
+    def _lookup(self, name: str) -> ModelEntry | None:
+        version = self.repo.version(name)
+        with self._lock:
+            if version is None:
+                self._forget(name)
+                return None
+            entry = self._models.get(name)
+        if entry is not None and entry.version == version:
+            return entry
+        try:
+            stored = self.repo.read(name)
+        except CorruptModel as exc:
+            raise NotReady(f"model {name!r} has an unreadable config in the repository") from exc
+        if stored is None:
+            return None
+        entry = ModelEntry(name, stored.config, stored.version)
+        with self._lock:
+            self._models[name] = entry
+        return entry
 
-    def _loaded_count(self) -> int:
-        return len(self._inline) + sum(1 for e in self._models.values() if e.loaded)
+    def _forget(self, name: str) -> None:  # caller holds the lock
+        self._models.pop(name, None)
+        if self._built.pop(f"model:{name}", None) is not None:
+            self._metrics.loaded_models.set(len(self._built))
+
+    def _cached(self, key: str, version: Version | None) -> nn.RNN | None:
+        with self._lock:
+            built = self._built.get(key)
+            if built is None:
+                return None
+            if key.startswith("model:") and (version is None or built.version != version):
+                # Stale (newer weights on disk) or deleted: the next build replaces it.
+                if version is None:
+                    self._built.pop(key)
+                return None
+            self._built.move_to_end(key)
+        self._metrics.registry_events.labels("hit").inc()
+        return built.module
+
+    def _build_lock(self, key: str) -> threading.Lock:
+        with self._lock:
+            return self._build_locks.setdefault(key, threading.Lock())
+
+    def _count_build(self, build: Callable[[], nn.RNN]) -> nn.RNN:
+        self._metrics.registry_events.labels("build").inc()
+        return build()
+
+    def _insert(self, key: str, built: _Built) -> None:
+        """Cache `built` as the newest entry, then evict the least recently used past the bounds."""
+        with self._lock:
+            self._built[key] = built
+            self._built.move_to_end(key)
+            budget = self.settings.max_loaded_bytes
+            while len(self._built) > 1 and sum(b.nbytes for b in self._built.values()) > budget:
+                self._evict_oldest(lambda k: True)
+            while (
+                sum(k.startswith("inline:") for k in self._built) > self.settings.inline_cache_size
+            ):
+                self._evict_oldest(lambda k: k.startswith("inline:"))
+            self._metrics.loaded_models.set(len(self._built))
+
+    def _evict_oldest(self, eligible: Callable[[str], bool]) -> None:  # caller holds the lock
+        victim = next(k for k in self._built if eligible(k))
+        del self._built[victim]
+        self._build_locks.pop(victim, None)
+        self._metrics.registry_events.labels("eviction").inc()

@@ -79,12 +79,12 @@ def test_concurrent_first_requests_build_once() -> None:
     assert len(set(ids)) == 1
     assert _events(metrics, "build") == 1
 
-    entry, _ = registry.register("m", config)
+    registry.register("m", config)
     start = threading.Barrier(8)
 
     def get_named() -> int:
         start.wait()
-        return id(registry.module(entry))
+        return id(registry.module("m"))
 
     with ThreadPoolExecutor(8) as pool:
         assert len(set(pool.map(lambda _: get_named(), range(8)))) == 1
@@ -98,7 +98,7 @@ def test_inline_cache_is_lru_bounded() -> None:
     registry.inline_module(configs[1])
     assert registry.inline_module(configs[0]) is first  # refreshes 0: 1 is now the oldest
     registry.inline_module(configs[2])  # evicts 1
-    assert registry.inline_cached() == 2
+    assert registry.loaded()[0] == 2
     assert _events(metrics, "eviction") == 1
     assert registry.inline_module(configs[0]) is first
     registry.inline_module(configs[1])  # rebuilt

@@ -1,0 +1,164 @@
+"""The model repository on disk: `<root>/<name>/config.json` + `weights.safetensors`.
+
+Every write is atomic: a new model is staged in a hidden folder and renamed into place whole; new
+weights go to a temporary file in the model's folder, fsynced, then renamed over the old file. A
+crash at any point leaves the old model or the new one, never a torn one. Replicas sharing the
+folder see each other's changes through `version()`, a cheap stat of the two files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from pydantic import ValidationError
+
+from service.schemas.api import MODEL_NAME_PATTERN
+from service.schemas.config import RNNConfig
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+_NAME = re.compile(MODEL_NAME_PATTERN)
+_STAGING = ".staging"
+_TRASH = ".trash"
+
+# (inode, mtime_ns, size) of config.json and of weights.safetensors (None when absent)
+FileStamp = tuple[int, int, int]
+Version = tuple[FileStamp, FileStamp | None]
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    config: RNNConfig
+    version: Version
+
+
+class CorruptModel(Exception):
+    """A folder in the repository whose config.json cannot be read as an RNN config."""
+
+
+def _stamp(st: os.stat_result) -> FileStamp:
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class Repository:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def folder(self, name: str) -> Path:
+        if not _NAME.fullmatch(name):  # defence in depth: names are validated at the edge too
+            raise ValueError(f"invalid model name {name!r}")
+        return self.root / name
+
+    def names(self) -> list[str]:
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if _NAME.fullmatch(p.name) and (p / CONFIG_FILE).is_file()
+        )
+
+    def version(self, name: str) -> Version | None:
+        """The model's current version, or None if it is not (or no longer) in the repository."""
+        folder = self.folder(name)
+        try:
+            config = _stamp(os.stat(folder / CONFIG_FILE))
+        except FileNotFoundError:
+            return None
+        try:
+            weights: FileStamp | None = _stamp(os.stat(folder / WEIGHTS_FILE))
+        except FileNotFoundError:
+            weights = None
+        return (config, weights)
+
+    def read(self, name: str) -> StoredModel | None:
+        folder = self.folder(name)
+        try:
+            with (folder / CONFIG_FILE).open("rb") as f:
+                stamp = _stamp(os.fstat(f.fileno()))
+                raw = f.read()
+        except FileNotFoundError:
+            return None
+        try:
+            config = RNNConfig.model_validate(orjson.loads(raw))
+        except (orjson.JSONDecodeError, ValidationError) as exc:
+            raise CorruptModel(f"{folder / CONFIG_FILE}: {exc}") from None
+        version = self.version(name)
+        weights = version[1] if version else None
+        return StoredModel(config, (stamp, weights))
+
+    def read_weights(self, name: str) -> tuple[bytes, FileStamp] | None:
+        """The weights file's bytes and the stamp of exactly the file that was read."""
+        try:
+            with (self.folder(name) / WEIGHTS_FILE).open("rb") as f:
+                return f.read(), _stamp(os.fstat(f.fileno()))
+        except FileNotFoundError:
+            return None
+
+    def create(self, name: str, config: RNNConfig, weights: bytes) -> bool:
+        """Write a new model whole; False if the name already exists (nothing is changed)."""
+        target = self.folder(name)
+        if target.exists():
+            return False
+        staging = self.root / _STAGING / f"{name}-{uuid.uuid4().hex}"
+        staging.mkdir(parents=True)
+        try:
+            config_json = orjson.dumps(config.model_dump(mode="json"), option=orjson.OPT_INDENT_2)
+            _write_synced(staging / CONFIG_FILE, config_json)
+            _write_synced(staging / WEIGHTS_FILE, weights)
+            _fsync_dir(staging)
+            try:
+                os.rename(staging, target)  # fails if another replica created it meanwhile
+            except OSError:
+                if target.exists():
+                    return False
+                raise
+            _fsync_dir(self.root)
+            return True
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def replace_weights(self, name: str, weights: bytes) -> None:
+        folder = self.folder(name)
+        tmp = folder / f".{WEIGHTS_FILE}.{uuid.uuid4().hex}.tmp"
+        try:
+            _write_synced(tmp, weights)
+            os.replace(tmp, folder / WEIGHTS_FILE)
+            _fsync_dir(folder)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def delete(self, name: str) -> bool:
+        """Remove the model's folder; its name disappears at once (one rename)."""
+        trash = self.root / _TRASH
+        trash.mkdir(exist_ok=True)
+        doomed = trash / f"{name}-{uuid.uuid4().hex}"
+        try:
+            os.rename(self.folder(name), doomed)
+        except FileNotFoundError:
+            return False
+        _fsync_dir(self.root)
+        shutil.rmtree(doomed, ignore_errors=True)
+        return True
