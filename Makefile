@@ -29,13 +29,13 @@ test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: $(VENV)/.dev
-	$(BIN)/ruff check service tests bench
-	$(BIN)/ruff format --check service tests bench
+	$(BIN)/ruff check service tests bench examples
+	$(BIN)/ruff format --check service tests bench examples
 	$(BIN)/mypy
 
 fmt: $(VENV)/.dev
-	$(BIN)/ruff check --fix service tests bench
-	$(BIN)/ruff format service tests bench
+	$(BIN)/ruff check --fix service tests bench examples
+	$(BIN)/ruff format service tests bench examples
 
 openapi: $(VENV)/.runtime
 	$(BIN)/python -m service.openapi_export openapi/openapi.json

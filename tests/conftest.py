@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +14,7 @@ from asgi_lifespan import LifespanManager
 
 from service.app import create_app
 from service.settings import Settings
+from tests.server import running_server
 
 
 def make_settings(**overrides: Any) -> Settings:
@@ -68,48 +64,9 @@ async def fresh_client(anyio_backend: str) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real server, started as `make run` starts it (the rnn-serve command), on loopback."""
-    port = _free_port()
     folder = tmp_path_factory.mktemp("server")
-    log_path = folder / "server.log"
-    script = Path(sys.executable).with_name("rnn-serve")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "service"]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "RNN_SERVE_MODEL_REPOSITORY": str(folder / "models")},
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server never became ready:\n{log_path.read_text()}")
-            time.sleep(0.1)
+    with running_server(folder / "models", folder / "server.log") as url:
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

@@ -1,0 +1,14 @@
+"""The README's train -> upload -> serve example runs against the real server."""
+
+from __future__ import annotations
+
+import pytest
+
+from examples.train_and_serve import main
+
+pytestmark = pytest.mark.e2e
+
+
+def test_train_upload_serve(live_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--url", live_server, "--seconds", "1", "--name", "sine-test"]) == 0
+    assert "OK: rnn-serve serves exactly the trained model" in capsys.readouterr().out
