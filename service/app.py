@@ -53,14 +53,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         device = resolve_device(settings.device)
         configure_torch(settings)
         registry = Registry(settings, device, metrics)
-        engine = Engine(metrics)
+        engine = Engine(settings, metrics)
+        engine.start()
         readiness = Readiness()
 
         async def warm() -> None:
             found = await anyio.to_thread.run_sync(registry.load_all)
             log.info("model repository %s: %d models", settings.model_repository, len(found))
             default = await anyio.to_thread.run_sync(register_default, registry, settings)
-            await engine.warmup(lambda: registry.module(default.name), default.config)
+            key = (default.name, default.config.canonical_key())
+            await engine.warmup(key, lambda: registry.module(default.name), default.config)
             readiness.ready = True
             log.info("default model %r is warm on %s", default.name, device)
 
@@ -78,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             warming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await warming
-            engine.close()
+            await engine.close()
 
     app = FastAPI(
         title="rnn-serve",

@@ -36,6 +36,21 @@ class Settings(BaseSettings):
         default=0, ge=0, description="torch intra-op threads for the engine; 0 = torch's default."
     )
 
+    # Dynamic batching.
+    max_batch_sequences: int = Field(
+        default=256, ge=1, description="Most sequences joined into one forward (1 = no batching)."
+    )
+    max_batch_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="How long a batch may wait for company; 0 = run at once when the device is "
+        "idle and batch what accumulates while it is busy.",
+    )
+    max_queue: int = Field(default=2048, ge=1, description="Queued requests before 429.")
+    request_timeout_s: float = Field(
+        default=30.0, gt=0, description="A request still queued after this long gets 504."
+    )
+
     # The model every replica starts with.
     default_model_name: str = "default"
     default_model: RNNConfig = RNNConfig(input_size=10, hidden_size=20, num_layers=2)

@@ -49,6 +49,7 @@ async def _forward(
     obj, body = await read_json(request)
     req = parse(body_model, obj)
     name, config, source = resolve(req)
+    key = (name, config.canonical_key())
     known_bools = sum(type(v) is bool for v in obj.get("config", {}).values())
     check_bools = may_hide_bools(body, known_bools)
     limit = settings.max_tensor_elements
@@ -60,7 +61,7 @@ async def _forward(
     decoded = time.perf_counter()
     metrics.stage_seconds.labels("decode").observe(decoded - started)
 
-    result = await engine.forward(source, config, job)
+    result = await engine.forward(key, source, config, job)
 
     encode_started = time.perf_counter()
     payload = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,9 +26,15 @@ class ForwardResult:
 
 
 def to_torch(t: WireTensor, device: torch.device) -> torch.Tensor:
-    arr = t.array if t.array.flags.writeable else t.array.copy()
+    return array_to_torch(t.array, t.dtype == "bfloat16", device)
+
+
+def array_to_torch(arr: np.ndarray[Any, Any], bf16: bool, device: torch.device) -> torch.Tensor:
+    """Host array -> device tensor in one copy; bfloat16 arrives as uint16 bit patterns."""
+    if not arr.flags.writeable:
+        arr = arr.copy()
     tensor = torch.from_numpy(arr)
-    if t.dtype == "bfloat16":
+    if bf16:
         tensor = tensor.view(torch.int16).view(torch.bfloat16)
     return tensor.to(device, non_blocking=True)
 
@@ -69,3 +76,71 @@ def _output_shape(config: RNNConfig, job: ForwardJob) -> tuple[int, ...]:
     if config.batch_first:
         return (job.batch, job.seq_len, features)
     return (job.seq_len, job.batch, features)
+
+
+def run_batch(module: nn.RNN, config: RNNConfig, jobs: Sequence[ForwardJob]) -> list[ForwardResult]:
+    """Run several validated jobs of one model as one forward; each gets what it would alone.
+
+    Requests are joined on the batch axis of a sequence-major buffer (h0 on dim 1, whatever
+    batch_first says; an unbatched request is one sequence). Requests of different lengths, or
+    with `lengths`, run as packed sequences, so no sequence ever runs over another's padding.
+    """
+    if len(jobs) == 1:
+        return [run_forward(module, config, jobs[0])]
+    device = next(module.parameters()).device
+    bf16 = config.dtype == "bfloat16"
+    carrier = jobs[0].input.array.dtype
+    seq_len = max(j.seq_len for j in jobs)
+    total = sum(j.batch for j in jobs)
+    rows, hidden = config.num_directions * config.num_layers, config.hidden_size
+
+    x = np.zeros((seq_len, total, config.input_size), dtype=carrier)
+    h0 = (
+        np.zeros((rows, total, hidden), dtype=carrier)
+        if any(j.h0 is not None for j in jobs)
+        else None
+    )
+    lengths: list[int] = []
+    start = 0
+    for j in jobs:
+        stop = start + j.batch
+        x[: j.seq_len, start:stop] = _seq_major(j.input.array, j.batched, config.batch_first)
+        if h0 is not None and j.h0 is not None:
+            h0[:, start:stop] = j.h0.array if j.batched else j.h0.array[:, None]
+        lengths += list(j.lengths) if j.lengths else [j.seq_len] * j.batch
+        start = stop
+
+    xt = array_to_torch(x, bf16, device)
+    ht = None if h0 is None else array_to_torch(h0, bf16, device)
+    with torch.inference_mode():
+        if all(n == seq_len for n in lengths):
+            # batch_first modules take (N, L, F); a transposed view of the buffer costs nothing.
+            out, h_n = module(xt.transpose(0, 1) if config.batch_first else xt, ht)
+            if config.batch_first:
+                out = out.transpose(0, 1)
+        else:
+            packed = pack_padded_sequence(
+                xt, torch.tensor(lengths, dtype=torch.int64), enforce_sorted=False
+            )
+            packed_out, h_n = module(packed, ht)
+            out, _ = pad_packed_sequence(packed_out, total_length=seq_len)
+    out_np, hn_np = to_numpy(out), to_numpy(h_n)
+
+    results = []
+    start = 0
+    for j in jobs:
+        stop = start + j.batch
+        o, h = out_np[: j.seq_len, start:stop], hn_np[:, start:stop]
+        if not j.batched:
+            o, h = o[:, 0], h[:, 0]
+        elif config.batch_first:
+            o = o.transpose(1, 0, 2)
+        results.append(ForwardResult(np.ascontiguousarray(o), np.ascontiguousarray(h)))
+        start = stop
+    return results
+
+
+def _seq_major(arr: np.ndarray[Any, Any], batched: bool, batch_first: bool) -> np.ndarray[Any, Any]:
+    if not batched:
+        return arr[:, None, :]
+    return arr.transpose(1, 0, 2) if batch_first else arr

@@ -1,0 +1,185 @@
+"""Dynamic batching: requests for the same model join one forward.
+
+One dispatcher task on the event loop owns the queues; the forwards run in the engine's single
+worker thread. While the worker is busy, requests accumulate; when it frees up, the oldest
+waiting model's queue is taken whole (up to `max_batch_sequences`). So a lone request on an idle
+device runs at once, and under load every forward carries what arrived while the last one ran.
+Requests are validated before they get here, so one bad request cannot fail a batch; a caller
+that gave up (its task cancelled) is dropped; a full queue refuses with 429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from service.engine.runner import ForwardResult
+from service.engine.validate import ForwardJob
+from service.errors import DeadlineExceeded, Overloaded
+from service.metrics import Metrics
+from service.schemas.config import RNNConfig
+
+ModuleSource = Callable[[], nn.RNN]
+BatchRunner = Callable[[ModuleSource, RNNConfig, Sequence[ForwardJob]], list[ForwardResult]]
+
+
+@dataclass(eq=False)
+class _Pending:
+    job: ForwardJob
+    future: asyncio.Future[ForwardResult]
+    enqueued: float
+
+
+@dataclass(eq=False)
+class _Queue:
+    source: ModuleSource
+    config: RNNConfig
+    items: deque[_Pending] = field(default_factory=deque)
+
+
+class Batcher:
+    def __init__(
+        self,
+        executor: Executor,
+        run: BatchRunner,
+        metrics: Metrics,
+        *,
+        max_batch_sequences: int,
+        max_wait_s: float,
+        max_queue: int,
+        timeout_s: float,
+    ) -> None:
+        self._executor = executor
+        self._run = run
+        self._metrics = metrics
+        self.max_batch_sequences = max_batch_sequences
+        self.max_wait_s = max_wait_s
+        self.max_queue = max_queue
+        self.timeout_s = timeout_s
+        self._queues: dict[Hashable, _Queue] = {}
+        self._queued = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._dispatch(), name="rnn-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for queue in self._queues.values():
+            for p in queue.items:
+                if not p.future.done():
+                    p.future.set_exception(Overloaded("the server is shutting down"))
+        self._queues.clear()
+
+    async def submit(
+        self, key: Hashable, source: ModuleSource, config: RNNConfig, job: ForwardJob
+    ) -> ForwardResult:
+        if self._queued >= self.max_queue:
+            raise Overloaded(
+                f"the queue is full ({self.max_queue} requests, RNN_SERVE_MAX_QUEUE); retry later"
+            )
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = _Queue(source, config)
+        future: asyncio.Future[ForwardResult] = asyncio.get_running_loop().create_future()
+        queue.items.append(_Pending(job, future, time.perf_counter()))
+        self._queued += 1
+        self._wakeup.set()
+        return await future  # cancelling the caller cancels `future`: the dispatcher drops it
+
+    # --- the dispatcher -----------------------------------------------------------------------
+    async def _dispatch(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            picked = self._oldest()
+            if picked is None:
+                self._wakeup.clear()
+                continue
+            key, queue = picked
+            if self.max_wait_s > 0:
+                await self._wait_for_company(queue)
+            batch = self._take(key, queue)
+            if not batch:
+                continue
+            started = time.perf_counter()
+            for p in batch:
+                self._metrics.stage_seconds.labels("queue").observe(started - p.enqueued)
+            jobs = [p.job for p in batch]
+            try:
+                results = await asyncio.wrap_future(
+                    self._executor.submit(self._run, queue.source, queue.config, jobs)
+                )
+            except Exception as exc:  # the model's failure is every member's (e.g. OOM, deleted)
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
+            self._metrics.batch_size.observe(sum(j.batch for j in jobs))
+            for p, result in zip(batch, results, strict=True):
+                if not p.future.done():
+                    p.future.set_result(result)
+
+    def _oldest(self) -> tuple[Hashable, _Queue] | None:
+        best: tuple[Hashable, _Queue] | None = None
+        for key, queue in list(self._queues.items()):
+            self._drop_dead(queue)
+            if not queue.items:
+                del self._queues[key]
+            elif best is None or queue.items[0].enqueued < best[1].items[0].enqueued:
+                best = (key, queue)
+        return best
+
+    async def _wait_for_company(self, queue: _Queue) -> None:
+        """With max_wait > 0, let a small batch wait (at most that long) for more requests."""
+        while queue.items and sum(p.job.batch for p in queue.items) < self.max_batch_sequences:
+            remaining = queue.items[0].enqueued + self.max_wait_s - time.perf_counter()
+            if remaining <= 0:
+                return
+            await asyncio.sleep(min(remaining, 0.001))
+
+    def _take(self, key: Hashable, queue: _Queue) -> list[_Pending]:
+        batch: list[_Pending] = []
+        sequences = 0
+        now = time.perf_counter()
+        while queue.items:
+            head = queue.items[0]
+            if head.future.done():  # cancelled by its caller
+                queue.items.popleft()
+                self._queued -= 1
+                continue
+            if now - head.enqueued > self.timeout_s:
+                queue.items.popleft()
+                self._queued -= 1
+                waited = f"waited over {self.timeout_s:g}s in the queue"
+                head.future.set_exception(
+                    DeadlineExceeded(f"{waited} (RNN_SERVE_REQUEST_TIMEOUT_S)")
+                )
+                continue
+            if batch and sequences + head.job.batch > self.max_batch_sequences:
+                break
+            batch.append(queue.items.popleft())
+            self._queued -= 1
+            sequences += head.job.batch
+        if not queue.items:
+            self._queues.pop(key, None)
+        return batch
+
+    def _drop_dead(self, queue: _Queue) -> None:
+        while queue.items and queue.items[0].future.done():
+            queue.items.popleft()
+            self._queued -= 1

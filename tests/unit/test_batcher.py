@@ -1,0 +1,143 @@
+"""The batcher's queue mechanics, with a fake runner in a real worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from service.engine.batcher import Batcher
+from service.engine.codec import WireTensor
+from service.engine.runner import ForwardResult
+from service.engine.validate import ForwardJob
+from service.errors import DeadlineExceeded, Overloaded
+from service.metrics import Metrics
+from service.schemas.config import RNNConfig
+
+pytestmark = pytest.mark.anyio
+CONFIG = RNNConfig(input_size=1, hidden_size=1)
+
+
+def job(tag: float, batch: int = 1) -> ForwardJob:
+    x = WireTensor(np.full((1, batch, 1), tag, dtype=np.float32), "float32", True)
+    return ForwardJob(x, None, None, True, 1, batch)
+
+
+class Runner:
+    """Records the batches it is given; blocks while `gate` is clear."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[float]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(
+        self, source: object, config: RNNConfig, jobs: Sequence[ForwardJob]
+    ) -> list[ForwardResult]:
+        self.gate.wait(10)
+        self.batches.append([float(j.input.array.flat[0]) for j in jobs])
+        return [ForwardResult(j.input.array, j.input.array) for j in jobs]
+
+
+def make(runner: Runner, **kw: float) -> tuple[Batcher, ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(1)
+    options = {
+        "max_batch_sequences": 4,
+        "max_wait_s": 0.0,
+        "max_queue": 100,
+        "timeout_s": 30.0,
+        **kw,
+    }
+    b = Batcher(pool, runner, Metrics(), **options)  # type: ignore[arg-type]
+    b.start()
+    return b, pool
+
+
+async def test_lone_request_runs_at_once_then_backlog_is_batched() -> None:
+    runner = Runner()
+    b, pool = make(runner)
+    runner.gate.clear()
+    first = asyncio.create_task(b.submit("k", lambda: None, CONFIG, job(0)))  # type: ignore[arg-type,return-value]
+    await asyncio.sleep(0.05)  # the lone request is already in the worker, not waiting
+    rest = [asyncio.create_task(b.submit("k", lambda: None, CONFIG, job(i))) for i in range(1, 7)]  # type: ignore[arg-type,return-value]
+    await asyncio.sleep(0.05)
+    runner.gate.set()
+    results = await asyncio.gather(first, *rest)
+    assert [float(r.output.flat[0]) for r in results] == [0, 1, 2, 3, 4, 5, 6]
+    assert runner.batches == [[0.0], [1.0, 2.0, 3.0, 4.0], [5.0, 6.0]]  # max 4 sequences a batch
+    await b.stop()
+    pool.shutdown()
+
+
+async def test_cancelled_caller_is_dropped() -> None:
+    runner = Runner()
+    b, pool = make(runner)
+    runner.gate.clear()
+    busy = asyncio.create_task(b.submit("k", lambda: None, CONFIG, job(0)))  # type: ignore[arg-type,return-value]
+    await asyncio.sleep(0.05)
+    doomed = asyncio.create_task(b.submit("k", lambda: None, CONFIG, job(1)))  # type: ignore[arg-type,return-value]
+    kept = asyncio.create_task(b.submit("k", lambda: None, CONFIG, job(2)))  # type: ignore[arg-type,return-value]
+    await asyncio.sleep(0.01)
+    doomed.cancel()
+    runner.gate.set()
+    await asyncio.gather(busy, kept)
+    assert runner.batches == [[0.0], [2.0]]
+    assert b.queued == 0
+    await b.stop()
+    pool.shutdown()
+
+
+async def test_full_queue_and_deadline() -> None:
+    runner = Runner()
+    b, pool = make(runner, max_queue=2, timeout_s=0.05)
+    runner.gate.clear()
+    busy = asyncio.create_task(b.submit("k", lambda: None, CONFIG, job(0)))  # type: ignore[arg-type,return-value]
+    await asyncio.sleep(0.02)
+    waiting = [asyncio.create_task(b.submit("k", lambda: None, CONFIG, job(i))) for i in (1, 2)]  # type: ignore[arg-type,return-value]
+    await asyncio.sleep(0.01)
+    with pytest.raises(Overloaded):
+        await b.submit("k", lambda: None, CONFIG, job(3))  # type: ignore[arg-type]
+    await asyncio.sleep(0.1)  # past the deadline while the worker is still busy
+    runner.gate.set()
+    await busy
+    for task in waiting:
+        with pytest.raises(DeadlineExceeded):
+            await task
+    assert runner.batches == [[0.0]]
+    await b.stop()
+    pool.shutdown()
+
+
+async def test_max_wait_gathers_company() -> None:
+    runner = Runner()
+    b, pool = make(runner, max_wait_s=0.2)
+    tasks = []
+    for i in range(3):
+        tasks.append(asyncio.create_task(b.submit("k", lambda: None, CONFIG, job(i))))  # type: ignore[arg-type,return-value]
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*tasks)
+    assert runner.batches == [[0.0, 1.0, 2.0]]
+    await b.stop()
+    pool.shutdown()
+
+
+async def test_separate_keys_are_never_joined() -> None:
+    runner = Runner()
+    b, pool = make(runner)
+    runner.gate.clear()
+    first = asyncio.create_task(b.submit("a", lambda: None, CONFIG, job(0)))  # type: ignore[arg-type,return-value]
+    await asyncio.sleep(0.02)
+    others = [
+        asyncio.create_task(b.submit(k, lambda: None, CONFIG, job(i)))
+        for i, k in enumerate("abab", 1)
+    ]  # type: ignore[arg-type,return-value]
+    await asyncio.sleep(0.02)
+    runner.gate.set()
+    await asyncio.gather(first, *others)
+    assert sorted(map(sorted, runner.batches)) == [[0.0], [1.0, 3.0], [2.0, 4.0]]
+    await b.stop()
+    pool.shutdown()
