@@ -37,6 +37,16 @@ fmt: $(VENV)/.dev
 	$(BIN)/ruff check --fix service tests bench examples
 	$(BIN)/ruff format service tests bench examples
 
+$(VENV)/.bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	touch $(VENV)/.runtime $(VENV)/.dev $@
+
+# Needs wrk (Debian's package); installed here when missing and we are root.
+bench: $(VENV)/.bench
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
+		|| { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
+	$(BIN)/python -m bench.run
+
 openapi: $(VENV)/.runtime
 	$(BIN)/python -m service.openapi_export openapi/openapi.json
 

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.api import health, problems, v1
 from service.api.deps import Readiness
+from service.api.fastpath import FastPath
 from service.api.middleware import BodyLimit, RequestMetrics
 from service.api.openapi import openapi_factory
 from service.engine.device import configure_torch, resolve_device
@@ -61,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             found = await anyio.to_thread.run_sync(registry.load_all)
             log.info("model repository %s: %d models", settings.model_repository, len(found))
             default = await anyio.to_thread.run_sync(register_default, registry, settings)
-            key = (default.name, default.config.canonical_key())
+            key = ("model", default.name, default.config.canonical_key)
             await engine.warmup(key, lambda: registry.module(default.name), default.config)
             readiness.ready = True
             log.info("default model %r is warm on %s", default.name, device)
@@ -93,6 +94,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(v1.router)
     app.include_router(health.router)
+    app.add_middleware(
+        FastPath,
+        routes=[
+            ("POST", "/v1/rnn/forward", v1.forward_inline),
+            ("POST", "/v1/models/{name}/forward", v1.forward_model),
+        ],
+    )
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, max_weights_bytes=settings.max_weights_bytes
     )

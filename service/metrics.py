@@ -12,6 +12,16 @@ _LATENCY_BUCKETS = (
 )  # fmt: skip
 
 
+class StageTimers:
+    """The per-stage histogram children, looked up once (labels() costs a lock and a dict)."""
+
+    def __init__(self, histogram: Histogram) -> None:
+        self.decode = histogram.labels("decode")
+        self.queue = histogram.labels("queue")
+        self.compute = histogram.labels("compute")
+        self.encode = histogram.labels("encode")
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -28,6 +38,7 @@ class Metrics:
             "rnn_serve_stage_seconds", "Forward latency split into decode, queue, compute, encode.",
             ["stage"], buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        self.stages = StageTimers(self.stage_seconds)
         self.batch_size = Histogram(
             "rnn_serve_batch_sequences", "Sequences per forward run on the device.",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r,

@@ -23,23 +23,25 @@ class Readiness:
     reason: str = "warming up the default model"
 
 
-def _settings(request: Request) -> Settings:
+# async on purpose: FastAPI runs a plain `def` dependency in a worker thread, which would cost a
+# thread hop (and a GIL handoff with the torch worker) for each of these trivial lookups.
+async def _settings(request: Request) -> Settings:
     return cast(Settings, request.state.settings)
 
 
-def _registry(request: Request) -> Registry:
+async def _registry(request: Request) -> Registry:
     return cast(Registry, request.state.registry)
 
 
-def _engine(request: Request) -> Engine:
+async def _engine(request: Request) -> Engine:
     return cast(Engine, request.state.engine)
 
 
-def _metrics(request: Request) -> Metrics:
+async def _metrics(request: Request) -> Metrics:
     return cast(Metrics, request.state.metrics)
 
 
-def _readiness(request: Request) -> Readiness:
+async def _readiness(request: Request) -> Readiness:
     return cast(Readiness, request.state.readiness)
 
 

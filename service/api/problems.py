@@ -74,6 +74,10 @@ def status_of(exc: e.ServiceError) -> tuple[int, str]:
 
 async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, e.ServiceError)
+    return service_error_response(exc)
+
+
+def service_error_response(exc: e.ServiceError) -> Response:
     status, slug = status_of(exc)
     headers = None
     if isinstance(exc, e.Overloaded | e.NotReady):

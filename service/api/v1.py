@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import orjson
@@ -11,15 +13,16 @@ from fastapi import APIRouter, Request, Response
 
 from service.api import problems
 from service.api.body import may_hide_bools, parse, read_json
-from service.api.deps import EngineDep, MetricsDep, ModelNamePath, RegistryDep, SettingsDep
+from service.api.deps import ModelNamePath, RegistryDep
 from service.api.openapi import json_body
 from service.engine.codec import decode_tensor, encode_tensor
 from service.engine.engine import Engine, ModuleSource
 from service.engine.validate import H0, INPUT, validate_forward
-from service.errors import UnsupportedMediaType
-from service.metrics import Metrics
+from service.errors import InvalidInput, UnsupportedMediaType
+from service.metrics import StageTimers
 from service.registry import ModelEntry, Registry
 from service.schemas.api import (
+    MODEL_NAME_PATTERN,
     ForwardRequest,
     ForwardResponse,
     InlineForwardRequest,
@@ -36,20 +39,33 @@ _FORWARD_ERRORS = problems.responses(400, 413, 415, 422, 429, 503, 504, 507)
 _JSON_ERRORS = problems.responses(400, 413, 415, 422)
 
 
+# The two forward routes are the hot path: they take only the Request (no dependency solving or
+# parameter validation by FastAPI, each a measurable share of a small request's cost) and read
+# the lifespan's objects from request.state. Their parameters are declared in openapi_extra.
+_NAME_PARAM = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": MODEL_NAME_PATTERN},
+    "description": "A registered model's name.",
+}
+_NAME = re.compile(MODEL_NAME_PATTERN)
+
+
 async def _forward(
     request: Request,
     body_model: type[ForwardRequest],
-    resolve: Any,
-    settings: Settings,
-    engine: Engine,
-    metrics: Metrics,
+    resolve: Callable[[Any], tuple[str, RNNConfig, Hashable, ModuleSource]],
 ) -> Response:
     """Shared by both forward routes: parse -> decode -> validate -> engine -> encode."""
+    state = request.state
+    settings: Settings = state.settings
+    engine: Engine = state.engine
+    stages: StageTimers = state.metrics.stages
     started = time.perf_counter()
     obj, body = await read_json(request)
     req = parse(body_model, obj)
-    name, config, source = resolve(req)
-    key = (name, config.canonical_key())
+    name, config, key, source = resolve(req)
     known_bools = sum(type(v) is bool for v in obj.get("config", {}).values())
     check_bools = may_hide_bools(body, known_bools)
     limit = settings.max_tensor_elements
@@ -59,7 +75,7 @@ async def _forward(
         h0 = decode_tensor(req.h0, H0, config.dtype, limit, check_bools=check_bools)
     job = validate_forward(config, x, h0, req.lengths)
     decoded = time.perf_counter()
-    metrics.stage_seconds.labels("decode").observe(decoded - started)
+    stages.decode.observe(decoded - started)
 
     result = await engine.forward(key, source, config, job)
 
@@ -71,10 +87,10 @@ async def _forward(
         "output_shape": list(result.output.shape),
         "h_n_shape": list(result.h_n.shape),
         "dtype": config.dtype,
-        "device": request.state.registry.device.type,
+        "device": state.registry.device.type,
     }
     content = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-    metrics.stage_seconds.labels("encode").observe(time.perf_counter() - encode_started)
+    stages.encode.observe(time.perf_counter() - encode_started)
     return Response(content, media_type="application/json")
 
 
@@ -84,41 +100,38 @@ async def _forward(
     openapi_extra=json_body(InlineForwardRequest),
     responses={200: {"model": ForwardResponse}, **_FORWARD_ERRORS},
 )
-async def forward_inline(
-    request: Request,
-    registry: RegistryDep,
-    engine: EngineDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-) -> Response:
-    def resolve(req: InlineForwardRequest) -> tuple[str, RNNConfig, ModuleSource]:
+async def forward_inline(request: Request) -> Response:
+    registry: Registry = request.state.registry
+
+    def resolve(req: InlineForwardRequest) -> tuple[str, RNNConfig, Hashable, ModuleSource]:
         config = req.config
         registry.check_limits(config)
-        return config.canonical_key(), config, lambda: registry.inline_module(config)
+        key = config.canonical_key
+        return key, config, key, lambda: registry.inline_module(config)
 
-    return await _forward(request, InlineForwardRequest, resolve, settings, engine, metrics)
+    return await _forward(request, InlineForwardRequest, resolve)
 
 
 @router.post(
     "/models/{name}/forward",
     summary="Forward with a registered model",
-    openapi_extra=json_body(ForwardRequest),
+    openapi_extra={**json_body(ForwardRequest), "parameters": [_NAME_PARAM]},
     responses={200: {"model": ForwardResponse}, **problems.responses(404), **_FORWARD_ERRORS},
 )
-async def forward_model(
-    name: ModelNamePath,
-    request: Request,
-    registry: RegistryDep,
-    engine: EngineDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-) -> Response:
+async def forward_model(request: Request) -> Response:
+    name = request.path_params["name"]
+    if not _NAME.fullmatch(name):
+        raise InvalidInput.at(
+            ("path", "name"), f"String should match pattern '{MODEL_NAME_PATTERN}'"
+        )
+    registry: Registry = request.state.registry
     entry = registry.get(name)  # a stat or two: sees deletes and uploads by other replicas
 
-    def resolve(req: ForwardRequest) -> tuple[str, RNNConfig, ModuleSource]:
-        return entry.name, entry.config, lambda: registry.module(entry.name, entry.config)
+    def resolve(req: ForwardRequest) -> tuple[str, RNNConfig, Hashable, ModuleSource]:
+        key = ("model", entry.name, entry.config.canonical_key)
+        return entry.name, entry.config, key, lambda: registry.module(entry.name, entry.config)
 
-    return await _forward(request, ForwardRequest, resolve, settings, engine, metrics)
+    return await _forward(request, ForwardRequest, resolve)
 
 
 def model_info(registry: Registry, entry: ModelEntry) -> ModelInfo:

@@ -55,7 +55,7 @@ class Engine:
             return await self.batcher.submit(key, source, config, job)
         queued = time.perf_counter()
         future = self._executor.submit(self._run, source, config, [job])
-        self._metrics.stage_seconds.labels("queue").observe(time.perf_counter() - queued)
+        self._metrics.stages.queue.observe(time.perf_counter() - queued)
         (result,) = await asyncio.wrap_future(future)
         self._metrics.batch_size.observe(job.batch)
         return result
@@ -72,7 +72,7 @@ class Engine:
             raise DeviceOutOfMemory(
                 "the device ran out of memory for this request; send fewer or shorter sequences"
             ) from None
-        self._metrics.stage_seconds.labels("compute").observe(time.perf_counter() - started)
+        self._metrics.stages.compute.observe(time.perf_counter() - started)
         self._metrics.timesteps.inc(
             sum(sum(j.lengths) if j.lengths else j.seq_len * j.batch for j in jobs)
         )

@@ -214,7 +214,7 @@ class Registry:
     # --- inline configs -----------------------------------------------------------------------
     def inline_module(self, config: RNNConfig) -> nn.RNN:
         """A module for an inline config, shared by every request with an equal config."""
-        key = f"inline:{config.canonical_key()}"
+        key = f"inline:{config.canonical_key}"
         built = self._cached(key, None)
         if built is not None:
             return built

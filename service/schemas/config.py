@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from functools import cached_property
 from typing import Any, Literal
 
 import orjson
@@ -96,6 +97,7 @@ class RNNConfig(BaseModel):
             total += d * per_direction
         return total
 
+    @cached_property
     def canonical_key(self) -> str:
         """A stable hash of every field, so equal configs share one cached module."""
         blob = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)

@@ -216,9 +216,11 @@ async def test_forwards_during_reupload_and_delete(repo_client: httpx.AsyncClien
     answers = await asyncio.gather(*tasks)
     statuses = {r.status_code for r in answers}
     assert statuses <= {200, 204, 404}, [r.text for r in answers if r.status_code >= 500]
+    candidates = [decode(e) for e in expected]
     for r in answers:
         if r.status_code == 200 and "output" in r.json():
-            assert r.json()["output"] in expected
+            got = decode(r.json()["output"])  # batching may change the last float bit, not more
+            assert any(np.abs(got - want).max() < 1e-6 for want in candidates)
 
 
 async def test_memory_budget_evicts_and_rebuilds(tmp_path: Path, anyio_backend: str) -> None:

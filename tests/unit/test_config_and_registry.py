@@ -32,7 +32,7 @@ def test_canonical_key_ignores_spelling_of_defaults() -> None:
     a = RNNConfig.model_validate({"input_size": 3, "hidden_size": 4})
     b = RNNConfig.model_validate({"hidden_size": 4, "input_size": 3, "num_layers": 1, "dropout": 0})
     c = RNNConfig.model_validate({"input_size": 3, "hidden_size": 4, "seed": 1})
-    assert a.canonical_key() == b.canonical_key() != c.canonical_key()
+    assert a.canonical_key == b.canonical_key != c.canonical_key
 
 
 def test_seeded_build_equals_torch_and_leaves_global_rng_alone() -> None:

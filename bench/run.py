@@ -1,0 +1,351 @@
+"""`make bench`: rnn-serve against a plain FastAPI baseline and a bare endpoint, under wrk.
+
+Starts the real server as `make run` does (the rnn-serve command) and the baseline
+(bench/baseline.py) under the same uvicorn settings, drives each from a separate wrk process on
+loopback, measures the in-process torch forward for the same shapes (the floor), and writes
+bench/REPORT.md and bench/throughput.png. Ratios come from this one run, on this machine.
+
+    BENCH_SECONDS=6 python -m bench.run
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))
+SHAPES = {"seed": (10, 20, 2), "big": (64, 128, 2)}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    model: str
+    seq_len: int
+    batch: int
+    encoding: str  # nested | b64
+    concurrency: tuple[int, ...]
+    targets: tuple[str, ...]
+
+
+SCENARIOS = (
+    Scenario("seed 10→20 ×2, L=5, N=3", "seed", 5, 3, "nested", (1, 16, 64), ("rnn-serve", "baseline", "bare")),
+    Scenario("64→128 ×2, L=50, N=1", "big", 50, 1, "nested", (1, 64), ("rnn-serve", "baseline", "bare")),
+    Scenario("2.3 MB: 64→128 ×2, L=50, N=32, nested JSON", "big", 50, 32, "nested", (1, 8), ("rnn-serve", "baseline")),
+    Scenario("2.3 MB: 64→128 ×2, L=50, N=32, b64", "big", 50, 32, "b64", (1, 8), ("rnn-serve",)),
+)  # fmt: skip
+
+
+@dataclass
+class Result:
+    scenario: str
+    target: str
+    concurrency: int
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    errors: int
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def server(command: list[str], port: int, env: dict[str, str], log: Path) -> Iterator[str]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                sys.exit(f"{command[0]} exited:\n{log.read_text()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/openapi.json", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                sys.exit(f"{command[0]} never started:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def body_for(s: Scenario, target: str) -> bytes:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((s.seq_len, s.batch, SHAPES[s.model][0])).astype(np.float32)
+    if target == "rnn-serve" and s.encoding == "b64":
+        wire: object = {
+            "shape": list(x.shape),
+            "dtype": "float32",
+            "b64": base64.b64encode(x.tobytes()).decode(),
+        }
+        return json.dumps({"input": wire, "output_encoding": "b64"}).encode()
+    return json.dumps({"input": x.tolist()}).encode()
+
+
+def path_for(s: Scenario, target: str) -> str:
+    return {
+        "rnn-serve": f"/v1/models/{s.model}/forward",
+        "baseline": f"/forward/{s.model}",
+        "bare": "/bare",
+    }[target]
+
+
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {**_UNIT, "m": 60e3}[unit]
+
+
+def wrk(url: str, body: Path, concurrency: int, seconds: float) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", "10s", "--latency",
+         "-s", str(BENCH / "post.lua"), url],
+        env={**os.environ, "BODY_FILE": str(body)}, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    pct = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)$", out, re.M))
+    if len(pct) < 3:  # no request completed in time: report it, do not crash the whole run
+        print(out, flush=True)
+        pct = {"50": "0s", "90": "0s", "99": "0s"}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)$", out, re.M)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": _ms(pct["50"]),
+        "p90_ms": _ms(pct["90"]),
+        "p99_ms": _ms(pct["99"]),
+        "errors": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",  # type: ignore[dict-item]
+    }
+
+
+def floor_ms(model: str, seq_len: int, batch: int, runs: int = 300) -> float:
+    """Median in-process forward time for this shape: no HTTP, no codec."""
+    torch.manual_seed(0)
+    rnn = torch.nn.RNN(*SHAPES[model]).eval()
+    x = torch.randn(seq_len, batch, SHAPES[model][0])
+    times = []
+    with torch.inference_mode():
+        for _ in range(20):
+            rnn(x)
+        for _ in range(runs):
+            t = time.perf_counter()
+            rnn(x)
+            times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def main() -> None:
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk (make bench tries this itself)")
+    work = Path(tempfile.mkdtemp(prefix="rnn-serve-bench-"))
+    out_dir = BENCH / "out"
+    out_dir.mkdir(exist_ok=True)
+    python = sys.executable
+    ours_port, base_port = free_port(), free_port()
+    script = Path(python).with_name("rnn-serve")
+    ours_cmd = [str(script) if script.exists() else python, *([] if script.exists() else ["-m", "service"]),
+                "--host", "127.0.0.1", "--port", str(ours_port)]  # fmt: skip
+    base_cmd = [python, "-m", "uvicorn", "bench.baseline:app", "--host", "127.0.0.1", "--port",
+                str(base_port), "--loop", "uvloop", "--http", "httptools", "--log-level", "warning"]  # fmt: skip
+    results: list[Result] = []
+    floors = {
+        (s.model, s.seq_len, s.batch): floor_ms(s.model, s.seq_len, s.batch) for s in SCENARIOS
+    }
+    batched64 = floor_ms("big", 50, 64)
+    print(
+        f"in-process floors (ms): {floors}; 64→128 L=50 N=64 batched: {batched64:.3f} ms",
+        flush=True,
+    )
+
+    env = {"RNN_SERVE_MODEL_REPOSITORY": str(work / "models"), "RNN_SERVE_LOG_LEVEL": "warning"}
+    with (
+        server(ours_cmd, ours_port, env, out_dir / "rnn-serve.log") as ours,
+        server(base_cmd, base_port, {}, out_dir / "baseline.log") as base,
+    ):
+        while httpx.get(f"{ours}/readyz").status_code != 200:
+            time.sleep(0.1)
+        config = dict(zip(("input_size", "hidden_size", "num_layers"), SHAPES["big"], strict=True))
+        httpx.post(
+            f"{ours}/v1/models", json={"name": "big", "config": config}, timeout=30
+        ).raise_for_status()
+        httpx.post(
+            f"{ours}/v1/models",
+            json={"name": "seed", "config": {"input_size": 10, "hidden_size": 20, "num_layers": 2}},
+            timeout=30,
+        ).raise_for_status()
+        bases = {"rnn-serve": ours, "baseline": base, "bare": base}
+        for s in SCENARIOS:
+            for target in s.targets:
+                body = work / f"{s.model}-{s.batch}-{s.encoding}-{target}.json"
+                body.write_bytes(body_for(s, target))
+                url = bases[target] + path_for(s, target)
+                check = httpx.post(
+                    url,
+                    content=body.read_bytes(),
+                    headers={"content-type": "application/json"},
+                    timeout=60,
+                )
+                assert check.status_code == 200, check.text[:300]
+                if target != "bare":
+                    assert check.json()["output_shape"] == [s.seq_len, s.batch, SHAPES[s.model][1]]
+                wrk(url, body, s.concurrency[0], 1)  # warm-up
+                for c in s.concurrency:
+                    m = wrk(url, body, c, SECONDS)
+                    r = Result(
+                        s.name,
+                        target,
+                        c,
+                        m["rps"],
+                        m["p50_ms"],
+                        m["p90_ms"],
+                        m["p99_ms"],
+                        int(m["errors"]),
+                    )
+                    results.append(r)
+                    print(
+                        f"{s.name:45s} {target:10s} c={c:<3d} {r.rps:9.1f} req/s  p50 {r.p50_ms:8.2f} ms  p99 {r.p99_ms:8.2f} ms  errors {r.errors}",
+                        flush=True,
+                    )
+        metrics = httpx.get(f"{ours}/metrics").text
+    (out_dir / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
+    write_report(results, floors, batched64, metrics)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _get(results: list[Result], scenario: Scenario, target: str, c: int) -> Result:
+    return next(
+        r
+        for r in results
+        if r.scenario == scenario.name and r.target == target and r.concurrency == c
+    )
+
+
+def write_report(
+    results: list[Result], floors: dict[tuple[str, int, int], float], batched64: float, metrics: str
+) -> None:
+    seed, big, large_json, large_b64 = SCENARIOS
+    ours = lambda s, c: _get(results, s, "rnn-serve", c)  # noqa: E731
+    base = lambda s, c: _get(results, s, "baseline", c)  # noqa: E731
+    bare = lambda s, c: _get(results, s, "bare", c)  # noqa: E731
+    seed_floor = floors[("seed", 5, 3)]
+    big_floor = floors[("big", 50, 1)]
+    large_floor = floors[("big", 50, 32)]
+    checks = [
+        ("seed, c=64: rnn-serve / baseline req/s", ours(seed, 64).rps / base(seed, 64).rps, "≥ 10"),
+        ("seed, c=64: rnn-serve / bare endpoint req/s", ours(seed, 64).rps / bare(seed, 64).rps, "≥ 0.5"),
+        ("seed, c=64: rnn-serve p99 / baseline p99", ours(seed, 64).p99_ms / base(seed, 64).p99_ms, "≤ 0.2"),
+        ("64→128 N=1, c=64: rnn-serve / baseline req/s", ours(big, 64).rps / base(big, 64).rps, "≥ 25"),
+        ("64→128 N=1, c=64: rnn-serve req/s / back-to-back in-process forwards/s", ours(big, 64).rps / (1000 / big_floor), "> 1"),
+        ("seed, c=1: rnn-serve p50 − in-process forward (ms)", ours(seed, 1).p50_ms - seed_floor, "≤ 1 ms"),
+        ("2.3 MB b64, c=1: rnn-serve p50 / in-process forward", ours(large_b64, 1).p50_ms / large_floor, "≤ 2"),
+        ("2.3 MB nested, c=1: baseline p50 / rnn-serve p50", base(large_json, 1).p50_ms / ours(large_json, 1).p50_ms, "≥ 3"),
+    ]  # fmt: skip
+    batch_line = next(
+        (ln for ln in metrics.splitlines() if ln.startswith("rnn_serve_batch_sequences_sum")), ""
+    )
+    count_line = next(
+        (ln for ln in metrics.splitlines() if ln.startswith("rnn_serve_batch_sequences_count")), ""
+    )
+    mean_batch = (
+        float(batch_line.split()[-1]) / max(1.0, float(count_line.split()[-1]))
+        if batch_line
+        else 0.0
+    )
+    lines = [
+        "# rnn-serve benchmark",
+        "",
+        f"`make bench` on {platform.machine()} with {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads; wrk (1 thread) on loopback, {SECONDS:g} s a run. "
+        "Server, baseline and load generator share the same cores, so absolute figures are "
+        "modest; the ratios, all from this one run, are the point.",
+        "",
+        "## Targets",
+        "",
+        "| check | measured | target |",
+        "|---|---|---|",
+        *[f"| {name} | {value:.2f} | {target} |" for name, value, target in checks],
+        "",
+        f"In-process forwards (the floor): seed {seed_floor:.3f} ms; 64→128 L=50 N=1 {big_floor:.3f} ms "
+        f"({1000 / big_floor:.0f} forwards/s back to back); N=32 {large_floor:.3f} ms; N=64 "
+        f"{batched64:.3f} ms ({64000 / batched64:.0f} sequences/s). Mean sequences per forward "
+        f"inside rnn-serve over the whole run: {mean_batch:.1f}.",
+        "",
+        "## All runs",
+        "",
+        "| scenario | server | concurrency | req/s | p50 ms | p90 ms | p99 ms | non-2xx |",
+        "|---|---|---|---|---|---|---|---|",
+        *[f"| {r.scenario} | {r.target} | {r.concurrency} | {r.rps:.1f} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | {r.p99_ms:.2f} | {r.errors} |" for r in results],
+        "",
+        "![throughput and p99 latency against concurrency](throughput.png)",
+        "",
+    ]  # fmt: skip
+    (BENCH / "REPORT.md").write_text("\n".join(lines))
+    plot(results)
+    print("\n".join(lines[6 : 8 + len(checks)]))
+    print(f"wrote {BENCH / 'REPORT.md'} and {BENCH / 'throughput.png'}")
+
+
+def plot(results: list[Result]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    for col, s in enumerate(SCENARIOS[:2]):
+        for target in s.targets:
+            runs = [r for r in results if r.scenario == s.name and r.target == target]
+            xs = [r.concurrency for r in runs]
+            axes[0][col].plot(xs, [r.rps for r in runs], marker="o", label=target)
+            axes[1][col].plot(xs, [r.p99_ms for r in runs], marker="o", label=target)
+        axes[0][col].set_title(s.name)
+        axes[0][col].set_ylabel("requests/s")
+        axes[1][col].set_ylabel("p99 latency (ms)")
+        for ax in (axes[0][col], axes[1][col]):
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("concurrency")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(BENCH / "throughput.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
