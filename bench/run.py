@@ -138,7 +138,7 @@ def wrk(url: str, body: Path, concurrency: int, seconds: float) -> dict[str, flo
          "-s", str(BENCH / "post.lua"), url],
         env={**os.environ, "BODY_FILE": str(body)}, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    pct = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)$", out, re.M))
+    pct = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)\s*$", out, re.M))
     if len(pct) < 3:  # no request completed in time: report it, do not crash the whole run
         print(out, flush=True)
         pct = {"50": "0s", "90": "0s", "99": "0s"}
@@ -155,7 +155,8 @@ def wrk(url: str, body: Path, concurrency: int, seconds: float) -> dict[str, flo
 
 
 def floor_ms(model: str, seq_len: int, batch: int, runs: int = 300) -> float:
-    """Median in-process forward time for this shape: no HTTP, no codec."""
+    """Median in-process forward time for this shape: no HTTP, no codec (same torch threads as
+    the server uses)."""
     torch.manual_seed(0)
     rnn = torch.nn.RNN(*SHAPES[model]).eval()
     x = torch.randn(seq_len, batch, SHAPES[model][0])
@@ -184,6 +185,10 @@ def main() -> None:
     base_cmd = [python, "-m", "uvicorn", "bench.baseline:app", "--host", "127.0.0.1", "--port",
                 str(base_port), "--loop", "uvloop", "--http", "httptools", "--log-level", "warning"]  # fmt: skip
     results: list[Result] = []
+    from service.engine.device import torch_threads
+    from service.settings import Settings
+
+    torch.set_num_threads(torch_threads(Settings()))
     floors = {
         (s.model, s.seq_len, s.batch): floor_ms(s.model, s.seq_len, s.batch) for s in SCENARIOS
     }
@@ -305,6 +310,19 @@ def write_report(
         f"({1000 / big_floor:.0f} forwards/s back to back); N=32 {large_floor:.3f} ms; N=64 "
         f"{batched64:.3f} ms ({64000 / batched64:.0f} sequences/s). Mean sequences per forward "
         f"inside rnn-serve over the whole run: {mean_batch:.1f}.",
+        "",
+        "## What bounds the targets that are missed",
+        "",
+        f"- 10x the baseline on the seed shape means {10 * base(seed, 64).rps:.0f} req/s; an endpoint "
+        f"that only reads the body and returns a fixed answer reaches {bare(seed, 64).rps:.0f} req/s "
+        "here. No JSON endpoint can beat that ceiling, so where 10x baseline exceeds it the target "
+        "cannot be met on this machine; the ratio to the bare endpoint is the meaningful one.",
+        f"- 25x the baseline on 64→128 N=1 means {25 * base(big, 64).rps:.0f} req/s against a bare "
+        f"ceiling of {bare(big, 64).rps:.0f} req/s.",
+        "- With 2 cores, one runs the event loop (HTTP parsing, JSON and base64 codecs, answers) and "
+        "one runs torch: under load the event loop saturates first (the worker is idle much of "
+        "the time), so throughput is set by the per-request Python cost, not by the forward. More "
+        "processes (replicas, `deploy/`) are the way past it.",
         "",
         "## All runs",
         "",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from service.settings import Settings
@@ -17,9 +19,15 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
+def torch_threads(settings: Settings) -> int:
+    """Intra-op threads for the engine: the setting, or every CPU but the event loop's."""
+    return settings.torch_threads or max(1, (os.cpu_count() or 2) - 1)
+
+
 def configure_torch(settings: Settings) -> None:
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    # With as many intra-op threads as cores, each forward takes every core from the event loop
+    # that decodes the next requests and answers the last ones.
+    torch.set_num_threads(torch_threads(settings))
     # float32 RNNs on cuDNN default to TF32 (~1e-3 error). rnn-serve's promise is torch's exact
     # float32, so IEEE is the default; TF32 is an opt-in for throughput.
     precision = settings.cuda_fp32_precision

@@ -66,6 +66,7 @@ class Repository:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
+        self._paths: dict[str, tuple[str, str]] = {}  # name -> (config path, weights path)
 
     def folder(self, name: str) -> Path:
         if not _NAME.fullmatch(name):  # defence in depth: names are validated at the edge too
@@ -80,14 +81,22 @@ class Repository:
         )
 
     def version(self, name: str) -> Version | None:
-        """The model's current version, or None if it is not (or no longer) in the repository."""
-        folder = self.folder(name)
+        """The model's current version, or None if it is not (or no longer) in the repository.
+
+        Called on every forward: two stat calls on cached path strings, nothing else.
+        """
+        paths = self._paths.get(name)
+        if paths is None:
+            folder = self.folder(name)
+            paths = (str(folder / CONFIG_FILE), str(folder / WEIGHTS_FILE))
         try:
-            config = _stamp(os.stat(folder / CONFIG_FILE))
+            config = _stamp(os.stat(paths[0]))
         except FileNotFoundError:
+            self._paths.pop(name, None)
             return None
+        self._paths[name] = paths  # only names that exist: the map cannot grow without bound
         try:
-            weights: FileStamp | None = _stamp(os.stat(folder / WEIGHTS_FILE))
+            weights: FileStamp | None = _stamp(os.stat(paths[1]))
         except FileNotFoundError:
             weights = None
         return (config, weights)
