@@ -53,6 +53,7 @@ SCENARIOS = (
     Scenario("64→128 ×2, L=50, N=1", "big", 50, 1, "nested", (1, 64), ("rnn-serve", "baseline", "bare")),
     Scenario("2.3 MB: 64→128 ×2, L=50, N=32, nested JSON", "big", 50, 32, "nested", (1, 8), ("rnn-serve", "baseline")),
     Scenario("2.3 MB: 64→128 ×2, L=50, N=32, b64", "big", 50, 32, "b64", (1, 8), ("rnn-serve",)),
+    Scenario("2.3 MB: 64→128 ×2, L=50, N=32, OIP v2 binary", "big", 50, 32, "binary", (1, 8), ("rnn-serve",)),
 )  # fmt: skip
 
 
@@ -103,20 +104,39 @@ def server(command: list[str], port: int, env: dict[str, str], log: Path) -> Ite
             proc.kill()
 
 
-def body_for(s: Scenario, target: str) -> bytes:
+def body_for(s: Scenario, target: str) -> tuple[bytes, int | None]:
+    """The request body, and the binary extension's JSON header length (None for plain JSON)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((s.seq_len, s.batch, SHAPES[s.model][0])).astype(np.float32)
+    if s.encoding == "binary":
+        raw = x.tobytes()
+        head = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": list(x.shape),
+                        "datatype": "FP32",
+                        "parameters": {"binary_data_size": len(raw)},
+                    }
+                ],
+                "parameters": {"binary_data_output": True},
+            }
+        ).encode()
+        return head + raw, len(head)
     if target == "rnn-serve" and s.encoding == "b64":
         wire: object = {
             "shape": list(x.shape),
             "dtype": "float32",
             "b64": base64.b64encode(x.tobytes()).decode(),
         }
-        return json.dumps({"input": wire, "output_encoding": "b64"}).encode()
-    return json.dumps({"input": x.tolist()}).encode()
+        return json.dumps({"input": wire, "output_encoding": "b64"}).encode(), None
+    return json.dumps({"input": x.tolist()}).encode(), None
 
 
 def path_for(s: Scenario, target: str) -> str:
+    if s.encoding == "binary":
+        return f"/v2/models/{s.model}/infer"
     return {
         "rnn-serve": f"/v1/models/{s.model}/forward",
         "baseline": f"/forward/{s.model}",
@@ -132,11 +152,15 @@ def _ms(text: str) -> float:
     return float(value) * {**_UNIT, "m": 60e3}[unit]
 
 
-def wrk(url: str, body: Path, concurrency: int, seconds: float) -> dict[str, float]:
+def wrk(
+    url: str, body: Path, concurrency: int, seconds: float, header_length: int | None = None
+) -> dict[str, float]:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", "10s", "--latency",
          "-s", str(BENCH / "post.lua"), url],
-        env={**os.environ, "BODY_FILE": str(body)}, capture_output=True, text=True, check=True,
+        env={**os.environ, "BODY_FILE": str(body), "INFER_HEADER_LENGTH": str(header_length or ""),
+             "CONTENT_TYPE": "application/octet-stream" if header_length else "application/json"},
+        capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     pct = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)\s*$", out, re.M))
     if len(pct) < 3:  # no request completed in time: report it, do not crash the whole run
@@ -264,7 +288,7 @@ def _get(results: list[Result], scenario: Scenario, target: str, c: int) -> Resu
 def write_report(
     results: list[Result], floors: dict[tuple[str, int, int], float], batched64: float, metrics: str
 ) -> None:
-    seed, big, large_json, large_b64 = SCENARIOS
+    seed, big, large_json, large_b64, large_v2 = SCENARIOS
     ours = lambda s, c: _get(results, s, "rnn-serve", c)  # noqa: E731
     base = lambda s, c: _get(results, s, "baseline", c)  # noqa: E731
     bare = lambda s, c: _get(results, s, "bare", c)  # noqa: E731
@@ -280,6 +304,8 @@ def write_report(
         ("seed, c=1: rnn-serve p50 − in-process forward (ms)", ours(seed, 1).p50_ms - seed_floor, "≤ 1 ms"),
         ("2.3 MB b64, c=1: rnn-serve p50 / in-process forward", ours(large_b64, 1).p50_ms / large_floor, "≤ 2"),
         ("2.3 MB nested, c=1: baseline p50 / rnn-serve p50", base(large_json, 1).p50_ms / ours(large_json, 1).p50_ms, "≥ 3"),
+        ("2.3 MB, c=1: v1 nested JSON p50 / OIP v2 binary p50", ours(large_json, 1).p50_ms / ours(large_v2, 1).p50_ms, "> 1"),
+        ("2.3 MB, c=1: OIP v2 binary p50 / in-process forward", ours(large_v2, 1).p50_ms / large_floor, "(≤ 2 for b64)"),
     ]  # fmt: skip
     batch_line = next(
         (ln for ln in metrics.splitlines() if ln.startswith("rnn_serve_batch_sequences_sum")), ""

@@ -13,7 +13,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import health, problems, v1
+from service.api import health, problems, v1, v2
 from service.api.deps import Readiness
 from service.api.fastpath import FastPath
 from service.api.middleware import BodyLimit, RequestMetrics
@@ -99,12 +99,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     app.include_router(v1.router)
+    app.include_router(v2.router)
     app.include_router(health.router)
     app.add_middleware(
         FastPath,
         routes=[
             ("POST", "/v1/rnn/forward", v1.forward_inline),
             ("POST", "/v1/models/{name}/forward", v1.forward_model),
+            ("POST", "/v2/models/{name}/infer", v2.infer),
         ],
     )
     app.add_middleware(

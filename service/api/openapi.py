@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from service.schemas.api import ForwardRequest, InlineForwardRequest, Problem, RegisterModel
+from service.schemas.oip import ErrorBody, InferRequest
 
 _REF = "#/components/schemas/{model}"
 COMPONENT_MODELS: tuple[type[BaseModel], ...] = (
@@ -18,6 +19,8 @@ COMPONENT_MODELS: tuple[type[BaseModel], ...] = (
     ForwardRequest,
     RegisterModel,
     Problem,
+    InferRequest,
+    ErrorBody,
 )
 
 

@@ -74,8 +74,7 @@ async def _forward(
     if req.h0 is not None:
         h0 = decode_tensor(req.h0, H0, config.dtype, limit, check_bools=check_bools)
     job = validate_forward(config, x, h0, req.lengths)
-    decoded = time.perf_counter()
-    stages.decode.observe(decoded - started)
+    stages.decode.observe(time.perf_counter() - started)
 
     result = await engine.forward(key, source, config, job)
 
@@ -128,10 +127,16 @@ async def forward_model(request: Request) -> Response:
     entry = registry.get(name)  # a stat or two: sees deletes and uploads by other replicas
 
     def resolve(req: ForwardRequest) -> tuple[str, RNNConfig, Hashable, ModuleSource]:
-        key = ("model", entry.name, entry.config.canonical_key)
-        return entry.name, entry.config, key, lambda: registry.module(entry.name, entry.config)
+        return (entry.name, entry.config, *registered_target(registry, entry))
 
     return await _forward(request, ForwardRequest, resolve)
+
+
+def registered_target(registry: Registry, entry: ModelEntry) -> tuple[Hashable, ModuleSource]:
+    """The batching key and module source of a registered model (shared with v2, so requests
+    of both protocols for one model batch together)."""
+    key = ("model", entry.name, entry.config.canonical_key)
+    return key, lambda: registry.module(entry.name, entry.config)
 
 
 def model_info(registry: Registry, entry: ModelEntry) -> ModelInfo:

@@ -1,0 +1,362 @@
+"""A Python client for rnn-serve, sync (`Client`) and async (`AsyncClient`), on httpx.
+
+    from service.client import Client
+    with Client("http://127.0.0.1:8000") as rnn:
+        output, h_n = rnn.forward("default", x, h0)      # numpy in -> numpy out, torch -> torch
+
+Forwards use the Open Inference Protocol's binary tensor extension by default (raw bytes, no
+JSON numbers either way). 429 and 503 answers are retried with exponential backoff, honouring
+Retry-After; errors raise typed exceptions carrying the server's detail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+
+__all__ = [
+    "AsyncClient",
+    "BadRequest",
+    "Client",
+    "Conflict",
+    "NotFound",
+    "Overloaded",
+    "RNNServeError",
+    "ServerError",
+]
+
+_NP: dict[str, np.dtype[Any]] = {
+    "FP32": np.dtype("<f4"),
+    "FP16": np.dtype("<f2"),
+    "FP64": np.dtype("<f8"),
+    "BF16": np.dtype("<u2"),  # bfloat16 travels as its bit patterns
+}
+_OIP: dict[np.dtype[Any], str] = {
+    np.dtype("float32"): "FP32",
+    np.dtype("float16"): "FP16",
+    np.dtype("float64"): "FP64",
+}
+
+
+class RNNServeError(Exception):
+    """An error answer. `status` is the HTTP status; `detail` the server's words; `body` all."""
+
+    def __init__(self, status: int, detail: str, body: Any = None) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status, self.detail, self.body = status, detail, body
+
+
+class BadRequest(RNNServeError):
+    """400, 413, 415 or 422: the request is invalid; `body["errors"]` names the fields (v1)."""
+
+
+class NotFound(RNNServeError):
+    """404: no such model."""
+
+
+class Conflict(RNNServeError):
+    """409: the name is taken by another config."""
+
+
+class Overloaded(RNNServeError):
+    """429 or 503 still after the retries."""
+
+
+class ServerError(RNNServeError):
+    """5xx other than 503."""
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        body = response.json()
+        detail = body.get("detail") or body.get("error") or response.text
+    except ValueError:
+        body, detail = None, response.text
+    status = response.status_code
+    cls: type[RNNServeError] = ServerError
+    if status in (400, 413, 415, 422):
+        cls = BadRequest
+    elif status == 404:
+        cls = NotFound
+    elif status == 409:
+        cls = Conflict
+    elif status in (429, 503):
+        cls = Overloaded
+    elif status < 500:
+        cls = RNNServeError
+    raise cls(status, str(detail), body)
+
+
+def _as_numpy(value: Any) -> tuple[np.ndarray[Any, Any], bool]:
+    """(array, was_torch): torch tensors are converted (bfloat16 through its bits)."""
+    if type(value).__module__.startswith("torch"):
+        import torch
+
+        t = value.detach().cpu().contiguous()
+        if t.dtype == torch.bfloat16:
+            return t.view(torch.int16).numpy().view(np.uint16), True
+        return t.numpy(), True
+    return np.ascontiguousarray(value), False
+
+
+@dataclass
+class _Infer:
+    """A forward as an OIP binary request, and the decoding of its answer."""
+
+    input: Any
+    h0: Any = None
+    lengths: Any = None
+    dtype: str | None = None  # OIP datatype, e.g. "BF16"; default from the input's dtype
+    torch_out: bool = field(default=False, init=False)
+
+    def encode(self) -> tuple[bytes, dict[str, str]]:
+        inputs, chunks = [], []
+        for name, value in (("input", self.input), ("h0", self.h0)):
+            if value is None:
+                continue
+            arr, was_torch = _as_numpy(value)
+            self.torch_out = self.torch_out or (was_torch and name == "input")
+            datatype = self.dtype or ("BF16" if arr.dtype == np.uint16 else _OIP.get(arr.dtype))
+            if datatype is None:
+                arr, datatype = arr.astype("<f4"), "FP32"
+            raw = np.ascontiguousarray(arr, dtype=_NP[datatype]).tobytes()
+            inputs.append({"name": name, "shape": list(arr.shape), "datatype": datatype,
+                           "parameters": {"binary_data_size": len(raw)}})  # fmt: skip
+            chunks.append(raw)
+        if self.lengths is not None:
+            raw = np.asarray(self.lengths, dtype="<i8").tobytes()
+            inputs.append({"name": "lengths", "shape": [len(raw) // 8], "datatype": "INT64",
+                           "parameters": {"binary_data_size": len(raw)}})  # fmt: skip
+            chunks.append(raw)
+        head = orjson.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}})
+        headers = {
+            "Inference-Header-Content-Length": str(len(head)),
+            "Content-Type": "application/octet-stream",
+        }
+        return b"".join([head, *chunks]), headers
+
+    def decode(self, response: httpx.Response) -> tuple[Any, Any]:
+        length = int(response.headers.get("inference-header-content-length", len(response.content)))
+        head = orjson.loads(response.content[:length])
+        offset, found = length, {}
+        for out in head["outputs"]:
+            dtype = _NP[out["datatype"]]
+            if "data" in out:
+                json_dtype = dtype if out["datatype"] != "BF16" else np.dtype("<f4")
+                arr = np.asarray(out["data"], dtype=json_dtype)
+            else:
+                size = out["parameters"]["binary_data_size"]
+                arr = np.frombuffer(response.content[offset : offset + size], dtype=dtype)
+                offset += size
+            found[out["name"]] = arr.reshape(out["shape"])
+        output, h_n = found["output"], found["h_n"]
+        if self.torch_out:
+            import torch
+
+            def tensor(a: np.ndarray[Any, Any]) -> Any:
+                t = torch.from_numpy(a.copy())
+                return t.view(torch.bfloat16) if a.dtype == np.uint16 else t
+
+            return tensor(output), tensor(h_n)
+        return output, h_n
+
+
+def _weights_bytes(weights: Any) -> bytes:
+    if isinstance(weights, bytes | bytearray):
+        return bytes(weights)
+    if isinstance(weights, str | Path):
+        return Path(weights).read_bytes()
+    from safetensors.torch import save  # a state_dict
+
+    return save({k: v.detach().cpu().contiguous() for k, v in weights.items()})
+
+
+def _delay(response: httpx.Response, attempt: int, backoff: float) -> float:
+    retry_after = response.headers.get("retry-after")
+    if retry_after is not None:
+        try:
+            return min(float(retry_after), 30.0)
+        except ValueError:
+            pass
+    return float(backoff * 2**attempt * (0.5 + random.random() / 2))
+
+
+class _Base:
+    def __init__(self, retries: int, backoff: float) -> None:
+        self.retries = retries
+        self.backoff = backoff
+
+
+class Client(_Base):
+    """Synchronous client."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.1,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(retries, backoff)
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        for attempt in range(self.retries + 1):
+            response = self._http.request(method, url, **kw)
+            if response.status_code not in (429, 503) or attempt == self.retries:
+                break
+            time.sleep(_delay(response, attempt, self.backoff))
+        _raise_for(response)
+        return response
+
+    def forward(
+        self,
+        model: str,
+        input: Any,
+        h0: Any = None,
+        lengths: Any = None,
+        *,
+        dtype: str | None = None,
+    ) -> tuple[Any, Any]:
+        """`output, h_n` as `torch.nn.RNN` would return them (numpy, or torch for torch input)."""
+        call = _Infer(input, h0, lengths, dtype)
+        content, headers = call.encode()
+        return call.decode(
+            self._request("POST", f"/v2/models/{model}/infer", content=content, headers=headers)
+        )
+
+    def register(self, name: str, config: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(
+            self._request("POST", "/v1/models", json={"name": name, "config": dict(config)}).json()
+        )
+
+    def upload_weights(self, name: str, weights: Any) -> dict[str, Any]:
+        """`weights`: a state_dict, safetensors bytes, or a path to a .safetensors file."""
+        headers = {"Content-Type": "application/octet-stream"}
+        return dict(
+            self._request(
+                "PUT",
+                f"/v1/models/{name}/weights",
+                content=_weights_bytes(weights),
+                headers=headers,
+            ).json()
+        )
+
+    def export_weights(self, name: str) -> bytes:
+        return self._request("GET", f"/v1/models/{name}/weights").content
+
+    def list_models(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/v1/models").json()["models"])
+
+    def get_model(self, name: str) -> dict[str, Any]:
+        return dict(self._request("GET", f"/v1/models/{name}").json())
+
+    def delete_model(self, name: str) -> None:
+        self._request("DELETE", f"/v1/models/{name}")
+
+
+class AsyncClient(_Base):
+    """Asynchronous client; the same methods, awaited."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.1,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(retries, backoff)
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        for attempt in range(self.retries + 1):
+            response = await self._http.request(method, url, **kw)
+            if response.status_code not in (429, 503) or attempt == self.retries:
+                break
+            await asyncio.sleep(_delay(response, attempt, self.backoff))
+        _raise_for(response)
+        return response
+
+    async def forward(
+        self,
+        model: str,
+        input: Any,
+        h0: Any = None,
+        lengths: Any = None,
+        *,
+        dtype: str | None = None,
+    ) -> tuple[Any, Any]:
+        call = _Infer(input, h0, lengths, dtype)
+        content, headers = call.encode()
+        return call.decode(
+            await self._request(
+                "POST", f"/v2/models/{model}/infer", content=content, headers=headers
+            )
+        )
+
+    async def register(self, name: str, config: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(
+            (
+                await self._request(
+                    "POST", "/v1/models", json={"name": name, "config": dict(config)}
+                )
+            ).json()
+        )
+
+    async def upload_weights(self, name: str, weights: Any) -> dict[str, Any]:
+        headers = {"Content-Type": "application/octet-stream"}
+        return dict(
+            (
+                await self._request(
+                    "PUT",
+                    f"/v1/models/{name}/weights",
+                    content=_weights_bytes(weights),
+                    headers=headers,
+                )
+            ).json()
+        )
+
+    async def export_weights(self, name: str) -> bytes:
+        return (await self._request("GET", f"/v1/models/{name}/weights")).content
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        return list((await self._request("GET", "/v1/models")).json()["models"])
+
+    async def get_model(self, name: str) -> dict[str, Any]:
+        return dict((await self._request("GET", f"/v1/models/{name}")).json())
+
+    async def delete_model(self, name: str) -> None:
+        await self._request("DELETE", f"/v1/models/{name}")

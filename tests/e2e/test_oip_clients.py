@@ -1,0 +1,142 @@
+"""Clients against the real server: tritonclient (written by nobody here) and service.client."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from service.client import AsyncClient, BadRequest, Client, Conflict, NotFound
+from tests.oracle import rnn_forward, seeded_params
+
+pytestmark = pytest.mark.e2e
+SEED = {"input_size": 10, "hidden_size": 20, "num_layers": 2}
+
+with warnings.catch_warnings():  # gevent's import-time deprecation notices are not ours
+    warnings.simplefilter("ignore")
+    import tritonclient.http as triton
+
+
+@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_tritonclient_infer(live_server: str, binary: bool, with_state: bool) -> None:
+    rng = np.random.default_rng(int(binary) * 2 + int(with_state))
+    x = rng.standard_normal((6, 3, 10)).astype(np.float32)
+    h0 = rng.standard_normal((2, 3, 20)).astype(np.float32)
+    lengths = np.array([6, 2, 4], dtype=np.int64)
+    inputs = [triton.InferInput("input", list(x.shape), "FP32")]
+    inputs[0].set_data_from_numpy(x, binary_data=binary)
+    if with_state:
+        inputs.append(triton.InferInput("h0", list(h0.shape), "FP32"))
+        inputs[1].set_data_from_numpy(h0, binary_data=binary)
+        inputs.append(triton.InferInput("lengths", [3], "INT64"))
+        inputs[2].set_data_from_numpy(lengths, binary_data=binary)
+    outputs = [triton.InferRequestedOutput("output", binary_data=binary),
+               triton.InferRequestedOutput("h_n", binary_data=binary)]  # fmt: skip
+    client = triton.InferenceServerClient(url=live_server.removeprefix("http://"))
+    try:
+        assert client.is_server_live()
+        assert client.is_server_ready()
+        assert client.is_model_ready("default")
+        meta = client.get_model_metadata("default")
+        assert [i["name"] for i in meta["inputs"]] == ["input", "h0", "lengths"]
+        result = client.infer("default", inputs, outputs=outputs)
+    finally:
+        client.close()
+    out, hn = result.as_numpy("output"), result.as_numpy("h_n")
+    want_out, want_hn = rnn_forward(
+        seeded_params(SEED),
+        SEED,
+        x,
+        h0 if with_state else None,
+        list(lengths) if with_state else None,
+    )
+    np.testing.assert_allclose(out, want_out, atol=1e-5)
+    np.testing.assert_allclose(hn, want_hn, atol=1e-5)
+    v1 = httpx.post(f"{live_server}/v1/models/default/forward", json={
+        "input": x.tolist(), **({"h0": h0.tolist(), "lengths": lengths.tolist()} if with_state else {})
+    }, timeout=30).json()  # fmt: skip
+    np.testing.assert_allclose(out, np.asarray(v1["output"]), atol=1e-6)
+    np.testing.assert_allclose(hn, np.asarray(v1["h_n"]), atol=1e-6)
+
+
+def test_tritonclient_error(live_server: str) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    x = np.zeros((2, 1, 7), dtype=np.float32)
+    inp = triton.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    client = triton.InferenceServerClient(url=live_server.removeprefix("http://"))
+    try:
+        with pytest.raises(InferenceServerException, match="Expected 10, got 7"):
+            client.infer("default", [inp])
+    finally:
+        client.close()
+
+
+def test_python_client_sync(live_server: str) -> None:
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((5, 3, 10)).astype(np.float32)
+    h0 = rng.standard_normal((2, 3, 20)).astype(np.float32)
+    with Client(live_server) as rnn:
+        out, hn = rnn.forward("default", x, h0)
+        want_out, want_hn = rnn_forward(seeded_params(SEED), SEED, x, h0)
+        np.testing.assert_allclose(out, want_out, atol=1e-5)
+        np.testing.assert_allclose(hn, want_hn, atol=1e-5)
+        # torch in, torch out; the same numbers as torch itself
+        torch.manual_seed(0)
+        ref = torch.nn.RNN(10, 20, 2)
+        xt = torch.from_numpy(x)
+        t_out, t_hn = rnn.forward("default", xt, lengths=[5, 5, 3])
+        assert isinstance(t_out, torch.Tensor)
+        with torch.no_grad():
+            packed = torch.nn.utils.rnn.pack_padded_sequence(
+                xt, torch.tensor([5, 5, 3]), enforce_sorted=False
+            )
+            r_out, r_hn = ref(packed)
+            r_out, _ = torch.nn.utils.rnn.pad_packed_sequence(r_out, total_length=5)
+        torch.testing.assert_close(t_out, r_out, atol=1e-6, rtol=0)
+        torch.testing.assert_close(t_hn, r_hn, atol=1e-6, rtol=0)
+
+        config = {"input_size": 3, "hidden_size": 4, "dtype": "bfloat16"}
+        assert rnn.register("client-bf16", config)["name"] == "client-bf16"
+        with pytest.raises(Conflict):
+            rnn.register("client-bf16", {**config, "seed": 1})
+        torch.manual_seed(3)
+        trained = torch.nn.RNN(3, 4)
+        rnn.upload_weights("client-bf16", trained.state_dict())
+        exported = rnn.export_weights("client-bf16")
+        from safetensors.torch import load
+
+        assert torch.equal(load(exported)["weight_hh_l0"], trained.state_dict()["weight_hh_l0"])
+        xb = torch.randn(4, 2, 3).to(torch.bfloat16)
+        b_out, _ = rnn.forward("client-bf16", xb)
+        assert b_out.dtype == torch.bfloat16
+        with torch.no_grad():
+            want = trained.to(torch.bfloat16)(xb)[0]
+        torch.testing.assert_close(b_out, want, atol=1e-2, rtol=0)
+        assert "client-bf16" in [m["name"] for m in rnn.list_models()]
+        with pytest.raises(BadRequest) as bad:
+            rnn.forward("default", np.zeros((2, 1, 3), dtype=np.float32))
+        assert "Expected 10, got 3" in bad.value.detail
+        rnn.delete_model("client-bf16")
+        with pytest.raises(NotFound):
+            rnn.get_model("client-bf16")
+
+
+def test_python_client_async(live_server: str) -> None:
+    async def main() -> None:
+        x = np.random.default_rng(6).standard_normal((3, 4, 10)).astype(np.float32)
+        async with AsyncClient(live_server) as rnn:
+            answers = await asyncio.gather(
+                *(rnn.forward("default", x[:, i : i + 1]) for i in range(4))
+            )
+            together, _ = await rnn.forward("default", x)
+        for i, (out, _) in enumerate(answers):
+            np.testing.assert_allclose(out[:, 0], together[:, i], atol=1e-6)
+
+    asyncio.run(main())
