@@ -13,13 +13,14 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import health, problems, v1, v2
+from service.api import health, problems, sessions, v1, v2
 from service.api.deps import Readiness
 from service.api.fastpath import FastPath
 from service.api.middleware import BodyLimit, RequestMetrics
 from service.api.openapi import openapi_factory
 from service.engine.device import configure_torch, resolve_device
 from service.engine.engine import Engine
+from service.engine.sessions import SessionStore
 from service.errors import ModelConflict
 from service.metrics import Metrics
 from service.registry import ModelEntry, Registry
@@ -57,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = Registry(settings, device, metrics)
         engine = Engine(settings, metrics)
         engine.start()
+        session_store = SessionStore(metrics, settings.session_ttl_s, settings.max_sessions)
+        sweeper = asyncio.create_task(session_store.sweep(min(60.0, settings.session_ttl_s / 4)))
         readiness = Readiness()
 
         async def warm() -> None:
@@ -81,12 +84,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "registry": registry,
                 "engine": engine,
                 "readiness": readiness,
+                "sessions": session_store,
             }
         finally:
             readiness.ready, readiness.reason = False, "shutting down"
-            warming.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await warming
+            for task in (warming, sweeper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await engine.close()
 
     app = FastAPI(
@@ -99,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     app.include_router(v1.router)
+    app.include_router(sessions.router)
     app.include_router(v2.router)
     app.include_router(health.router)
     app.add_middleware(

@@ -49,6 +49,10 @@ class ModelNotFound(ServiceError):
     """No model is registered under this name."""
 
 
+class SessionNotFound(ServiceError):
+    """No open session with this id (never opened, closed, expired or ended)."""
+
+
 class ModelConflict(ServiceError):
     """The name is taken by a model with another config."""
 

@@ -50,6 +50,13 @@ class Metrics:
             "rnn_serve_registry_events", "Module cache hits, misses, builds and evictions.",
             ["event"], registry=r,
         )  # fmt: skip
+        self.open_sessions = Gauge(
+            "rnn_serve_open_sessions", "Streaming sessions open.", registry=r
+        )
+        self.session_chunk_seconds = Histogram(
+            "rnn_serve_session_chunk_seconds", "Latency of one session chunk (queue and compute).",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
         self.loaded_models = Gauge(
             "rnn_serve_loaded_modules", "Modules currently built on the device.", registry=r
         )

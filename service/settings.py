@@ -68,6 +68,10 @@ class Settings(BaseSettings):
 
     max_weights_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
 
+    # Streaming sessions.
+    session_ttl_s: float = Field(default=600.0, gt=0, description="Idle sessions expire after.")
+    max_sessions: int = Field(default=10000, ge=1, description="Open sessions before 429.")
+
     # Registry and model repository.
     model_repository: Path = Field(
         default=Path("models"), description="Folder of <name>/config.json + weights.safetensors."

@@ -10,7 +10,14 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from service.schemas.api import ForwardRequest, InlineForwardRequest, Problem, RegisterModel
+from service.schemas.api import (
+    ForwardRequest,
+    InlineForwardRequest,
+    OpenSession,
+    Problem,
+    RegisterModel,
+    SessionChunk,
+)
 from service.schemas.oip import ErrorBody, InferRequest
 
 _REF = "#/components/schemas/{model}"
@@ -21,6 +28,8 @@ COMPONENT_MODELS: tuple[type[BaseModel], ...] = (
     Problem,
     InferRequest,
     ErrorBody,
+    OpenSession,
+    SessionChunk,
 )
 
 

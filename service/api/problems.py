@@ -27,6 +27,7 @@ MEDIA_TYPE = "application/problem+json"
 PROBLEMS: dict[type[e.ServiceError], tuple[int, str]] = {
     e.MalformedBody: (400, "malformed-body"),
     e.ModelNotFound: (404, "model-not-found"),
+    e.SessionNotFound: (404, "session-not-found"),
     e.ModelConflict: (409, "model-conflict"),
     e.PayloadTooLarge: (413, "payload-too-large"),
     e.UnsupportedMediaType: (415, "unsupported-media-type"),

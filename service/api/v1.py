@@ -8,6 +8,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 import orjson
+import torch
 from anyio import to_thread
 from fastapi import APIRouter, Request, Response
 
@@ -15,8 +16,9 @@ from service.api import problems
 from service.api.body import may_hide_bools, parse, read_json
 from service.api.deps import ModelNamePath, RegistryDep
 from service.api.openapi import json_body
-from service.engine.codec import decode_tensor, encode_tensor
+from service.engine.codec import Encoding, decode_tensor, encode_tensor
 from service.engine.engine import Engine, ModuleSource
+from service.engine.runner import ForwardResult
 from service.engine.validate import H0, INPUT, validate_forward
 from service.errors import InvalidInput, UnsupportedMediaType
 from service.metrics import StageTimers
@@ -79,18 +81,31 @@ async def _forward(
     result = await engine.forward(key, source, config, job)
 
     encode_started = time.perf_counter()
+    content = forward_answer(name, config, result, req.output_encoding, state.registry.device)
+    stages.encode.observe(time.perf_counter() - encode_started)
+    return Response(content, media_type="application/json")
+
+
+def forward_answer(
+    name: str,
+    config: RNNConfig,
+    result: ForwardResult,
+    encoding: Encoding,
+    device: torch.device,
+    **extra: Any,
+) -> bytes:
+    """The forward response body (also a session chunk's, with `extra` fields)."""
     payload = {
         "model": name,
-        "output": encode_tensor(result.output, config.dtype, req.output_encoding),
-        "h_n": encode_tensor(result.h_n, config.dtype, req.output_encoding),
+        "output": encode_tensor(result.output, config.dtype, encoding),
+        "h_n": encode_tensor(result.h_n, config.dtype, encoding),
         "output_shape": list(result.output.shape),
         "h_n_shape": list(result.h_n.shape),
         "dtype": config.dtype,
-        "device": state.registry.device.type,
+        "device": device.type,
+        **extra,
     }
-    content = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-    stages.encode.observe(time.perf_counter() - encode_started)
-    return Response(content, media_type="application/json")
+    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 @router.post(
@@ -193,8 +208,9 @@ async def get_model(name: ModelNamePath, registry: RegistryDep) -> ModelInfo:
     response_class=Response,
     responses=problems.responses(404, 422),
 )
-async def delete_model(name: ModelNamePath, registry: RegistryDep) -> Response:
+async def delete_model(name: ModelNamePath, request: Request, registry: RegistryDep) -> Response:
     await to_thread.run_sync(registry.delete, name)
+    request.state.sessions.end_model(name)
     return Response(status_code=204)
 
 

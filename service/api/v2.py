@@ -23,8 +23,9 @@ from service.api.problems import status_of
 from service.api.v1 import _NAME, registered_target
 from service.engine.codec import CARRIER, WireTensor, bf16_bits_to_f32, cast_numbers
 from service.engine.engine import Engine
+from service.engine.sessions import SessionStore
 from service.engine.validate import validate_forward
-from service.errors import InvalidInput, MalformedBody, ServiceError
+from service.errors import InvalidInput, MalformedBody, ServiceError, SessionNotFound
 from service.registry import ModelEntry, Registry
 from service.schemas.config import DType, RNNConfig
 from service.schemas.oip import (
@@ -44,7 +45,7 @@ from service.settings import Settings
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 
 HEADER = "inference-header-content-length"
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "sequence"]
 _ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
 # The protocol answers client errors with 400 whatever their kind; the rest keep their status.
 _CLIENT_ERRORS = {400, 415, 422}
@@ -325,11 +326,36 @@ async def _infer(name: str, request: Request) -> Response:
         raise InvalidInput.at(
             ("body", "outputs"), f"unknown outputs {unknown}; the model has output and h_n"
         )
-    job = validate_forward(entry.config, x, h0, lengths)
-    state.metrics.stages.decode.observe(time.perf_counter() - started)
-
     key, source = registered_target(registry, entry)
-    result = await engine.forward(key, source, entry.config, job)
+    sequence = (req.parameters or {}).get("sequence_id")
+    if sequence not in (None, 0, ""):  # the sequence extension: a stream held by the server
+        store: SessionStore = state.sessions
+        params = req.parameters or {}
+        session_key = f"oip:{entry.name}:{sequence}"
+        if params.get("sequence_start"):
+            session = store.open(entry, h0, key=session_key)
+        else:
+            if h0 is not None:
+                raise InvalidInput.at(("body", "inputs"), "h0 is only taken with sequence_start")
+            try:
+                session = store.get(session_key)
+            except SessionNotFound:
+                raise InvalidInput.at(
+                    ("body", "parameters"),
+                    f"sequence {sequence!r} is not open: send sequence_start first",
+                ) from None
+        initial = session.h0 if session.state is None else None
+        job = validate_forward(entry.config, x, initial, lengths)
+        state.metrics.stages.decode.observe(time.perf_counter() - started)
+        result = await store.chunk(
+            session, entry, job, lambda j: engine.forward(key, source, entry.config, j)
+        )
+        if params.get("sequence_end"):
+            store.close(session_key)
+    else:
+        job = validate_forward(entry.config, x, h0, lengths)
+        state.metrics.stages.decode.observe(time.perf_counter() - started)
+        result = await engine.forward(key, source, entry.config, job)
 
     encode_started = time.perf_counter()
     dtype = entry.config.dtype

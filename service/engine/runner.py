@@ -23,6 +23,7 @@ class ForwardResult:
 
     output: np.ndarray[Any, Any]
     h_n: np.ndarray[Any, Any]
+    state: torch.Tensor | None = None  # h_n on the device, for jobs with keep_state
 
 
 def to_torch(t: WireTensor, device: torch.device) -> torch.Tensor:
@@ -50,7 +51,9 @@ def run_forward(module: nn.RNN, config: RNNConfig, job: ForwardJob) -> ForwardRe
     device = next(module.parameters()).device
     dtype = TORCH_DTYPES[config.dtype]
     x = to_torch(job.input, device)
-    h0 = to_torch(job.h0, device).contiguous() if job.h0 is not None else None
+    h0 = job.state if job.state is not None else None
+    if h0 is None and job.h0 is not None:
+        h0 = to_torch(job.h0, device).contiguous()
     with torch.inference_mode():
         if job.lengths is None:
             out, h_n = module(x, h0)
@@ -68,7 +71,8 @@ def run_forward(module: nn.RNN, config: RNNConfig, job: ForwardJob) -> ForwardRe
             out, _ = pad_packed_sequence(
                 packed_out, batch_first=config.batch_first, total_length=job.seq_len
             )
-    return ForwardResult(to_numpy(out), to_numpy(h_n))
+    state = h_n.clone() if job.keep_state else None
+    return ForwardResult(to_numpy(out), to_numpy(h_n), state)
 
 
 def _output_shape(config: RNNConfig, job: ForwardJob) -> tuple[int, ...]:
@@ -95,11 +99,8 @@ def run_batch(module: nn.RNN, config: RNNConfig, jobs: Sequence[ForwardJob]) -> 
     rows, hidden = config.num_directions * config.num_layers, config.hidden_size
 
     x = np.zeros((seq_len, total, config.input_size), dtype=carrier)
-    h0 = (
-        np.zeros((rows, total, hidden), dtype=carrier)
-        if any(j.h0 is not None for j in jobs)
-        else None
-    )
+    with_h0 = any(j.h0 is not None or j.state is not None for j in jobs)
+    h0 = np.zeros((rows, total, hidden), dtype=carrier) if with_h0 else None
     lengths: list[int] = []
     start = 0
     for j in jobs:
@@ -112,6 +113,12 @@ def run_batch(module: nn.RNN, config: RNNConfig, jobs: Sequence[ForwardJob]) -> 
 
     xt = array_to_torch(x, bf16, device)
     ht = None if h0 is None else array_to_torch(h0, bf16, device)
+    if ht is not None:  # sessions' states are already on the device: placed there directly
+        start = 0
+        for j in jobs:
+            if j.state is not None:
+                ht[:, start : start + j.batch] = j.state if j.batched else j.state[:, None]
+            start += j.batch
     with torch.inference_mode():
         if all(n == seq_len for n in lengths):
             # batch_first modules take (N, L, F); a transposed view of the buffer costs nothing.
@@ -131,11 +138,13 @@ def run_batch(module: nn.RNN, config: RNNConfig, jobs: Sequence[ForwardJob]) -> 
     for j in jobs:
         stop = start + j.batch
         o, h = out_np[: j.seq_len, start:stop], hn_np[:, start:stop]
+        state = h_n[:, start:stop].clone() if j.keep_state else None
         if not j.batched:
             o, h = o[:, 0], h[:, 0]
+            state = None if state is None else state[:, 0]
         elif config.batch_first:
             o = o.transpose(1, 0, 2)
-        results.append(ForwardResult(np.ascontiguousarray(o), np.ascontiguousarray(h)))
+        results.append(ForwardResult(np.ascontiguousarray(o), np.ascontiguousarray(h), state))
         start = stop
     return results
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+
 from service.engine.codec import WireTensor
 from service.errors import InvalidInput
 from service.schemas.config import RNNConfig
@@ -28,6 +30,10 @@ class ForwardJob:
     batched: bool
     seq_len: int
     batch: int  # 1 for unbatched input
+    # Streaming sessions: the hidden state held by the server, on the serving device, used in
+    # place of h0; and whether to hand the new state back (ForwardResult.state).
+    state: torch.Tensor | None = None
+    keep_state: bool = False
 
 
 def _fmt(shape: Sequence[int]) -> str:

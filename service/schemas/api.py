@@ -89,3 +89,35 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[ProblemItem] = Field(default_factory=list)
+
+
+class OpenSession(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    h0: Tensor | None = Field(
+        default=None, description="Initial state: (D*num_layers, N, H), or (D*num_layers, H)."
+    )
+    batch_size: int | None = Field(
+        default=None, ge=1, description="N, if known; otherwise the first chunk fixes it."
+    )
+
+
+class SessionChunk(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: Tensor = Field(description="The next chunk: (L_chunk, N, input_size), or 2-D.")
+    lengths: list[int] | None = None
+    output_encoding: Encoding = "nested"
+
+
+class SessionInfo(BaseModel):
+    session_id: str
+    model: str
+    steps: int = Field(description="Time steps fed so far.")
+    batch_size: int | None = Field(description="N; null while unknown or for unbatched chunks.")
+    expires_at: str = Field(description="When it expires if left idle (ISO 8601, UTC).")
+
+
+class ChunkResponse(ForwardResponse):
+    session_id: str
+    steps: int

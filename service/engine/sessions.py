@@ -1,0 +1,191 @@
+"""Streaming sessions: the server holds each stream's hidden state, on the serving device.
+
+A session belongs to one registered model and one version of its weights. Its chunks run one at
+a time in arrival order (a FIFO lock per session), through the same batcher as every request, so
+chunks of different sessions of one model share forwards (their states gathered on dim 1). The
+state after a chunk is that chunk's h_n, kept on the device; feeding chunks therefore equals one
+forward over their concatenation.
+
+Lifecycle: idle sessions expire after `session_ttl_s`; at most `max_sessions` are open (429
+past it). A session ends when its model is deleted (404 afterwards), and when the model's weights
+are re-uploaded: the next chunk is refused with 409 and the session is gone, since its state was
+computed with weights that no longer exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from service.engine.codec import WireTensor
+from service.engine.runner import ForwardResult
+from service.engine.validate import ForwardJob
+from service.errors import InvalidInput, ModelConflict, Overloaded, SessionNotFound
+from service.metrics import Metrics
+from service.registry import ModelEntry
+from service.registry.repository import Version
+
+
+@dataclass(eq=False)
+class Session:
+    id: str
+    model: str
+    version: Version  # of the model's files when the session opened
+    ttl: float
+    batched: bool | None = None  # the chunks' form, fixed by h0, batch_size or the first chunk
+    batch: int | None = None
+    h0: WireTensor | None = None  # the first chunk's initial state, if the client gave one
+    state: torch.Tensor | None = None  # h_n after the last chunk, on the serving device
+    steps: int = 0
+    created: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.monotonic)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def expires_at(self) -> float:
+        """Wall-clock time (Unix seconds) after which an idle session is dropped."""
+        return time.time() + self.ttl - (time.monotonic() - self.last_used)
+
+
+class SessionStore:
+    def __init__(self, metrics: Metrics, ttl_s: float, max_sessions: int) -> None:
+        self._metrics = metrics
+        self.ttl_s = ttl_s
+        self.max_sessions = max_sessions
+        self._sessions: dict[str, Session] = {}
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def open(
+        self,
+        entry: ModelEntry,
+        h0: WireTensor | None = None,
+        batch_size: int | None = None,
+        key: str | None = None,
+    ) -> Session:
+        """A new session (`key` picks the id, for the OIP's sequence_id)."""
+        self.expire()
+        if entry.config.bidirectional:
+            raise InvalidInput.at(
+                ("path", "name"),
+                f"model {entry.name!r} is bidirectional and cannot stream: its reverse direction "
+                "needs the whole sequence",
+            )
+        if key is not None:
+            self._sessions.pop(key, None)
+        if len(self._sessions) >= self.max_sessions:
+            raise Overloaded(
+                f"{self.max_sessions} sessions are open (RNN_SERVE_MAX_SESSIONS); close some"
+            )
+        session = Session(key or secrets.token_urlsafe(16), entry.name, entry.version, self.ttl_s)
+        c = entry.config
+        rows = c.num_directions * c.num_layers
+        if h0 is not None:
+            batched = h0.ndim == 3
+            expected = (rows, h0.shape[1], c.hidden_size) if batched else (rows, c.hidden_size)
+            if h0.ndim not in (2, 3) or h0.shape != expected:
+                raise InvalidInput.at(
+                    ("body", "h0"),
+                    f"expected ({rows}, N, {c.hidden_size}) or ({rows}, {c.hidden_size}), "
+                    f"got {list(h0.shape)}",
+                )
+            if h0.declared and h0.dtype != c.dtype:
+                raise InvalidInput.at(
+                    ("body", "h0", "dtype"), f"expected {c.dtype}, got {h0.dtype}"
+                )
+            if batch_size is not None and batched and h0.shape[1] != batch_size:
+                raise InvalidInput.at(
+                    ("body", "batch_size"),
+                    f"h0 has {h0.shape[1]} sequences, batch_size says {batch_size}",
+                )
+            session.batched, session.batch, session.h0 = batched, h0.shape[1] if batched else 1, h0
+        elif batch_size is not None:
+            session.batched, session.batch = True, batch_size
+        self._sessions[session.id] = session
+        self._metrics.open_sessions.set(len(self._sessions))
+        return session
+
+    def get(self, session_id: str) -> Session:
+        self.expire()
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise SessionNotFound(f"no open session {session_id!r} (unknown, closed or expired)")
+        return session
+
+    def close(self, session_id: str) -> None:
+        if self._sessions.pop(session_id, None) is None:
+            raise SessionNotFound(f"no open session {session_id!r} (unknown, closed or expired)")
+        self._metrics.open_sessions.set(len(self._sessions))
+
+    def end_model(self, model: str) -> int:
+        """End every session of a model (it was deleted)."""
+        doomed = [s.id for s in self._sessions.values() if s.model == model]
+        for sid in doomed:
+            del self._sessions[sid]
+        self._metrics.open_sessions.set(len(self._sessions))
+        return len(doomed)
+
+    def expire(self) -> None:
+        now = time.monotonic()
+        idle = [
+            s.id
+            for s in self._sessions.values()
+            if now - s.last_used > s.ttl and not s.lock.locked()
+        ]
+        for sid in idle:
+            del self._sessions[sid]
+        if idle:
+            self._metrics.open_sessions.set(len(self._sessions))
+
+    async def chunk(
+        self,
+        session: Session,
+        current: ModelEntry,
+        job: ForwardJob,
+        run: Callable[[ForwardJob], Awaitable[ForwardResult]],
+    ) -> ForwardResult:
+        """Run the next chunk with the session's state; chunks of one session never overlap."""
+        async with session.lock:  # asyncio.Lock wakes waiters first come, first served
+            if self._sessions.get(session.id) is not session:
+                raise SessionNotFound(f"session {session.id!r} was closed meanwhile")
+            if current.version != session.version:
+                self._sessions.pop(session.id, None)
+                self._metrics.open_sessions.set(len(self._sessions))
+                raise ModelConflict(
+                    f"the weights of model {session.model!r} changed; session {session.id!r} "
+                    "was ended, open a new one"
+                )
+            if session.batched is not None and (job.batched, job.batch) != (
+                session.batched,
+                session.batch,
+            ):
+                form = (
+                    f"batches of {session.batch}" if session.batched else "unbatched (2-D) chunks"
+                )
+                got = f"a batch of {job.batch}" if job.batched else "an unbatched chunk"
+                raise InvalidInput.at(("body", "input"), f"this session streams {form}, got {got}")
+            session.batched, session.batch = job.batched, job.batch
+            started = time.perf_counter()
+            h0 = session.h0 if session.state is None else None
+            job = ForwardJob(
+                job.input, h0, job.lengths, job.batched, job.seq_len, job.batch,
+                state=session.state, keep_state=True,
+            )  # fmt: skip
+            result = await run(job)
+            session.state = result.state
+            session.steps += job.seq_len
+            session.last_used = time.monotonic()
+            self._metrics.session_chunk_seconds.observe(time.perf_counter() - started)
+            return result
+
+    async def sweep(self, every_s: float) -> None:
+        """Background task: drop expired sessions even when nobody asks."""
+        while True:
+            await asyncio.sleep(every_s)
+            self.expire()
