@@ -271,9 +271,21 @@ def main() -> None:
                         f"{s.name:45s} {target:10s} c={c:<3d} {r.rps:9.1f} req/s  p50 {r.p50_ms:8.2f} ms  p99 {r.p99_ms:8.2f} ms  errors {r.errors}",
                         flush=True,
                     )
+        streaming = [
+            json.loads(line)
+            for line in subprocess.run(
+                [python, "-m", "bench.streaming", ours, "32", "30"],
+                capture_output=True, text=True, check=True, cwd=ROOT,
+            ).stdout.splitlines()
+        ]  # fmt: skip
+        for row in streaming:
+            print(
+                f"streaming {row['mode']:9s} {row['chunks_per_s']:8.1f} chunks/s  p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms",
+                flush=True,
+            )
         metrics = httpx.get(f"{ours}/metrics").text
     (out_dir / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
-    write_report(results, floors, batched64, metrics)
+    write_report(results, floors, batched64, metrics, streaming)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -286,7 +298,11 @@ def _get(results: list[Result], scenario: Scenario, target: str, c: int) -> Resu
 
 
 def write_report(
-    results: list[Result], floors: dict[tuple[str, int, int], float], batched64: float, metrics: str
+    results: list[Result],
+    floors: dict[tuple[str, int, int], float],
+    batched64: float,
+    metrics: str,
+    streaming: list[dict[str, float]],
 ) -> None:
     seed, big, large_json, large_b64, large_v2 = SCENARIOS
     ours = lambda s, c: _get(results, s, "rnn-serve", c)  # noqa: E731
@@ -349,6 +365,16 @@ def write_report(
         "one runs torch: under load the event loop saturates first (the worker is idle much of "
         "the time), so throughput is set by the per-request Python cost, not by the forward. More "
         "processes (replicas, `deploy/`) are the way past it.",
+        "",
+        "## Streaming: sessions against the stateless equivalent",
+        "",
+        "32 concurrent streams of the seed model, 30 chunks of 5 steps each (base64 tensors), from "
+        "a separate httpx process (`bench/streaming.py`); stateless = the client ships h0 and "
+        "reads h_n on every call. Two alternating rounds each.",
+        "",
+        "| mode | chunks/s | p50 ms | p99 ms |",
+        "|---|---|---|---|",
+        *[f"| {r['mode']} | {r['chunks_per_s']:.1f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |" for r in streaming],
         "",
         "## All runs",
         "",

@@ -15,7 +15,7 @@ import re
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -49,6 +49,8 @@ class FastPath:
                     response = await endpoint(request)
                 except ServiceError as exc:
                     response = service_error_response(exc)
+                except ClientDisconnect:
+                    return  # the caller left while sending its body: nobody to answer
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -14,6 +14,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from service import errors as e
@@ -103,6 +104,11 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return problem_response(status, slug, detail, headers=getattr(exc, "headers", None))
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # The client disconnected while sending its body: not an error of ours, and nobody listens.
+    return problem_response(400, "client-disconnected", "the client disconnected")
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     request_id = request.headers.get("x-request-id", "-")
     log.exception(
@@ -117,6 +123,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(e.ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)
 
 
