@@ -1,8 +1,14 @@
 # syntax=docker/dockerfile:1
-# rnn-serve, CPU image. Build:  docker build -t rnn-serve .
-# Runs the same start command as `make run` (rnn-serve), as a non-root user.
+# rnn-serve. Runs the same start command as `make run` (rnn-serve), as a non-root user.
+#   CPU (default):  docker build -t rnn-serve .
+#   CUDA:           docker build -t rnn-serve:cuda \
+#                     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 .
+#   The CUDA torch wheels bring the CUDA runtime and cuDNN; the host's NVIDIA container toolkit
+#   brings the driver. To run on a CUDA base image instead, also pass e.g.
+#   --build-arg RUNTIME_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
 
 ARG PYTHON_IMAGE=python:3.11-slim
+ARG RUNTIME_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
 # The CPU build of torch keeps the image small; pass another index for a CUDA build.
@@ -16,7 +22,16 @@ COPY pyproject.toml README.md ./
 COPY service ./service
 RUN pip install .
 
-FROM ${PYTHON_IMAGE} AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
+# A CUDA base image has no Python 3.11 where the venv expects it: bring it (no-op otherwise).
+# The distribution's python3.11 is whatever version its release carries: no pin is meaningful.
+# hadolint ignore=DL3008
+RUN if [ ! -x /usr/local/bin/python3.11 ]; then \
+        apt-get update && apt-get install -y --no-install-recommends python3.11 \
+        && rm -rf /var/lib/apt/lists/* \
+        && ln -sf /usr/bin/python3.11 /usr/local/bin/python3.11 \
+        && ln -sf /usr/bin/python3.11 /usr/local/bin/python; \
+    fi
 RUN useradd --create-home --uid 10001 rnnserve \
     && mkdir -p /data/models && chown rnnserve /data/models
 COPY --from=build /opt/venv /opt/venv
@@ -25,7 +40,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     RNN_SERVE_HOST=0.0.0.0 \
     RNN_SERVE_PORT=8000 \
     RNN_SERVE_MODEL_REPOSITORY=/data/models
-USER rnnserve
+USER 10001
 WORKDIR /home/rnnserve
 VOLUME ["/data/models"]
 EXPOSE 8000

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 import uvicorn
 
 from service.app import create_app
+from service.logs import configure as configure_logging
 from service.settings import Settings
 
 
@@ -18,9 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = Settings(**overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    log_config = configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -28,7 +26,9 @@ def main(argv: list[str] | None = None) -> None:
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        log_config=log_config,
+        access_log=False,  # rnn_serve.access logs every request, with its id
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
     )
 
 

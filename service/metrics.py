@@ -57,6 +57,15 @@ class Metrics:
             "rnn_serve_session_chunk_seconds", "Latency of one session chunk (queue and compute).",
             buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        self.device_memory = Gauge(
+            "rnn_serve_device_memory_bytes",
+            "Device memory in use: torch's allocated bytes on CUDA; built parameters on the CPU.",
+            registry=r,
+        )
+        self.loaded_parameter_bytes = Gauge(
+            "rnn_serve_loaded_parameter_bytes", "Bytes of parameters of the built modules.",
+            registry=r,
+        )  # fmt: skip
         self.loaded_models = Gauge(
             "rnn_serve_loaded_modules", "Modules currently built on the device.", registry=r
         )

@@ -21,6 +21,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    shutdown_timeout_s: float = Field(
+        default=30.0, gt=0, description="On SIGTERM: time to finish in-flight and queued requests."
+    )
 
     # Device and numerics.
     device: str = Field(

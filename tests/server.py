@@ -24,6 +24,15 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(repository: Path, log_path: Path, **env: str) -> Iterator[str]:
+    with server_process(repository, log_path, **env) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def server_process(
+    repository: Path, log_path: Path, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The server's URL and its process (for signal tests)."""
     port = free_port()
     script = Path(sys.executable).with_name("rnn-serve")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "service"]
@@ -46,7 +55,7 @@ def running_server(repository: Path, log_path: Path, **env: str) -> Iterator[str
             if time.monotonic() > deadline:
                 pytest.fail(f"server never became ready:\n{log_path.read_text()}")
             time.sleep(0.1)
-        yield url
+        yield url, proc
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import re
 import tomllib
 from pathlib import Path
-
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,14 +36,3 @@ def test_dockerfile_runs_the_console_script_as_non_root() -> None:
     assert users[-1] not in ("root", "0")
     assert any(op == "HEALTHCHECK" and "/readyz" in args for op, args in ops)
     assert any(op == "RUN" and "torch==2.13.0" in args for op, args in ops)
-
-
-def test_compose_file_is_consistent_with_the_image() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    service = compose["services"]["rnn-serve"]
-    assert service["build"] == "."
-    assert any(re.fullmatch(r"\d+:8000", p) for p in service["ports"])
-    assert "/readyz" in " ".join(service["healthcheck"]["test"])
-    volume = service["volumes"][0].split(":")
-    assert volume[0] in compose["volumes"]
-    assert volume[1] == "/data/models"

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import time
+import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.problems import MEDIA_TYPE, problem_body
 from service.errors import PayloadTooLarge
 from service.metrics import Metrics
+
+access_log = logging.getLogger("rnn_serve.access")
 
 
 class BodyLimit:
@@ -61,7 +66,8 @@ class BodyLimit:
 
 
 class RequestMetrics:
-    """Counts requests by method, route template and status, and times them."""
+    """Per request: a request id (X-Request-ID, taken or made, echoed back), the request counter
+    and latency by route template, and one structured log line."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -73,19 +79,46 @@ class RequestMetrics:
             return
         start = time.perf_counter()
         status = 500
+        request_id = _request_id(scope)
+        scope["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            elapsed = time.perf_counter() - start
             route = _route(scope)
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            self.metrics.request_seconds.labels(route).observe(time.perf_counter() - start)
+            self.metrics.request_seconds.labels(route).observe(elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "request",
+                    extra={
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round(elapsed * 1e3, 3),
+                        **scope.get("rnn_serve", {}),  # model, sequences, batch (forwards)
+                    },
+                )
+
+
+_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _request_id(scope: Scope) -> str:
+    for key, value in scope["headers"]:
+        if key == b"x-request-id" and _ID.match(value):
+            return str(value.decode())
+    return uuid.uuid4().hex
 
 
 def _route(scope: Scope) -> str:

@@ -110,7 +110,7 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    request_id = request.headers.get("x-request-id", "-")
+    request_id = request.scope.get("request_id", "-")
     log.exception(
         "unhandled error on %s %s (request id %s)", request.method, request.url.path, request_id
     )

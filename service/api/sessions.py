@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 
@@ -22,6 +23,7 @@ from service.schemas.api import ChunkResponse, OpenSession, SessionChunk, Sessio
 from service.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 
 def info(session: Session) -> SessionInfo:
@@ -59,7 +61,10 @@ async def open_session(name: ModelNamePath, request: Request) -> SessionInfo:
             req.h0, ("body", "h0"), entry.config.dtype, settings.max_tensor_elements,
             check_bools=may_hide_bools(body, 0),
         )  # fmt: skip
-    return info(_store(request).open(entry, h0, req.batch_size))
+    # A client-chosen id lets a load balancer hash it from the very first request.
+    proposed = request.headers.get("x-session-id")
+    key = proposed if proposed and SESSION_ID.fullmatch(proposed) else None
+    return info(_store(request).open(entry, h0, req.batch_size, key=key))
 
 
 @router.post(

@@ -79,6 +79,9 @@ async def _forward(
     stages.decode.observe(time.perf_counter() - started)
 
     result = await engine.forward(key, source, config, job)
+    request.scope["rnn_serve"] = {
+        "model": name, "sequences": job.batch, "batch": result.batch_sequences
+    }  # fmt: skip
 
     encode_started = time.perf_counter()
     content = forward_answer(name, config, result, req.output_encoding, state.registry.device)

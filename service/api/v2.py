@@ -333,7 +333,7 @@ async def _infer(name: str, request: Request) -> Response:
         params = req.parameters or {}
         session_key = f"oip:{entry.name}:{sequence}"
         if params.get("sequence_start"):
-            session = store.open(entry, h0, key=session_key)
+            session = store.open(entry, h0, key=session_key, replace=True)
         else:
             if h0 is not None:
                 raise InvalidInput.at(("body", "inputs"), "h0 is only taken with sequence_start")

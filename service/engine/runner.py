@@ -24,6 +24,7 @@ class ForwardResult:
     output: np.ndarray[Any, Any]
     h_n: np.ndarray[Any, Any]
     state: torch.Tensor | None = None  # h_n on the device, for jobs with keep_state
+    batch_sequences: int = 0  # sequences in the forward this job ran in (for logs)
 
 
 def to_torch(t: WireTensor, device: torch.device) -> torch.Tensor:
@@ -72,7 +73,7 @@ def run_forward(module: nn.RNN, config: RNNConfig, job: ForwardJob) -> ForwardRe
                 packed_out, batch_first=config.batch_first, total_length=job.seq_len
             )
     state = h_n.clone() if job.keep_state else None
-    return ForwardResult(to_numpy(out), to_numpy(h_n), state)
+    return ForwardResult(to_numpy(out), to_numpy(h_n), state, job.batch)
 
 
 def _output_shape(config: RNNConfig, job: ForwardJob) -> tuple[int, ...]:
@@ -144,7 +145,9 @@ def run_batch(module: nn.RNN, config: RNNConfig, jobs: Sequence[ForwardJob]) -> 
             state = None if state is None else state[:, 0]
         elif config.batch_first:
             o = o.transpose(1, 0, 2)
-        results.append(ForwardResult(np.ascontiguousarray(o), np.ascontiguousarray(h), state))
+        results.append(
+            ForwardResult(np.ascontiguousarray(o), np.ascontiguousarray(h), state, total)
+        )
         start = stop
     return results
 

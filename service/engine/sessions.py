@@ -68,8 +68,10 @@ class SessionStore:
         h0: WireTensor | None = None,
         batch_size: int | None = None,
         key: str | None = None,
+        replace: bool = False,
     ) -> Session:
-        """A new session (`key` picks the id, for the OIP's sequence_id)."""
+        """A new session. `key` picks the id (a client's X-Session-ID, or the OIP's sequence_id,
+        which restarts the sequence: `replace`)."""
         self.expire()
         if entry.config.bidirectional:
             raise InvalidInput.at(
@@ -77,8 +79,10 @@ class SessionStore:
                 f"model {entry.name!r} is bidirectional and cannot stream: its reverse direction "
                 "needs the whole sequence",
             )
-        if key is not None:
-            self._sessions.pop(key, None)
+        if key is not None and key in self._sessions:
+            if not replace:
+                raise ModelConflict(f"session id {key!r} is taken")
+            self._sessions.pop(key)
         if len(self._sessions) >= self.max_sessions:
             raise Overloaded(
                 f"{self.max_sessions} sessions are open (RNN_SERVE_MAX_SESSIONS); close some"

@@ -1,0 +1,62 @@
+"""Operations: request ids, structured logs, metrics for every stage."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+
+from service.logs import JSONFormatter
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_request_id_is_taken_or_made_and_echoed(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="rnn_serve.access"):
+        given = await client.post(
+            "/v1/models/default/forward",
+            json={"input": [[0.0] * 10]},
+            headers={"X-Request-ID": "trace-42"},
+        )
+        made = await client.get("/healthz")
+        odd = await client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
+    assert given.headers["x-request-id"] == "trace-42"
+    assert len(made.headers["x-request-id"]) == 32
+    assert odd.headers["x-request-id"] != "bad id with spaces"
+    record = next(r for r in caplog.records if getattr(r, "request_id", None) == "trace-42")
+    line = JSONFormatter().format(record)
+    import json
+
+    entry = json.loads(line)
+    assert entry["msg"] == "request"
+    assert entry["method"] == "POST"
+    assert entry["path"] == "/v1/models/default/forward"
+    assert entry["status"] == 200
+    assert entry["model"] == "default"
+    assert entry["sequences"] == 1
+    assert entry["batch"] >= 1
+    assert entry["duration_ms"] > 0
+    assert entry["level"] == "info"
+
+
+async def test_metrics_cover_stages_registry_and_memory(client: httpx.AsyncClient) -> None:
+    await client.post("/v1/models/default/forward", json={"input": [[0.0] * 10]})
+    text = (await client.get("/metrics")).text
+    for needle in (
+        'rnn_serve_stage_seconds_count{stage="decode"}',
+        'rnn_serve_stage_seconds_count{stage="queue"}',
+        'rnn_serve_stage_seconds_count{stage="compute"}',
+        'rnn_serve_stage_seconds_count{stage="encode"}',
+        "rnn_serve_batch_sequences_bucket",
+        "rnn_serve_timesteps_total",
+        'rnn_serve_registry_events_total{event="build"}',
+        "rnn_serve_loaded_modules",
+        "rnn_serve_open_sessions",
+        'rnn_serve_requests_total{method="POST",route="/v1/models/{name}/forward",status="200"}',
+    ):
+        assert needle in text, needle
+    memory = next(ln for ln in text.splitlines() if ln.startswith("rnn_serve_device_memory_bytes "))
+    assert float(memory.split()[1]) > 0  # the default model's parameters, on the CPU

@@ -1,0 +1,162 @@
+"""Two real replicas behind nginx with the repo's own config (deploy/nginx, as compose mounts it):
+concurrent load through nginx while one replica is stopped with SIGTERM (no request may fail),
+then while one is SIGKILLed (bounded retries should make failures zero; the count is reported)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.helpers import b64, decode
+from tests.server import free_port, server_process
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "deploy" / "nginx" / "rnn-serve.conf.template"
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+
+def render(template: str, values: dict[str, str]) -> str:
+    """What the nginx image's envsubst does: ${NAME} of set variables; $nginx_vars stay."""
+    return re.sub(r"\$\{([A-Z0-9_]+)\}", lambda m: values[m.group(1)], template)
+
+
+def nginx(prefix: Path, upstreams: list[str]) -> Iterator[str]:
+    port = free_port()
+    (prefix / "logs").mkdir(parents=True, exist_ok=True)
+    site = render(TEMPLATE.read_text(), {
+        "RNN_SERVE_UPSTREAM_1": upstreams[0], "RNN_SERVE_UPSTREAM_2": upstreams[1],
+        "RNN_SERVE_LISTEN": f"127.0.0.1:{port}",
+    })  # fmt: skip
+    (prefix / "site.conf").write_text(site)
+    (prefix / "nginx.conf").write_text(f"""
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    include {prefix}/site.conf;
+}}
+""")
+    proc = subprocess.Popen(
+        [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
+    )  # type: ignore[list-item]
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class Load:
+    """Threads sending forwards through nginx until stopped; every answer checked."""
+
+    def __init__(self, url: str, body: dict, want: np.ndarray, threads: int = 8) -> None:
+        self.url, self.body, self.want = url, body, want
+        self.ok = self.failed = self.wrong = 0
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            while not self.stop.is_set():
+                try:
+                    r = client.post("/v1/models/default/forward", json=self.body)
+                    good = r.status_code == 200
+                    right = good and np.abs(decode(r.json()["output"]) - self.want).max() < 1e-5
+                except httpx.TransportError as exc:
+                    good, right = False, False
+                    r = exc  # type: ignore[assignment]
+                with self.lock:
+                    if not good:
+                        self.failed += 1
+                        self.errors.append(str(getattr(r, "status_code", r)))
+                    elif not right:
+                        self.wrong += 1
+                    else:
+                        self.ok += 1
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx is not installed (.ci/run installs it)")
+def test_sigterm_and_sigkill_behind_nginx(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "models"
+    x = np.random.default_rng(0).standard_normal((20, 4, 10)).astype(np.float32)
+    body = {"input": b64(x), "output_encoding": "b64"}
+    env = {"RNN_SERVE_LOG_LEVEL": "warning", "RNN_SERVE_SHUTDOWN_TIMEOUT_S": "20"}
+    with (
+        server_process(repo, tmp_path / "a.log", **env) as (a, proc_a),
+        server_process(repo, tmp_path / "b.log", **env) as (b, proc_b),
+    ):
+        want = decode(
+            httpx.post(f"{a}/v1/models/default/forward", json=body, timeout=30).json()["output"]
+        )
+        lb_iter = nginx(tmp_path / "nginx", [a.removeprefix("http://"), b.removeprefix("http://")])
+        lb = next(lb_iter)
+        try:
+            with Load(lb, body, want) as load:
+                time.sleep(1.5)
+                proc_a.send_signal(signal.SIGTERM)  # graceful: drains in-flight, then exits
+                time.sleep(2.5)
+            term = (load.ok, load.failed, load.wrong, load.errors[:5])
+            assert load.ok > 50, term
+            assert load.failed == 0, term
+            assert load.wrong == 0, term
+
+            # B alone now: bring up a replica in A's place, then kill B without warning.
+            # it drained and exited (uvicorn re-raises SIGTERM once shut down: -15 is the clean end)
+            assert proc_a.wait(30) in (0, -signal.SIGTERM)
+            with server_process(repo, tmp_path / "c.log", **env) as (c, _):
+                lb_iter2 = nginx(
+                    tmp_path / "nginx2", [b.removeprefix("http://"), c.removeprefix("http://")]
+                )
+                lb2 = next(lb_iter2)
+                try:
+                    with Load(lb2, body, want) as load2:
+                        time.sleep(1.5)
+                        proc_b.send_signal(signal.SIGKILL)
+                        time.sleep(2.5)
+                    kill = (load2.ok, load2.failed, load2.wrong, load2.errors[:5])
+                    with capsys.disabled():
+                        print(f"\nscale-out: SIGTERM {term[0]} ok / {term[1]} failed; "
+                              f"SIGKILL {kill[0]} ok / {kill[1]} failed ({kill[3]})")  # fmt: skip
+                    assert load2.wrong == 0, kill
+                    assert load2.ok > 50, kill
+                    assert load2.failed <= 2, kill  # retries to the next replica absorb the kill
+                finally:
+                    next(lb_iter2, None)
+        finally:
+            next(lb_iter, None)

@@ -1,0 +1,106 @@
+"""Deployment files, checked as far as this machine allows (no Docker engine, no cluster)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# The Compose Specification's JSON schema, as shipped in docker-compose 1.29.2 (compose/config/).
+COMPOSE_SCHEMA = json.loads((Path(__file__).parent / "schemas" / "compose-spec.json").read_text())
+# Its "$schema" says draft/2019-09 with a '#' jsonschema does not recognise: name the draft.
+COMPOSE = jsonschema.Draft201909Validator(
+    {k: v for k, v in COMPOSE_SCHEMA.items() if k != "$schema"}
+)
+
+
+def test_compose_file_is_valid_against_the_compose_spec() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    COMPOSE.validate(compose)
+    services = compose["services"]
+    replicas = [name for name in services if name.startswith("rnn-serve-")]
+    assert len(replicas) >= 2
+    for name in replicas:
+        assert "/readyz" in " ".join(services[name]["healthcheck"]["test"])
+        assert "models:/data/models" in services[name]["volumes"]
+    nginx = services["nginx"]
+    template = nginx["volumes"][0].split(":")[0]
+    assert (ROOT / template).is_file()
+    assert {f"{name}:8000" for name in replicas} == {
+        v for k, v in nginx["environment"].items() if k.startswith("RNN_SERVE_UPSTREAM_")
+    }
+    assert services["prometheus"]["profiles"] == ["monitoring"]
+    prom = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    assert set(prom["scrape_configs"][0]["static_configs"][0]["targets"]) == {
+        f"{n}:8000" for n in replicas
+    }
+
+
+def test_compose_schema_rejects_a_broken_file() -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        COMPOSE.validate({"services": {"x": {"ports": "not a list", "nonsense": 1}}})
+
+
+def merge(base: object, patch: object) -> object:
+    """A strategic merge patch's essentials: dicts merged, lists of named items merged by name."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        merged = {k: merge(base[k], v) if k in base else v for k, v in patch.items()}
+        return merged | {k: v for k, v in base.items() if k not in patch}
+    named = isinstance(base, list) and isinstance(patch, list)
+    if named and all(isinstance(i, dict) and "name" in i for i in [*base, *patch]):  # type: ignore[misc]
+        by_name = {i["name"]: i for i in base}  # type: ignore[union-attr]
+        out = [merge(by_name[i["name"]], i) if i["name"] in by_name else i for i in patch]  # type: ignore[union-attr]
+        return out + [i for i in base if i["name"] not in {p["name"] for p in patch}]  # type: ignore[union-attr]
+    return patch
+
+
+def test_kubernetes_manifests_validate() -> None:
+    k8s = ROOT / "deploy" / "k8s"
+    docs = [d for d in yaml.safe_load_all((k8s / "rnn-serve.yaml").read_text()) if d]
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.31", strict=True)
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    gpu = merge(deployment, yaml.safe_load((k8s / "gpu-patch.yaml").read_text()))
+    kubernetes_validate.validate(gpu, "1.31", strict=True)  # type: ignore[arg-type]
+    container = gpu["spec"]["template"]["spec"]["containers"][0]  # type: ignore[index]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"  # kept from the base
+
+
+def test_deployment_probes_match_the_service() -> None:
+    docs = list(yaml.safe_load_all((ROOT / "deploy" / "k8s" / "rnn-serve.yaml").read_text()))
+    kinds = {d["kind"]: d for d in docs}
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PersistentVolumeClaim"} <= set(
+        kinds
+    )
+    container = kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    grace = kinds["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    timeout = next(
+        e["value"] for e in container["env"] if e["name"] == "RNN_SERVE_SHUTDOWN_TIMEOUT_S"
+    )
+    assert grace > float(timeout)
+
+
+def test_kubernetes_validation_catches_mistakes() -> None:
+    bad = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
+           "spec": {"replicas": "two", "selector": {}, "template": {}}}  # fmt: skip
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, "1.31", strict=True)
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
+    if not Path(hadolint).exists():
+        pytest.skip("hadolint is not installed")
+    result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
