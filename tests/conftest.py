@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,7 +21,8 @@ from tests.server import running_server
 def make_settings(**overrides: Any) -> Settings:
     """Settings for tests: CPU, a fresh model repository unless one is given."""
     base: dict[str, Any] = {
-        "device": "cpu",
+        # RNN_SERVE_TEST_DEVICE=cuda runs the whole suite on a GPU (bench/gpu_check.sh).
+        "device": os.environ.get("RNN_SERVE_TEST_DEVICE", "cpu"),
         "model_repository": Path(tempfile.mkdtemp(prefix="rnn-serve-test-")),
     }
     return Settings(_env_file=None, **{**base, **overrides})  # type: ignore[call-arg]

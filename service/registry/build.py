@@ -27,20 +27,27 @@ def build_seeded(config: RNNConfig, device: torch.device) -> nn.RNN:
     """
     with _RNG_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        rnn = nn.RNN(
-            config.input_size,
-            config.hidden_size,
-            config.num_layers,
-            nonlinearity=config.nonlinearity,
-            bias=config.bias,
-            batch_first=config.batch_first,
-            # Dropout draws nothing at construction and is inert in eval mode; passing it with
-            # num_layers=1 only makes torch warn, so it is set after construction instead.
-            dropout=0.0,
-            bidirectional=config.bidirectional,
-        )
-    rnn.dropout = config.dropout
+        rnn = construct(config)
     return prepare_module(rnn, config, device)
+
+
+def construct(config: RNNConfig, device: str = "cpu") -> nn.RNN:
+    """`nn.RNN(...)` for the config, float32 (device "meta": shapes only, no initialisation)."""
+    rnn = nn.RNN(
+        config.input_size,
+        config.hidden_size,
+        config.num_layers,
+        nonlinearity=config.nonlinearity,
+        bias=config.bias,
+        batch_first=config.batch_first,
+        # Dropout draws nothing at construction and is inert in eval mode; passing it with
+        # num_layers=1 only makes torch warn, so it is set after construction instead.
+        dropout=0.0,
+        bidirectional=config.bidirectional,
+        device=device,
+    )
+    rnn.dropout = config.dropout
+    return rnn
 
 
 def prepare_module(rnn: nn.RNN, config: RNNConfig, device: torch.device) -> nn.RNN:

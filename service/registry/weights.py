@@ -9,7 +9,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from service.errors import FieldError, InvalidInput
-from service.registry.build import TORCH_DTYPES, prepare_module
+from service.registry.build import TORCH_DTYPES, construct, prepare_module
 from service.schemas.config import RNNConfig
 
 LOC = ("body",)
@@ -76,17 +76,7 @@ def module_from_weights(
     config: RNNConfig, tensors: dict[str, torch.Tensor], device: torch.device
 ) -> nn.RNN:
     """An nn.RNN holding exactly `tensors` (checked by parse_weights), cast and moved."""
-    rnn = nn.RNN(
-        config.input_size,
-        config.hidden_size,
-        config.num_layers,
-        nonlinearity=config.nonlinearity,
-        bias=config.bias,
-        batch_first=config.batch_first,
-        bidirectional=config.bidirectional,
-        device="meta",  # no random init: every parameter is assigned below
-    )
-    rnn.dropout = config.dropout
+    rnn = construct(config, device="meta")  # no random init: every parameter is assigned below
     rnn.load_state_dict({k: v.to(torch.float32) for k, v in tensors.items()}, assign=True)
     return prepare_module(rnn, config, device)
 
