@@ -242,20 +242,22 @@ def main() -> None:
         for s in SCENARIOS:
             for target in s.targets:
                 body = work / f"{s.model}-{s.batch}-{s.encoding}-{target}.json"
-                body.write_bytes(body_for(s, target))
+                content, header_length = body_for(s, target)
+                body.write_bytes(content)
                 url = bases[target] + path_for(s, target)
-                check = httpx.post(
-                    url,
-                    content=body.read_bytes(),
-                    headers={"content-type": "application/json"},
-                    timeout=60,
-                )
+                headers = {"content-type": "application/json"}
+                if header_length:  # the OIP binary extension
+                    headers = {
+                        "content-type": "application/octet-stream",
+                        "Inference-Header-Content-Length": str(header_length),
+                    }
+                check = httpx.post(url, content=content, headers=headers, timeout=60)
                 assert check.status_code == 200, check.text[:300]
-                if target != "bare":
+                if target != "bare" and not header_length:
                     assert check.json()["output_shape"] == [s.seq_len, s.batch, SHAPES[s.model][1]]
-                wrk(url, body, s.concurrency[0], 1)  # warm-up
+                wrk(url, body, s.concurrency[0], 1, header_length)  # warm-up
                 for c in s.concurrency:
-                    m = wrk(url, body, c, SECONDS)
+                    m = wrk(url, body, c, SECONDS, header_length)
                     r = Result(
                         s.name,
                         target,
