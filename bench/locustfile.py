@@ -10,33 +10,26 @@ scenarios with tags, e.g. `--tags seed` or `--tags stream`.
 
 from __future__ import annotations
 
-import base64
 import json
 import random
-from typing import Any
 
 import numpy as np
 from locust import FastHttpUser, between, tag, task
+
+from service.client import b64_tensor
 
 RNG = np.random.default_rng(0)
 BIG = {"input_size": 64, "hidden_size": 128, "num_layers": 2}
 
 
-def b64(a: np.ndarray) -> dict[str, Any]:
-    a = np.ascontiguousarray(a, dtype="<f4")
-    return {
-        "shape": list(a.shape),
-        "dtype": "float32",
-        "b64": base64.b64encode(a.tobytes()).decode(),
-    }
-
-
 SEED_BODY = json.dumps({"input": RNG.standard_normal((5, 3, 10)).tolist()})
 BIG_BODY = json.dumps({"input": RNG.standard_normal((50, 1, 64)).tolist()})
 LARGE_B64_BODY = json.dumps(
-    {"input": b64(RNG.standard_normal((50, 32, 64))), "output_encoding": "b64"}
+    {"input": b64_tensor(RNG.standard_normal((50, 32, 64))), "output_encoding": "b64"}
 )
-CHUNK_BODY = json.dumps({"input": b64(RNG.standard_normal((5, 1, 10))), "output_encoding": "b64"})
+CHUNK_BODY = json.dumps(
+    {"input": b64_tensor(RNG.standard_normal((5, 1, 10))), "output_encoding": "b64"}
+)
 JSON = {"Content-Type": "application/json"}
 
 

@@ -9,7 +9,6 @@ Prints one JSON line per mode: chunks/s and chunk latency percentiles.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import sys
 import time
@@ -18,16 +17,9 @@ from typing import Any
 import httpx
 import numpy as np
 
+from service.client import b64_tensor, from_b64_tensor
+
 STEPS, FEATURES, ROWS, HIDDEN = 5, 10, 2, 20  # chunks of 5 steps for the seed model
-
-
-def b64(a: np.ndarray) -> dict[str, Any]:
-    a = np.ascontiguousarray(a, dtype="<f4")
-    return {
-        "shape": list(a.shape),
-        "dtype": "float32",
-        "b64": base64.b64encode(a.tobytes()).decode(),
-    }
 
 
 async def stream(client: httpx.AsyncClient, mode: str, chunks: int, latencies: list[float]) -> None:
@@ -40,16 +32,15 @@ async def stream(client: httpx.AsyncClient, mode: str, chunks: int, latencies: l
     else:
         url, state = "/v1/models/default/forward", np.zeros((ROWS, 1, HIDDEN), np.float32)
     for _ in range(chunks):
-        body: dict[str, Any] = {"input": b64(x), "output_encoding": "b64"}
+        body: dict[str, Any] = {"input": b64_tensor(x), "output_encoding": "b64"}
         if state is not None:
-            body["h0"] = b64(state)
+            body["h0"] = b64_tensor(state)
         t = time.perf_counter()
         r = await client.post(url, json=body)
         latencies.append(time.perf_counter() - t)
         r.raise_for_status()
         if state is not None:
-            h = r.json()["h_n"]
-            state = np.frombuffer(base64.b64decode(h["b64"]), "<f4").reshape(h["shape"])
+            state = from_b64_tensor(r.json()["h_n"])
     if mode == "session":
         await client.delete(url.removesuffix("/forward"))
 

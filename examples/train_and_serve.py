@@ -9,7 +9,6 @@ serves; the small linear head that turns hidden states into predictions stays wi
 from __future__ import annotations
 
 import argparse
-import base64
 import math
 import sys
 import time
@@ -18,6 +17,8 @@ import httpx
 import numpy as np
 import torch
 from safetensors.torch import save
+
+from service.client import b64_tensor, from_b64_tensor
 
 CONFIG = {"input_size": 1, "hidden_size": 32, "num_layers": 2}
 
@@ -48,19 +49,6 @@ def train(seconds: float) -> tuple[torch.nn.RNN, torch.nn.Linear, float]:
     return rnn.eval(), head.eval(), loss.item()
 
 
-def to_b64(a: np.ndarray) -> dict[str, object]:
-    a = np.ascontiguousarray(a, dtype="<f4")
-    return {
-        "shape": list(a.shape),
-        "dtype": "float32",
-        "b64": base64.b64encode(a.tobytes()).decode(),
-    }
-
-
-def from_b64(t: dict[str, object]) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(str(t["b64"])), "<f4").reshape(t["shape"])  # type: ignore[arg-type]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
@@ -88,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         x = seq[:-1].numpy()
         r = client.post(
             f"/v1/models/{args.name}/forward",
-            json={"input": to_b64(x), "output_encoding": "b64"},
+            json={"input": b64_tensor(x), "output_encoding": "b64"},
         )
         r.raise_for_status()
-        served = from_b64(r.json()["output"])
+        served = from_b64_tensor(r.json()["output"])
 
     with torch.inference_mode():
         local, _ = rnn(torch.from_numpy(x))

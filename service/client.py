@@ -12,6 +12,7 @@ Retry-After; errors raise typed exceptions carrying the server's detail.
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 import time
 from collections.abc import Mapping
@@ -32,6 +33,8 @@ __all__ = [
     "Overloaded",
     "RNNServeError",
     "ServerError",
+    "b64_tensor",
+    "from_b64_tensor",
 ]
 
 _NP: dict[str, np.dtype[Any]] = {
@@ -45,6 +48,19 @@ _OIP: dict[np.dtype[Any], str] = {
     np.dtype("float16"): "FP16",
     np.dtype("float64"): "FP64",
 }
+
+
+def b64_tensor(array: Any, dtype: str = "float32") -> dict[str, Any]:
+    """An array as the v1 API's base64 tensor form (raw little-endian, row-major bytes)."""
+    a = np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<"))
+    return {"shape": list(a.shape), "dtype": dtype, "b64": base64.b64encode(a.tobytes()).decode()}
+
+
+def from_b64_tensor(wire: Mapping[str, Any]) -> np.ndarray[Any, Any]:
+    """A v1 base64 tensor (float16/32/64) back to an array."""
+    raw = base64.b64decode(str(wire["b64"]))
+    dtype = np.dtype(str(wire["dtype"])).newbyteorder("<")
+    return np.frombuffer(raw, dtype=dtype).reshape(wire["shape"])
 
 
 class RNNServeError(Exception):
