@@ -3,7 +3,6 @@ the dynamic batcher."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +29,6 @@ class Engine:
         self._metrics = metrics
         # torch's intra-op threads are process-wide: set once in configure_torch().
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnn-engine")
-        self.batching = settings.max_batch_sequences > 1
         self.batcher = Batcher(
             self._executor,
             self._run,
@@ -51,14 +49,7 @@ class Engine:
 
         Jobs with the same `key` (the same module and config) may be batched together.
         """
-        if self.batching and job.batch > 0:
-            return await self.batcher.submit(key, source, config, job)
-        queued = time.perf_counter()
-        future = self._executor.submit(self._run, source, config, [job])
-        self._metrics.stages.queue.observe(time.perf_counter() - queued)
-        (result,) = await asyncio.wrap_future(future)
-        self._metrics.batch_size.observe(job.batch)
-        return result
+        return await self.batcher.submit(key, source, config, job)
 
     def _run(
         self, source: ModuleSource, config: RNNConfig, jobs: Sequence[ForwardJob]

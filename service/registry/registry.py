@@ -179,19 +179,18 @@ class Registry:
         `expect` is the config a request was validated against: if the model was deleted and
         registered again with another config meanwhile, the request is refused, not run.
         """
-        if expect is not None and self.get(name).config != expect:
+        entry = self.get(name)  # the repository's current version (two stats)
+        if expect is not None and entry.config != expect:
             raise ModelConflict(f"model {name!r} was replaced by another config; send it again")
         key = f"model:{name}"
-        version = self.repo.version(name)
-        built = self._cached(key, version)
+        built = self._cached(key, entry.version)
         if built is not None:
             return built
         with self._build_lock(key):
-            version = self.repo.version(name)
-            built = self._cached(key, version)
+            entry = self.get(name)
+            built = self._cached(key, entry.version)
             if built is not None:
                 return built
-            entry = self.get(name)
             self._metrics.registry_events.labels("miss").inc()
             stored = self.repo.read_weights(name)
             try:
@@ -259,15 +258,11 @@ class Registry:
             self._metrics.loaded_models.set(len(self._built))
 
     def _cached(self, key: str, version: Version | None) -> nn.RNN | None:
+        """The built module for `key` if it is of `version` (None for inline modules)."""
         with self._lock:
             built = self._built.get(key)
-            if built is None:
-                return None
-            if key.startswith("model:") and (version is None or built.version != version):
-                # Stale (newer weights on disk) or deleted: the next build replaces it.
-                if version is None:
-                    self._built.pop(key)
-                return None
+            if built is None or built.version != version:
+                return None  # stale (newer files on disk): the next build replaces it
             self._built.move_to_end(key)
         self._metrics.registry_events.labels("hit").inc()
         return built.module
