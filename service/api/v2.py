@@ -6,8 +6,10 @@ Errors are the protocol's `{"error": "..."}`.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -18,10 +20,16 @@ from pydantic import ValidationError
 
 from service import __version__
 from service.api.body import field_errors
-from service.api.deps import ReadinessDep, RegistryDep
+from service.api.deps import ReadinessDep
 from service.api.problems import status_of
 from service.api.v1 import _NAME, registered_target
-from service.engine.codec import CARRIER, WireTensor, bf16_bits_to_f32, cast_numbers
+from service.engine.codec import (
+    CARRIER,
+    WireTensor,
+    bf16_bits_to_f32,
+    cast_numbers,
+    check_raw_finite,
+)
 from service.engine.engine import Engine
 from service.engine.sessions import SessionStore
 from service.engine.validate import validate_forward
@@ -126,12 +134,28 @@ def metadata(entry: ModelEntry) -> ModelMetadata:
     )
 
 
-async def _entry(registry: Registry, name: str) -> ModelEntry:
+def protocol_errors(
+    endpoint: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """Answer the endpoint's errors in the protocol's form (`{"error": ...}`)."""
+
+    @functools.wraps(endpoint)
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except ServiceError as exc:
+            return error_response(_error(exc))
+        except OIPError as exc:
+            return error_response(exc)
+
+    return wrapper
+
+
+async def _entry(request: Request) -> ModelEntry:
+    name = request.path_params["name"]
     _check_name(name)
-    try:
-        return await to_thread.run_sync(registry.get, name)
-    except ServiceError as exc:
-        raise _error(exc) from None
+    registry: Registry = request.state.registry
+    return await to_thread.run_sync(registry.get, name)
 
 
 # Model routes take the name from the path themselves (declared in openapi_extra), so that a bad
@@ -147,11 +171,9 @@ _NAME_PARAM = {
     responses=_responses(400, 404),
     openapi_extra=_NAME_PARAM,
 )
-async def model_metadata(request: Request, registry: RegistryDep) -> Response:
-    try:
-        entry = await _entry(registry, request.path_params["name"])
-    except OIPError as exc:
-        return error_response(exc)
+@protocol_errors
+async def model_metadata(request: Request) -> Response:
+    entry = await _entry(request)
     return Response(metadata(entry).model_dump_json(), media_type="application/json")
 
 
@@ -161,11 +183,9 @@ async def model_metadata(request: Request, registry: RegistryDep) -> Response:
     responses=_responses(400, 404),
     openapi_extra=_NAME_PARAM,
 )
-async def model_ready(request: Request, registry: RegistryDep) -> Response:
-    try:
-        entry = await _entry(registry, request.path_params["name"])
-    except OIPError as exc:
-        return error_response(exc)
+@protocol_errors
+async def model_ready(request: Request) -> Response:
+    entry = await _entry(request)
     return Response(
         ModelReady(name=entry.name, ready=True).model_dump_json(), media_type="application/json"
     )
@@ -254,11 +274,8 @@ def parse_infer(
         arr, offset = _tensor_values(item, binary, offset, CARRIER[dtype], loc)
         if item.data is not None:  # JSON numbers -> the declared dtype, range-checked
             arr = cast_numbers(arr, dtype, loc)
-        elif dtype == "bfloat16":
-            if arr.size and not ((arr & 0x7F80) != 0x7F80).all():
-                raise InvalidInput.at(loc, "expected finite values, got NaN or infinity")
-        elif arr.size and not np.isfinite(arr).all():
-            raise InvalidInput.at(loc, "expected finite values, got NaN or infinity")
+        else:
+            check_raw_finite(arr, dtype, loc)
         tensors[item.name] = WireTensor(arr, dtype, declared=True)
     if "input" not in tensors:
         raise InvalidInput.at(("body", "inputs"), "the input tensor named 'input' is required")
@@ -291,18 +308,10 @@ def _wants_binary(req: InferRequest, name: str) -> bool:
         **_responses(400, 404, 413, 429, 503, 504, 507),
     },
 )
+@protocol_errors
 async def infer(request: Request) -> Response:
     name = request.path_params["name"]
-    try:
-        _check_name(name)
-        return await _infer(name, request)
-    except ServiceError as exc:
-        return error_response(_error(exc))
-    except OIPError as exc:
-        return error_response(exc)
-
-
-async def _infer(name: str, request: Request) -> Response:
+    _check_name(name)
     state = request.state
     registry: Registry = state.registry
     settings: Settings = state.settings

@@ -200,13 +200,18 @@ def decode_tensor(
             f"got {len(raw)}",
         )
     arr = np.frombuffer(raw, dtype=carrier).reshape(shape)
-    if dtype == "bfloat16":
-        finite = ((arr & 0x7F80) != 0x7F80).all() if arr.size else True
-    else:
-        finite = np.isfinite(arr).all() if arr.size else True
-    if not finite:
-        raise _fail((*loc, "b64"), f"expected finite {dtype} values, got NaN or infinity")
+    check_raw_finite(arr, dtype, (*loc, "b64"))
     return WireTensor(arr, dtype, declared=True)
+
+
+def check_raw_finite(arr: np.ndarray[Any, Any], dtype: DType, loc: Loc) -> None:
+    """Refuse NaN or infinity in raw values of `dtype` (bfloat16: its bit patterns)."""
+    if not arr.size:
+        return
+    # bfloat16 bits: an exponent of all ones is an infinity or a NaN.
+    bad = ((arr & 0x7F80) == 0x7F80).any() if dtype == "bfloat16" else not np.isfinite(arr).all()
+    if bad:
+        raise _fail(loc, f"expected finite {dtype} values, got NaN or infinity")
 
 
 def encode_tensor(arr: np.ndarray[Any, Any], dtype: DType, encoding: Encoding) -> Any:
