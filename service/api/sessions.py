@@ -98,7 +98,7 @@ async def session_forward(session_id: str, request: Request) -> Response:
         req.input, INPUT, config.dtype, settings.max_tensor_elements,
         check_bools=may_hide_bools(body, 0),
     )  # fmt: skip
-    job = validate_forward(config, x, session.h0 if session.state is None else None, req.lengths)
+    job = validate_forward(config, x, session.initial_h0, req.lengths)
     state.metrics.stages.decode.observe(time.perf_counter() - started)
     key, source = registered_target(registry, entry)
     result = await store.chunk(

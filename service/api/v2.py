@@ -353,8 +353,7 @@ async def infer(request: Request) -> Response:
                     ("body", "parameters"),
                     f"sequence {sequence!r} is not open: send sequence_start first",
                 ) from None
-        initial = session.h0 if session.state is None else None
-        job = validate_forward(entry.config, x, initial, lengths)
+        job = validate_forward(entry.config, x, session.initial_h0, lengths)
         state.metrics.stages.decode.observe(time.perf_counter() - started)
         result = await store.chunk(
             session, entry, job, lambda j: engine.forward(key, source, entry.config, j)

@@ -47,6 +47,11 @@ class Session:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
+    def initial_h0(self) -> WireTensor | None:
+        """The h0 the next chunk starts from when no state is held yet (the first chunk)."""
+        return self.h0 if self.state is None else None
+
+    @property
     def expires_at(self) -> float:
         """Wall-clock time (Unix seconds) after which an idle session is dropped."""
         return time.time() + self.ttl - (time.monotonic() - self.last_used)
@@ -176,9 +181,8 @@ class SessionStore:
                 raise InvalidInput.at(("body", "input"), f"this session streams {form}, got {got}")
             session.batched, session.batch = job.batched, job.batch
             started = time.perf_counter()
-            h0 = session.h0 if session.state is None else None
             job = ForwardJob(
-                job.input, h0, job.lengths, job.batched, job.seq_len, job.batch,
+                job.input, session.initial_h0, job.lengths, job.batched, job.seq_len, job.batch,
                 state=session.state, keep_state=True,
             )  # fmt: skip
             result = await run(job)
