@@ -15,10 +15,10 @@ import asyncio
 import base64
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 import numpy as np
@@ -214,6 +214,62 @@ class _Base:
         self.backoff = backoff
 
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Call(Generic[T]):
+    """One operation, transport-free: the request to make and how to read its answer. The sync
+    and async clients differ only in how they send it."""
+
+    method: str
+    url: str
+    parse: Callable[[httpx.Response], T]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _forward(
+    model: str, input: Any, h0: Any, lengths: Any, dtype: str | None
+) -> _Call[tuple[Any, Any]]:
+    infer = _Infer(input, h0, lengths, dtype)
+    content, headers = infer.encode()
+    kwargs = {"content": content, "headers": headers}
+    return _Call("POST", f"/v2/models/{model}/infer", infer.decode, kwargs)
+
+
+def _json_dict(response: httpx.Response) -> dict[str, Any]:
+    return dict(response.json())
+
+
+def _register(name: str, config: Mapping[str, Any]) -> _Call[dict[str, Any]]:
+    body = {"name": name, "config": dict(config)}
+    return _Call("POST", "/v1/models", _json_dict, {"json": body})
+
+
+def _upload(name: str, weights: Any) -> _Call[dict[str, Any]]:
+    kwargs = {
+        "content": _weights_bytes(weights),
+        "headers": {"Content-Type": "application/octet-stream"},
+    }
+    return _Call("PUT", f"/v1/models/{name}/weights", _json_dict, kwargs)
+
+
+def _export(name: str) -> _Call[bytes]:
+    return _Call("GET", f"/v1/models/{name}/weights", lambda r: r.content)
+
+
+def _list() -> _Call[list[dict[str, Any]]]:
+    return _Call("GET", "/v1/models", lambda r: list(r.json()["models"]))
+
+
+def _get(name: str) -> _Call[dict[str, Any]]:
+    return _Call("GET", f"/v1/models/{name}", _json_dict)
+
+
+def _delete(name: str) -> _Call[None]:
+    return _Call("DELETE", f"/v1/models/{name}", lambda r: None)
+
+
 class Client(_Base):
     """Synchronous client."""
 
@@ -238,14 +294,14 @@ class Client(_Base):
     def close(self) -> None:
         self._http.close()
 
-    def _request(self, method: str, url: str, **kw: Any) -> httpx.Response:
+    def _do(self, call: _Call[T]) -> T:
         for attempt in range(self.retries + 1):
-            response = self._http.request(method, url, **kw)
+            response = self._http.request(call.method, call.url, **call.kwargs)
             if response.status_code not in (429, 503) or attempt == self.retries:
                 break
             time.sleep(_delay(response, attempt, self.backoff))
         _raise_for(response)
-        return response
+        return call.parse(response)
 
     def forward(
         self,
@@ -257,40 +313,26 @@ class Client(_Base):
         dtype: str | None = None,
     ) -> tuple[Any, Any]:
         """`output, h_n` as `torch.nn.RNN` would return them (numpy, or torch for torch input)."""
-        call = _Infer(input, h0, lengths, dtype)
-        content, headers = call.encode()
-        return call.decode(
-            self._request("POST", f"/v2/models/{model}/infer", content=content, headers=headers)
-        )
+        return self._do(_forward(model, input, h0, lengths, dtype))
 
     def register(self, name: str, config: Mapping[str, Any]) -> dict[str, Any]:
-        return dict(
-            self._request("POST", "/v1/models", json={"name": name, "config": dict(config)}).json()
-        )
+        return self._do(_register(name, config))
 
     def upload_weights(self, name: str, weights: Any) -> dict[str, Any]:
         """`weights`: a state_dict, safetensors bytes, or a path to a .safetensors file."""
-        headers = {"Content-Type": "application/octet-stream"}
-        return dict(
-            self._request(
-                "PUT",
-                f"/v1/models/{name}/weights",
-                content=_weights_bytes(weights),
-                headers=headers,
-            ).json()
-        )
+        return self._do(_upload(name, weights))
 
     def export_weights(self, name: str) -> bytes:
-        return self._request("GET", f"/v1/models/{name}/weights").content
+        return self._do(_export(name))
 
     def list_models(self) -> list[dict[str, Any]]:
-        return list(self._request("GET", "/v1/models").json()["models"])
+        return self._do(_list())
 
     def get_model(self, name: str) -> dict[str, Any]:
-        return dict(self._request("GET", f"/v1/models/{name}").json())
+        return self._do(_get(name))
 
     def delete_model(self, name: str) -> None:
-        self._request("DELETE", f"/v1/models/{name}")
+        self._do(_delete(name))
 
 
 class AsyncClient(_Base):
@@ -317,14 +359,14 @@ class AsyncClient(_Base):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _request(self, method: str, url: str, **kw: Any) -> httpx.Response:
+    async def _do(self, call: _Call[T]) -> T:
         for attempt in range(self.retries + 1):
-            response = await self._http.request(method, url, **kw)
+            response = await self._http.request(call.method, call.url, **call.kwargs)
             if response.status_code not in (429, 503) or attempt == self.retries:
                 break
             await asyncio.sleep(_delay(response, attempt, self.backoff))
         _raise_for(response)
-        return response
+        return call.parse(response)
 
     async def forward(
         self,
@@ -335,44 +377,22 @@ class AsyncClient(_Base):
         *,
         dtype: str | None = None,
     ) -> tuple[Any, Any]:
-        call = _Infer(input, h0, lengths, dtype)
-        content, headers = call.encode()
-        return call.decode(
-            await self._request(
-                "POST", f"/v2/models/{model}/infer", content=content, headers=headers
-            )
-        )
+        return await self._do(_forward(model, input, h0, lengths, dtype))
 
     async def register(self, name: str, config: Mapping[str, Any]) -> dict[str, Any]:
-        return dict(
-            (
-                await self._request(
-                    "POST", "/v1/models", json={"name": name, "config": dict(config)}
-                )
-            ).json()
-        )
+        return await self._do(_register(name, config))
 
     async def upload_weights(self, name: str, weights: Any) -> dict[str, Any]:
-        headers = {"Content-Type": "application/octet-stream"}
-        return dict(
-            (
-                await self._request(
-                    "PUT",
-                    f"/v1/models/{name}/weights",
-                    content=_weights_bytes(weights),
-                    headers=headers,
-                )
-            ).json()
-        )
+        return await self._do(_upload(name, weights))
 
     async def export_weights(self, name: str) -> bytes:
-        return (await self._request("GET", f"/v1/models/{name}/weights")).content
+        return await self._do(_export(name))
 
     async def list_models(self) -> list[dict[str, Any]]:
-        return list((await self._request("GET", "/v1/models")).json()["models"])
+        return await self._do(_list())
 
     async def get_model(self, name: str) -> dict[str, Any]:
-        return dict((await self._request("GET", f"/v1/models/{name}")).json())
+        return await self._do(_get(name))
 
     async def delete_model(self, name: str) -> None:
-        await self._request("DELETE", f"/v1/models/{name}")
+        await self._do(_delete(name))
