@@ -8,11 +8,9 @@ from typing import Annotated, cast
 from fastapi import Depends, Path
 from starlette.requests import Request
 
-from service.engine.engine import Engine
 from service.metrics import Metrics
 from service.registry import Registry
 from service.schemas.api import MODEL_NAME_PATTERN
-from service.settings import Settings
 
 
 @dataclass
@@ -25,16 +23,8 @@ class Readiness:
 
 # async on purpose: FastAPI runs a plain `def` dependency in a worker thread, which would cost a
 # thread hop (and a GIL handoff with the torch worker) for each of these trivial lookups.
-async def _settings(request: Request) -> Settings:
-    return cast(Settings, request.state.settings)
-
-
 async def _registry(request: Request) -> Registry:
     return cast(Registry, request.state.registry)
-
-
-async def _engine(request: Request) -> Engine:
-    return cast(Engine, request.state.engine)
 
 
 async def _metrics(request: Request) -> Metrics:
@@ -45,9 +35,7 @@ async def _readiness(request: Request) -> Readiness:
     return cast(Readiness, request.state.readiness)
 
 
-SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
-EngineDep = Annotated[Engine, Depends(_engine)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
 ReadinessDep = Annotated[Readiness, Depends(_readiness)]
 ModelNamePath = Annotated[
