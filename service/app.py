@@ -11,30 +11,36 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.types import ASGIApp
 
 from service import __version__
 from service.api import health, problems, sessions, v1, v2
 from service.api.deps import Readiness
-from service.api.fastpath import FastPath
 from service.api.middleware import BodyLimit, RequestMetrics
 from service.api.openapi import openapi_factory
+from service.api.routing import mount
+from service.dataplane import DataPlane
 from service.engine.device import configure_torch, resolve_device
 from service.engine.engine import Engine
 from service.engine.sessions import SessionStore
 from service.errors import ModelConflict
 from service.metrics import Metrics
-from service.registry import ModelEntry, Registry
+from service.registry import ModelSpec, Registry
 from service.settings import Settings
 
 log = logging.getLogger("rnn_serve")
 
 DESCRIPTION = (
-    "torch.nn.RNN forward passes over HTTP, computed exactly as torch computes them. "
-    "Contract: docs in the README and ../shared/design/api.md."
+    "torch.nn.RNN, nn.LSTM and nn.GRU forward passes over HTTP, computed exactly as torch "
+    "computes them. The contract is docs/api.md in the project's repository; the semantics, "
+    "docs/semantics.md."
 )
 
 
-def register_default(registry: Registry, settings: Settings) -> ModelEntry:
+def register_default(registry: Registry, settings: Settings) -> ModelSpec:
     """The default model; if the repository holds another config under its name, that wins."""
     name = settings.default_model_name
     try:
@@ -47,6 +53,21 @@ def register_default(registry: Registry, settings: Settings) -> ModelEntry:
         return registry.get(name)
 
 
+class App(FastAPI):
+    """FastAPI with a shorter middleware stack: rnn-serve's BodyLimit answers oversized bodies
+    (problem+json, from Content-Length at once), so FastAPI's own body-limit and telemetry layers
+    are left out of every request."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        handlers = dict(self.exception_handlers)
+        unexpected = handlers.pop(Exception, None) or handlers.pop(500, None)
+        app: ASGIApp = AsyncExitStackMiddleware(self.router)  # FastAPI's routes require it
+        app = ExceptionMiddleware(app, handlers=handlers, debug=self.debug)
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return ServerErrorMiddleware(app, handler=unexpected, debug=self.debug)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
@@ -56,9 +77,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         device = resolve_device(settings.device)
         configure_torch(settings)
         registry = Registry(settings, device, metrics)
-        engine = Engine(settings, metrics)
+        engine = Engine(settings, metrics, registry.module_for)
         engine.start()
         session_store = SessionStore(metrics, settings.session_ttl_s, settings.max_sessions)
+        plane = DataPlane(settings, registry, engine, session_store, metrics)
         sweeper = asyncio.create_task(session_store.sweep(min(60.0, settings.session_ttl_s / 4)))
         readiness = Readiness()
 
@@ -66,8 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             found = await anyio.to_thread.run_sync(registry.load_all)
             log.info("model repository %s: %d models", settings.model_repository, len(found))
             default = await anyio.to_thread.run_sync(register_default, registry, settings)
-            key = ("model", default.name, default.config.canonical_key)
-            await engine.warmup(key, lambda: registry.module(default.name), default.config)
+            await engine.warmup(default)
             # torch, FastAPI and friends leave ~200k long-lived objects that every full
             # collection would walk (~150 ms, a p99 spike under load): move them out of the
             # collector's reach once start-up is done.
@@ -85,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "engine": engine,
                 "readiness": readiness,
                 "sessions": session_store,
+                "plane": plane,
             }
         finally:
             readiness.ready, readiness.reason = False, "shutting down"
@@ -94,27 +116,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await task
             await engine.close()
 
-    app = FastAPI(
+    app = App(
         title="rnn-serve",
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        generate_unique_id_function=lambda route: route.name,
         separate_input_output_schemas=False,
     )
     problems.install(app)
-    app.include_router(v1.router)
-    app.include_router(sessions.router)
-    app.include_router(v2.router)
-    app.include_router(health.router)
-    app.add_middleware(
-        FastPath,
-        routes=[
-            ("POST", "/v1/rnn/forward", v1.forward_inline),
-            ("POST", "/v1/models/{name}/forward", v1.forward_model),
-            ("POST", "/v2/models/{name}/infer", v2.infer),
-        ],
-    )
+    # One routing table; the forward routes come first, since the router tries routes in order.
+    mount(app, v1.forwards, v2.router, sessions.chunks, v1.router, sessions.router, health.router)
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, max_weights_bytes=settings.max_weights_bytes
     )

@@ -73,6 +73,14 @@ class NotReady(ServiceError):
         self.retry_after = retry_after
 
 
+class ShuttingDown(NotReady):
+    """The server stopped before the request ran; another replica can take it."""
+
+
+class ClientDisconnected(ServiceError):
+    """The client went away before its answer was ready (logged as the client's, 499)."""
+
+
 class DeadlineExceeded(ServiceError):
     """The request's deadline passed before it ran."""
 

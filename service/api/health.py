@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import torch
-from fastapi import APIRouter, Response
+from fastapi import Response
 
-from service.api import problems
+from service.api import problems, routing
 from service.api.deps import MetricsDep, ReadinessDep, RegistryDep
 from service.errors import NotReady
 from service.metrics import CONTENT_TYPE
 from service.schemas.api import Status
 
-router = APIRouter(tags=["health"])
+router = routing.router("", "health")
 
 
 @router.get("/healthz", summary="Liveness: the process answers")

@@ -106,7 +106,7 @@ class RequestMetrics:
                         "path": scope["path"],
                         "status": status,
                         "duration_ms": round(elapsed * 1e3, 3),
-                        **scope.get("rnn_serve", {}),  # model, sequences, batch (forwards)
+                        **scope.get("log_fields", {}),  # model, sequences, batch (forwards)
                     },
                 )
 

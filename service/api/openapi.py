@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from service.schemas.api import (
+    MODEL_NAME_PATTERN,
     ForwardRequest,
     InlineForwardRequest,
     OpenSession,
@@ -33,7 +34,21 @@ COMPONENT_MODELS: tuple[type[BaseModel], ...] = (
 )
 
 
-def json_body(model: type[BaseModel]) -> dict[str, Any]:
+# The path parameter of routes that read their model name themselves (lean routes).
+NAME_PARAM: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "name",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": MODEL_NAME_PATTERN},
+            "description": "A registered model's name.",
+        }
+    ]
+}
+
+
+def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
     """`openapi_extra` declaring a JSON request body of `model`."""
     ref = {"$ref": _REF.format(model=model.__name__)}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}

@@ -1,4 +1,5 @@
-"""The one table from domain errors to HTTP statuses, and problem+json (RFC 9457) responses.
+"""Errors mapped in one place: the table from domain errors to HTTP statuses, and the two forms
+an answer takes — problem+json (RFC 9457) for v1, `{"error": ...}` for the Open Inference Protocol.
 
 No stack trace, exception text of an unexpected error, or internal path ever reaches a body.
 """
@@ -18,13 +19,14 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from service import errors as e
-from service.api.body import field_errors
+from service.codecs.envelope import invalid
 
 log = logging.getLogger("rnn_serve.errors")
 
 MEDIA_TYPE = "application/problem+json"
+CLIENT_CLOSED = 499  # nginx's "client closed request": the client left before its answer
 
-#: domain error -> (HTTP status, problem type slug)
+#: domain error -> (HTTP status, problem type slug); the most specific class wins
 PROBLEMS: dict[type[e.ServiceError], tuple[int, str]] = {
     e.MalformedBody: (400, "malformed-body"),
     e.ModelNotFound: (404, "model-not-found"),
@@ -34,17 +36,37 @@ PROBLEMS: dict[type[e.ServiceError], tuple[int, str]] = {
     e.UnsupportedMediaType: (415, "unsupported-media-type"),
     e.InvalidInput: (422, "invalid-input"),
     e.Overloaded: (429, "overloaded"),
+    e.ClientDisconnected: (CLIENT_CLOSED, "client-closed-request"),
     e.NotReady: (503, "not-ready"),
+    e.ShuttingDown: (503, "shutting-down"),
     e.DeadlineExceeded: (504, "deadline-exceeded"),
     e.DeviceOutOfMemory: (507, "device-out-of-memory"),
 }
+# The Open Inference Protocol answers every client error with 400; the rest keep their status.
+_OIP_CLIENT_ERRORS = {400, 415, 422}
+
+
+def phrase(status: int) -> str:
+    return "Client Closed Request" if status == CLIENT_CLOSED else HTTPStatus(status).phrase
+
+
+def status_of(exc: e.ServiceError) -> tuple[int, str]:
+    for cls in type(exc).__mro__:
+        if cls in PROBLEMS:
+            return PROBLEMS[cls]
+    return 500, "internal"
+
+
+def _headers(exc: e.ServiceError) -> dict[str, str] | None:
+    retry_after = getattr(exc, "retry_after", None)
+    return {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
 
 
 def problem_body(status: int, slug: str, detail: str, errors: Iterable[e.FieldError] = ()) -> bytes:
     return orjson.dumps(
         {
             "type": f"urn:rnn-serve:problem:{slug}",
-            "title": HTTPStatus(status).phrase,
+            "title": phrase(status),
             "status": status,
             "detail": detail,
             "errors": [{"loc": list(err.loc), "msg": err.msg} for err in errors],
@@ -67,31 +89,35 @@ def problem_response(
     )
 
 
-def status_of(exc: e.ServiceError) -> tuple[int, str]:
-    for cls in type(exc).__mro__:
-        if cls in PROBLEMS:
-            return PROBLEMS[cls]
-    return 500, "internal"
+def service_error_response(exc: e.ServiceError) -> Response:
+    """A domain error as problem+json (the v1 API)."""
+    status, slug = status_of(exc)
+    return problem_response(status, slug, exc.detail, exc.errors, _headers(exc))
 
 
+def oip_error_response(exc: e.ServiceError) -> Response:
+    """A domain error as the Open Inference Protocol's `{"error": "..."}`."""
+    status, _ = status_of(exc)
+    detail = exc.detail
+    if len(exc.errors) == 1 and exc.errors[0].msg not in detail:
+        detail = f"{detail}: {exc.errors[0].msg}"
+    return Response(
+        orjson.dumps({"error": detail}),
+        status_code=400 if status in _OIP_CLIENT_ERRORS else status,
+        media_type="application/json",
+        headers=_headers(exc),
+    )
+
+
+# --- FastAPI's exception handlers (the management routes) -----------------------------------------
 async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, e.ServiceError)
     return service_error_response(exc)
 
 
-def service_error_response(exc: e.ServiceError) -> Response:
-    status, slug = status_of(exc)
-    headers = None
-    if isinstance(exc, e.Overloaded | e.NotReady):
-        headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
-    return problem_response(status, slug, exc.detail, exc.errors, headers)
-
-
 async def _request_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errs = field_errors(exc.errors(), ())
-    detail = "; ".join(f"{'.'.join(map(str, x.loc))}: {x.msg}" for x in errs)
-    return problem_response(422, "invalid-input", detail, errs)
+    return service_error_response(invalid(exc.errors(), ()))
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -106,7 +132,7 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 async def _client_gone(request: Request, exc: Exception) -> Response:
     # The client disconnected while sending its body: not an error of ours, and nobody listens.
-    return problem_response(400, "client-disconnected", "the client disconnected")
+    return service_error_response(e.ClientDisconnected("the client disconnected"))
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -18,16 +18,13 @@ from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from torch import nn
-
 from service.engine.runner import ForwardResult
 from service.engine.validate import ForwardJob
-from service.errors import DeadlineExceeded, Overloaded
+from service.errors import DeadlineExceeded, Overloaded, ShuttingDown
 from service.metrics import Metrics
-from service.schemas.config import RNNConfig
+from service.registry import ModelSpec
 
-ModuleSource = Callable[[], nn.RNN]
-BatchRunner = Callable[[ModuleSource, RNNConfig, Sequence[ForwardJob]], list[ForwardResult]]
+BatchRunner = Callable[[ModelSpec, Sequence[ForwardJob]], list[ForwardResult]]
 
 
 @dataclass(eq=False)
@@ -39,8 +36,7 @@ class _Pending:
 
 @dataclass(eq=False)
 class _Queue:
-    source: ModuleSource
-    config: RNNConfig
+    spec: ModelSpec
     items: deque[_Pending] = field(default_factory=deque)
 
 
@@ -83,19 +79,19 @@ class Batcher:
         for queue in self._queues.values():
             for p in queue.items:
                 if not p.future.done():
-                    p.future.set_exception(Overloaded("the server is shutting down"))
+                    p.future.set_exception(
+                        ShuttingDown("the server is shutting down; retry on another replica")
+                    )
         self._queues.clear()
 
-    async def submit(
-        self, key: Hashable, source: ModuleSource, config: RNNConfig, job: ForwardJob
-    ) -> ForwardResult:
+    async def submit(self, spec: ModelSpec, job: ForwardJob) -> ForwardResult:
         if self._queued >= self.max_queue:
             raise Overloaded(
                 f"the queue is full ({self.max_queue} requests, RNN_SERVE_MAX_QUEUE); retry later"
             )
-        queue = self._queues.get(key)
+        queue = self._queues.get(spec.key)
         if queue is None:
-            queue = self._queues[key] = _Queue(source, config)
+            queue = self._queues[spec.key] = _Queue(spec)
         future: asyncio.Future[ForwardResult] = asyncio.get_running_loop().create_future()
         queue.items.append(_Pending(job, future, time.perf_counter()))
         self._queued += 1
@@ -122,7 +118,7 @@ class Batcher:
             jobs = [p.job for p in batch]
             try:
                 results = await asyncio.wrap_future(
-                    self._executor.submit(self._run, queue.source, queue.config, jobs)
+                    self._executor.submit(self._run, queue.spec, jobs)
                 )
             except Exception as exc:  # the model's failure is every member's (e.g. OOM, deleted)
                 for p in batch:

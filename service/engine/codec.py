@@ -139,7 +139,7 @@ def decode_tensor(
     """Decode one wire tensor. Nested lists take `model_dtype`; flat/b64 keep their own dtype.
 
     `check_bools=False` skips a Python scan for JSON booleans inside nested/flat lists; callers
-    pass it when the raw body cannot contain any (see `service.api.body`).
+    pass it when the raw body cannot contain any (see `service.codecs.envelope`).
     """
     if isinstance(obj, list):
         arr = _numbers(obj, loc, check_bools)

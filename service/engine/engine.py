@@ -4,29 +4,37 @@ the dynamic batcher."""
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+from torch import nn
 
-from service.engine.batcher import Batcher, ModuleSource
+from service.engine.batcher import Batcher
 from service.engine.codec import WireTensor, cast_numbers
 from service.engine.runner import ForwardResult, run_batch
 from service.engine.validate import ForwardJob
 from service.errors import DeviceOutOfMemory
 from service.metrics import Metrics
-from service.schemas.config import RNNConfig
+from service.registry import ModelSpec
 from service.settings import Settings
 
-__all__ = ["Engine", "ModuleSource"]
+__all__ = ["Engine"]
+
+Modules = Callable[[ModelSpec], nn.Module]
 
 
 class Engine:
-    """Owns the worker thread and the batcher; `forward` is awaited from request handlers."""
+    """Owns the worker thread and the batcher; `forward` is awaited by the data plane.
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    `modules` maps a model's spec to its built module (the registry's `module_for`); it is
+    called in the worker thread, so builds and loads never run on the event loop.
+    """
+
+    def __init__(self, settings: Settings, metrics: Metrics, modules: Modules) -> None:
         self._metrics = metrics
+        self._modules = modules
         # torch's intra-op threads are process-wide: set once in configure_torch().
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnn-engine")
         self.batcher = Batcher(
@@ -42,38 +50,31 @@ class Engine:
     def start(self) -> None:
         self.batcher.start()
 
-    async def forward(
-        self, key: Hashable, source: ModuleSource, config: RNNConfig, job: ForwardJob
-    ) -> ForwardResult:
-        """Run `job` on the module `source` yields (built in the worker if need be).
+    async def forward(self, spec: ModelSpec, job: ForwardJob) -> ForwardResult:
+        """Run `job` on the model `spec` describes; jobs with the same `spec.key` may share a
+        forward."""
+        return await self.batcher.submit(spec, job)
 
-        Jobs with the same `key` (the same module and config) may be batched together.
-        """
-        return await self.batcher.submit(key, source, config, job)
-
-    def _run(
-        self, source: ModuleSource, config: RNNConfig, jobs: Sequence[ForwardJob]
-    ) -> list[ForwardResult]:
+    def _run(self, spec: ModelSpec, jobs: Sequence[ForwardJob]) -> list[ForwardResult]:
         """In the worker thread: get the module, run the jobs as one forward."""
         started = time.perf_counter()
         try:
-            results = run_batch(source(), config, jobs)
+            results = run_batch(self._modules(spec), spec.config, jobs)
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
             raise DeviceOutOfMemory(
                 "the device ran out of memory for this request; send fewer or shorter sequences"
             ) from None
         self._metrics.stages.compute.observe(time.perf_counter() - started)
-        self._metrics.timesteps.inc(
-            sum(sum(j.lengths) if j.lengths else j.seq_len * j.batch for j in jobs)
-        )
+        self._metrics.timesteps.inc(sum(j.steps() for j in jobs))
         return results
 
-    async def warmup(self, key: Hashable, source: ModuleSource, config: RNNConfig) -> None:
+    async def warmup(self, spec: ModelSpec) -> None:
         """Build the module and run one tiny forward, so the first real request is fast."""
+        config = spec.config
         x = np.zeros((1, config.input_size))
         wire = WireTensor(cast_numbers(x, config.dtype, ("warmup",)), config.dtype, False)
-        await self.forward(key, source, config, ForwardJob(wire, None, None, False, 1, 1))
+        await self.forward(spec, ForwardJob(wire, None, None, False, 1, 1))
 
     async def close(self) -> None:
         await self.batcher.stop()

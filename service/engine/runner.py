@@ -1,4 +1,9 @@
-"""The torch side: runs a validated job on a module. Called only from the engine's worker thread."""
+"""The torch side: runs validated jobs on a module. Called only from the engine's worker thread.
+
+The three modes differ only in their state: nn.RNN and nn.GRU take and return h, nn.LSTM the
+pair (h, c). Here a state is always a tuple of its parts, so batching, packing and sessions join
+and split every part the same way.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ from service.engine.validate import ForwardJob
 from service.registry.build import TORCH_DTYPES
 from service.schemas.config import RNNConfig
 
+State = tuple[torch.Tensor, ...]
+
 
 @dataclass(frozen=True)
 class ForwardResult:
@@ -23,7 +30,8 @@ class ForwardResult:
 
     output: np.ndarray[Any, Any]
     h_n: np.ndarray[Any, Any]
-    state: torch.Tensor | None = None  # h_n on the device, for jobs with keep_state
+    c_n: np.ndarray[Any, Any] | None = None  # LSTM only
+    state: State | None = None  # the final state on the device, for jobs with keep_state
     batch_sequences: int = 0  # sequences in the forward this job ran in (for logs)
 
 
@@ -48,47 +56,66 @@ def to_numpy(t: torch.Tensor) -> np.ndarray[Any, Any]:
     return t.numpy()
 
 
-def run_forward(module: nn.RNN, config: RNNConfig, job: ForwardJob) -> ForwardResult:
+def _call(module: nn.Module, x: Any, state: State | None) -> tuple[Any, State]:
+    """module(x, hx) with the state as a tuple either way."""
+    hx: Any = None
+    if state is not None:
+        hx = state if len(state) == 2 else state[0]
+    out, final = module(x, hx)
+    return out, (tuple(final) if isinstance(final, tuple) else (final,))
+
+
+def _result(
+    out: np.ndarray[Any, Any], finals: Sequence[np.ndarray[Any, Any]], state: State | None,
+    batch: int,
+) -> ForwardResult:  # fmt: skip
+    return ForwardResult(out, finals[0], finals[1] if len(finals) == 2 else None, state, batch)
+
+
+def run_forward(module: nn.Module, config: RNNConfig, job: ForwardJob) -> ForwardResult:
     device = next(module.parameters()).device
     dtype = TORCH_DTYPES[config.dtype]
     x = to_torch(job.input, device)
-    h0 = job.state if job.state is not None else None
-    if h0 is None and job.h0 is not None:
-        h0 = to_torch(job.h0, device).contiguous()
+    state = job.state
+    if state is None and job.state0 is not None:
+        state = tuple(to_torch(p, device).contiguous() for p in job.state0)
     with torch.inference_mode():
         if job.lengths is None:
-            out, h_n = module(x, h0)
+            out, final = _call(module, x, state)
         elif job.batch == 0:
             out = torch.zeros(*_output_shape(config, job), dtype=dtype, device=device)
-            h_n = torch.zeros(
-                config.num_directions * config.num_layers, 0, config.hidden_size, dtype=dtype
+            final = tuple(
+                torch.zeros(config.state_rows, 0, size, dtype=dtype, device=device)
+                for size in config.state_sizes
             )
         else:
             lengths = torch.tensor(job.lengths, dtype=torch.int64)  # must live on the CPU
             packed = pack_padded_sequence(
                 x, lengths, batch_first=config.batch_first, enforce_sorted=False
             )
-            packed_out, h_n = module(packed, h0)
+            packed_out, final = _call(module, packed, state)
             out, _ = pad_packed_sequence(
                 packed_out, batch_first=config.batch_first, total_length=job.seq_len
             )
-    state = h_n.clone() if job.keep_state else None
-    return ForwardResult(to_numpy(out), to_numpy(h_n), state, job.batch)
+    kept = tuple(p.clone() for p in final) if job.keep_state else None
+    return _result(to_numpy(out), [to_numpy(p) for p in final], kept, job.batch)
 
 
 def _output_shape(config: RNNConfig, job: ForwardJob) -> tuple[int, ...]:
-    features = config.num_directions * config.hidden_size
     if config.batch_first:
-        return (job.batch, job.seq_len, features)
-    return (job.seq_len, job.batch, features)
+        return (job.batch, job.seq_len, config.output_size)
+    return (job.seq_len, job.batch, config.output_size)
 
 
-def run_batch(module: nn.RNN, config: RNNConfig, jobs: Sequence[ForwardJob]) -> list[ForwardResult]:
+def run_batch(
+    module: nn.Module, config: RNNConfig, jobs: Sequence[ForwardJob]
+) -> list[ForwardResult]:
     """Run several validated jobs of one model as one forward; each gets what it would alone.
 
-    Requests are joined on the batch axis of a sequence-major buffer (h0 on dim 1, whatever
-    batch_first says; an unbatched request is one sequence). Requests of different lengths, or
-    with `lengths`, run as packed sequences, so no sequence ever runs over another's padding.
+    Requests are joined on the batch axis of a sequence-major buffer (every state part on dim 1,
+    whatever batch_first says; an unbatched request is one sequence). Requests of different
+    lengths, or with `lengths`, run as packed sequences, so no sequence ever runs over another's
+    padding.
     """
     if len(jobs) == 1:
         return [run_forward(module, config, jobs[0])]
@@ -97,56 +124,64 @@ def run_batch(module: nn.RNN, config: RNNConfig, jobs: Sequence[ForwardJob]) -> 
     carrier = jobs[0].input.array.dtype
     seq_len = max(j.seq_len for j in jobs)
     total = sum(j.batch for j in jobs)
-    rows, hidden = config.num_directions * config.num_layers, config.hidden_size
+    rows = config.state_rows
 
     x = np.zeros((seq_len, total, config.input_size), dtype=carrier)
-    with_h0 = any(j.h0 is not None or j.state is not None for j in jobs)
-    h0 = np.zeros((rows, total, hidden), dtype=carrier) if with_h0 else None
+    with_state = any(j.state0 is not None or j.state is not None for j in jobs)
+    state0 = (
+        [np.zeros((rows, total, size), dtype=carrier) for size in config.state_sizes]
+        if with_state
+        else None
+    )
     lengths: list[int] = []
     start = 0
     for j in jobs:
         stop = start + j.batch
         x[: j.seq_len, start:stop] = _seq_major(j.input.array, j.batched, config.batch_first)
-        if h0 is not None and j.h0 is not None:
-            h0[:, start:stop] = j.h0.array if j.batched else j.h0.array[:, None]
+        if state0 is not None and j.state0 is not None:
+            for buf, part in zip(state0, j.state0, strict=True):
+                buf[:, start:stop] = part.array if j.batched else part.array[:, None]
         lengths += list(j.lengths) if j.lengths else [j.seq_len] * j.batch
         start = stop
 
     xt = array_to_torch(x, bf16, device)
-    ht = None if h0 is None else array_to_torch(h0, bf16, device)
-    if ht is not None:  # sessions' states are already on the device: placed there directly
-        start = 0
+    state: State | None = None
+    if state0 is not None:
+        state = tuple(array_to_torch(buf, bf16, device) for buf in state0)
+        start = 0  # sessions' states are already on the device: placed there directly
         for j in jobs:
             if j.state is not None:
-                ht[:, start : start + j.batch] = j.state if j.batched else j.state[:, None]
+                for buf_t, part_t in zip(state, j.state, strict=True):
+                    buf_t[:, start : start + j.batch] = part_t if j.batched else part_t[:, None]
             start += j.batch
     with torch.inference_mode():
         if all(n == seq_len for n in lengths):
             # batch_first modules take (N, L, F); a transposed view of the buffer costs nothing.
-            out, h_n = module(xt.transpose(0, 1) if config.batch_first else xt, ht)
+            out, final = _call(module, xt.transpose(0, 1) if config.batch_first else xt, state)
             if config.batch_first:
                 out = out.transpose(0, 1)
         else:
             packed = pack_padded_sequence(
                 xt, torch.tensor(lengths, dtype=torch.int64), enforce_sorted=False
             )
-            packed_out, h_n = module(packed, ht)
+            packed_out, final = _call(module, packed, state)
             out, _ = pad_packed_sequence(packed_out, total_length=seq_len)
-    out_np, hn_np = to_numpy(out), to_numpy(h_n)
+    out_np, finals_np = to_numpy(out), [to_numpy(p) for p in final]
 
     results = []
     start = 0
     for j in jobs:
         stop = start + j.batch
-        o, h = out_np[: j.seq_len, start:stop], hn_np[:, start:stop]
-        state = h_n[:, start:stop].clone() if j.keep_state else None
+        o = out_np[: j.seq_len, start:stop]
+        finals = [f[:, start:stop] for f in finals_np]
+        kept = tuple(p[:, start:stop].clone() for p in final) if j.keep_state else None
         if not j.batched:
-            o, h = o[:, 0], h[:, 0]
-            state = None if state is None else state[:, 0]
+            o, finals = o[:, 0], [f[:, 0] for f in finals]
+            kept = None if kept is None else tuple(p[:, 0] for p in kept)
         elif config.batch_first:
             o = o.transpose(1, 0, 2)
         results.append(
-            ForwardResult(np.ascontiguousarray(o), np.ascontiguousarray(h), state, total)
+            _result(np.ascontiguousarray(o), [np.ascontiguousarray(f) for f in finals], kept, total)
         )
         start = stop
     return results

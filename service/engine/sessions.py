@@ -18,16 +18,20 @@ import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-
-import torch
+from dataclasses import dataclass, field, replace
 
 from service.engine.codec import WireTensor
-from service.engine.runner import ForwardResult
-from service.engine.validate import ForwardJob
+from service.engine.runner import ForwardResult, State
+from service.engine.validate import (
+    H0,
+    ForwardJob,
+    check_state_dtypes,
+    check_state_shapes,
+    state_parts,
+)
 from service.errors import InvalidInput, ModelConflict, Overloaded, SessionNotFound
 from service.metrics import Metrics
-from service.registry import ModelEntry
+from service.registry import ModelSpec
 from service.registry.repository import Version
 
 
@@ -35,21 +39,22 @@ from service.registry.repository import Version
 class Session:
     id: str
     model: str
-    version: Version  # of the model's files when the session opened
+    version: Version | None  # of the model's files when the session opened
     ttl: float
     batched: bool | None = None  # the chunks' form, fixed by h0, batch_size or the first chunk
     batch: int | None = None
-    h0: WireTensor | None = None  # the first chunk's initial state, if the client gave one
-    state: torch.Tensor | None = None  # h_n after the last chunk, on the serving device
+    # the first chunk's initial state, if the client gave one: (h0,) or, for LSTM, (h0, c0)
+    state0: tuple[WireTensor, ...] | None = None
+    state: State | None = None  # the state after the last chunk, on the serving device
     steps: int = 0
     created: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
-    def initial_h0(self) -> WireTensor | None:
-        """The h0 the next chunk starts from when no state is held yet (the first chunk)."""
-        return self.h0 if self.state is None else None
+    def initial_state(self) -> tuple[WireTensor, ...] | None:
+        """The state the next chunk starts from when none is held yet (the first chunk)."""
+        return self.state0 if self.state is None else None
 
     @property
     def expires_at(self) -> float:
@@ -69,8 +74,9 @@ class SessionStore:
 
     def open(
         self,
-        entry: ModelEntry,
+        entry: ModelSpec,
         h0: WireTensor | None = None,
+        c0: WireTensor | None = None,
         batch_size: int | None = None,
         key: str | None = None,
         replace: bool = False,
@@ -93,27 +99,24 @@ class SessionStore:
                 f"{self.max_sessions} sessions are open (RNN_SERVE_MAX_SESSIONS); close some"
             )
         session = Session(key or secrets.token_urlsafe(16), entry.name, entry.version, self.ttl_s)
-        c = entry.config
-        rows = c.num_directions * c.num_layers
-        if h0 is not None:
-            batched = h0.ndim == 3
-            expected = (rows, h0.shape[1], c.hidden_size) if batched else (rows, c.hidden_size)
-            if h0.ndim not in (2, 3) or h0.shape != expected:
+        parts = state_parts(entry.config, h0, c0)
+        if parts is not None:
+            ndim = parts[0].ndim
+            if ndim not in (2, 3) or any(p.ndim != ndim for p in parts):
+                got = ", ".join(f"{p.ndim}-D" for p in parts)
                 raise InvalidInput.at(
-                    ("body", "h0"),
-                    f"expected ({rows}, N, {c.hidden_size}) or ({rows}, {c.hidden_size}), "
-                    f"got {list(h0.shape)}",
+                    H0, f"expected 3-D (batched) or 2-D (unbatched) initial states, got {got}"
                 )
-            if h0.declared and h0.dtype != c.dtype:
-                raise InvalidInput.at(
-                    ("body", "h0", "dtype"), f"expected {c.dtype}, got {h0.dtype}"
-                )
-            if batch_size is not None and batched and h0.shape[1] != batch_size:
+            batched = ndim == 3
+            batch = parts[0].shape[1] if batched else None
+            check_state_dtypes(entry.config, parts)
+            check_state_shapes(entry.config, parts, batch)
+            if batch_size is not None and batched and batch != batch_size:
                 raise InvalidInput.at(
                     ("body", "batch_size"),
-                    f"h0 has {h0.shape[1]} sequences, batch_size says {batch_size}",
+                    f"h0 has {batch} sequences, batch_size says {batch_size}",
                 )
-            session.batched, session.batch, session.h0 = batched, h0.shape[1] if batched else 1, h0
+            session.batched, session.batch, session.state0 = batched, batch or 1, parts
         elif batch_size is not None:
             session.batched, session.batch = True, batch_size
         self._sessions[session.id] = session
@@ -155,7 +158,7 @@ class SessionStore:
     async def chunk(
         self,
         session: Session,
-        current: ModelEntry,
+        current: ModelSpec,
         job: ForwardJob,
         run: Callable[[ForwardJob], Awaitable[ForwardResult]],
     ) -> ForwardResult:
@@ -181,10 +184,7 @@ class SessionStore:
                 raise InvalidInput.at(("body", "input"), f"this session streams {form}, got {got}")
             session.batched, session.batch = job.batched, job.batch
             started = time.perf_counter()
-            job = ForwardJob(
-                job.input, session.initial_h0, job.lengths, job.batched, job.seq_len, job.batch,
-                state=session.state, keep_state=True,
-            )  # fmt: skip
+            job = replace(job, state0=session.initial_state, state=session.state, keep_state=True)
             result = await run(job)
             session.state = result.state
             session.steps += job.seq_len

@@ -1,7 +1,8 @@
-"""Checks a forward request the way torch.nn.RNN would, in torch's order, before it is queued.
+"""Checks a forward the way torch.nn.RNN / LSTM / GRU would, in torch's order, before it is queued.
 
 A job that passes here cannot fail in torch for a reason of the caller's, so one bad request can
-never fail a batch. Messages are torch's, with the field named.
+never fail a batch. Messages are torch's, with the field named. The state's shape rules
+(`state_shape`) live here only: forwards and sessions both use them.
 """
 
 from __future__ import annotations
@@ -12,12 +13,23 @@ from dataclasses import dataclass
 import torch
 
 from service.engine.codec import WireTensor
-from service.errors import InvalidInput
+from service.errors import InvalidInput, Loc
 from service.schemas.config import RNNConfig
 
-INPUT = ("body", "input")
-H0 = ("body", "h0")
-LENGTHS = ("body", "lengths")
+INPUT: Loc = ("body", "input")
+H0: Loc = ("body", "h0")
+C0: Loc = ("body", "c0")
+LENGTHS: Loc = ("body", "lengths")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A decoded forward request, whatever protocol it came by."""
+
+    input: WireTensor
+    h0: WireTensor | None = None
+    c0: WireTensor | None = None  # LSTM only
+    lengths: Sequence[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -25,40 +37,99 @@ class ForwardJob:
     """A validated forward: tensors in the model's dtype, shapes consistent with the config."""
 
     input: WireTensor
-    h0: WireTensor | None
+    state0: tuple[WireTensor, ...] | None  # (h0,) or, for LSTM, (h0, c0); None = zeros
     lengths: tuple[int, ...] | None
     batched: bool
     seq_len: int
     batch: int  # 1 for unbatched input
-    # Streaming sessions: the hidden state held by the server, on the serving device, used in
-    # place of h0; and whether to hand the new state back (ForwardResult.state).
-    state: torch.Tensor | None = None
+    # Streaming sessions: the state held by the server, on the serving device, used in place of
+    # state0; and whether to hand the new state back (ForwardResult.state).
+    state: tuple[torch.Tensor, ...] | None = None
     keep_state: bool = False
+
+    def steps(self) -> int:
+        """Time steps this job runs (its share of the work)."""
+        return sum(self.lengths) if self.lengths else self.seq_len * self.batch
 
 
 def _fmt(shape: Sequence[int]) -> str:
     return "(" + ", ".join(map(str, shape)) + ")"
 
 
-def validate_forward(
-    config: RNNConfig,
-    x: WireTensor,
-    h0: WireTensor | None,
-    lengths: Sequence[int] | None,
-) -> ForwardJob:
+def state_shape(config: RNNConfig, part: int, batch: int | None) -> tuple[int, ...]:
+    """The shape of state part `part` (0: h, 1: LSTM's c) for `batch` sequences, or unbatched
+    (None). Never batch-first: (D*num_layers, N, size) or (D*num_layers, size)."""
+    size = config.state_sizes[part]
+    rows = config.state_rows
+    return (rows, size) if batch is None else (rows, batch, size)
+
+
+def state_parts(
+    config: RNNConfig, h0: WireTensor | None, c0: WireTensor | None
+) -> tuple[WireTensor, ...] | None:
+    """The initial state as torch takes it: h0, or (h0, c0) for LSTM (both or neither)."""
+    if not config.has_cell:
+        if c0 is not None:
+            raise InvalidInput.at(
+                C0, f"c0 is the cell state of an LSTM; a {config.mode} model takes h0 only"
+            )
+        return None if h0 is None else (h0,)
+    if (h0 is None) != (c0 is None):
+        missing, loc = ("c0", C0) if c0 is None else ("h0", H0)
+        raise InvalidInput.at(
+            loc, f"an LSTM takes h0 and c0 together or neither; {missing} is missing"
+        )
+    return None if h0 is None or c0 is None else (h0, c0)
+
+
+def _check_ranks(config: RNNConfig, parts: tuple[WireTensor, ...], ndim: int) -> None:
+    kind = "batched 3-D" if ndim == 3 else "unbatched 2-D"
+    if config.has_cell:
+        if any(p.ndim != ndim for p in parts):
+            loc = H0 if parts[0].ndim != ndim else C0
+            got = ", ".join(f"{p.ndim}-D" for p in parts)
+            raise InvalidInput.at(
+                loc, f"For {kind} input, hx and cx should also be {ndim}-D but got ({got}) tensors"
+            )
+    elif parts[0].ndim != ndim:
+        raise InvalidInput.at(
+            H0, f"For {kind} input, hx should also be {ndim}-D but got {parts[0].ndim}-D tensor"
+        )
+
+
+def check_state_dtypes(config: RNNConfig, parts: tuple[WireTensor, ...]) -> None:
+    for part, (t, loc) in enumerate(zip(parts, (H0, C0), strict=False)):
+        if t.declared and t.dtype != config.dtype:
+            raise InvalidInput.at(
+                (*loc, "dtype"),
+                f"{config.mode} {'hx' if part == 0 else 'cx'} dtype (torch.{t.dtype}) does not "
+                f"match weight dtype (torch.{config.dtype})",
+            )
+
+
+def check_state_shapes(config: RNNConfig, parts: tuple[WireTensor, ...], batch: int | None) -> None:
+    """The shapes of an initial state for `batch` sequences (None: unbatched)."""
+    for part, (t, loc) in enumerate(zip(parts, (H0, C0), strict=False)):
+        expected = state_shape(config, part, batch)
+        if t.shape != expected:
+            what = f"hidden[{part}] size" if config.has_cell else "hidden size"
+            raise InvalidInput.at(loc, f"Expected {what} {_fmt(expected)}, got {list(t.shape)}")
+
+
+def validate_forward(config: RNNConfig, inputs: Inputs) -> ForwardJob:
+    x = inputs.input
+    parts = state_parts(config, inputs.h0, inputs.c0)
     # 1. rank
     if x.ndim not in (2, 3):
+        tensor = " tensor" if config.mode == "RNN" else ""
         raise InvalidInput.at(
-            INPUT, f"RNN: Expected input to be 2D or 3D, got {x.ndim}D tensor instead"
+            INPUT,
+            f"{config.mode}: Expected input to be 2D or 3D, got {x.ndim}D{tensor} instead",
         )
     batched = x.ndim == 3
-    # 2. h0 rank matches input's
-    if h0 is not None and h0.ndim != x.ndim:
-        kind = "batched 3-D" if batched else "unbatched 2-D"
-        raise InvalidInput.at(
-            H0,
-            f"For {kind} input, hx should also be {x.ndim}-D but got {h0.ndim}-D tensor",
-        )
+    # 2. the state's rank matches the input's
+    if parts is not None:
+        _check_ranks(config, parts, x.ndim)
     # 3. dtypes
     if x.declared and x.dtype != config.dtype:
         raise InvalidInput.at(
@@ -67,11 +138,8 @@ def validate_forward(
             f"(torch.{config.dtype}); send {config.dtype} (or nested lists, which take the "
             "model's dtype)",
         )
-    if h0 is not None and h0.declared and h0.dtype != config.dtype:
-        raise InvalidInput.at(
-            (*H0, "dtype"),
-            f"RNN hx dtype (torch.{h0.dtype}) does not match weight dtype (torch.{config.dtype})",
-        )
+    if parts is not None:
+        check_state_dtypes(config, parts)
     # 4. features
     if x.shape[-1] != config.input_size:
         raise InvalidInput.at(
@@ -85,16 +153,15 @@ def validate_forward(
         )
     else:
         seq_len, batch = x.shape[0], 1
-    # 5. h0 shape: (D*num_layers, N, H), never batch-first; (D*num_layers, H) unbatched.
-    rows = config.num_directions * config.num_layers
-    expected = (rows, batch, config.hidden_size) if batched else (rows, config.hidden_size)
-    if h0 is not None and h0.shape != expected:
-        raise InvalidInput.at(H0, f"Expected hidden size {_fmt(expected)}, got {list(h0.shape)}")
+    # 5. the state's shapes
+    if parts is not None:
+        check_state_shapes(config, parts, batch if batched else None)
     # 6. sequence length
     if seq_len == 0:
         raise InvalidInput.at(INPUT, "Expected sequence length to be larger than 0 in RNN")
     # lengths: packed sequences; torch would truncate floats and fail late on len > L.
     checked: tuple[int, ...] | None = None
+    lengths = inputs.lengths
     if lengths is not None:
         if not batched:
             raise InvalidInput.at(
@@ -111,4 +178,4 @@ def validate_forward(
                     (*LENGTHS, i), f"each length must be in [1, {seq_len}], got {n}"
                 )
         checked = tuple(lengths)
-    return ForwardJob(x, h0, checked, batched, seq_len, batch)
+    return ForwardJob(x, parts, checked, batched, seq_len, batch)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -36,22 +36,37 @@ _CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
-class ModelEntry:
-    """A registered model as last read from the repository."""
+class ModelSpec:
+    """A model as the engine needs it, as one immutable value: its name, config, how to build
+    it (from the repository, or seeded for an inline config) and its batching key."""
 
-    name: str
+    name: str  # the registered name; for an inline config, its canonical key
     config: RNNConfig
-    version: Version
+    version: Version | None  # of the repository's files; None for an inline config
+    key: Hashable = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # The batching key, spelled here only: jobs with equal keys may share one forward.
+        key = ("inline", self.config.canonical_key) if self.inline else ("model", self.name)
+        object.__setattr__(self, "key", (*key, self.config.canonical_key))
+
+    @property
+    def inline(self) -> bool:
+        return self.version is None
+
+    @classmethod
+    def of_inline(cls, config: RNNConfig) -> ModelSpec:
+        return cls(config.canonical_key, config, None)
 
 
 @dataclass(frozen=True)
 class _Built:
-    module: nn.RNN
+    module: nn.RNNBase
     nbytes: int
     version: Version | None  # None for inline modules
 
 
-def _nbytes(module: nn.RNN) -> int:
+def _nbytes(module: nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
@@ -62,7 +77,7 @@ class Registry:
         self.repo = Repository(settings.model_repository)
         self._metrics = metrics
         self._lock = threading.Lock()
-        self._models: dict[str, ModelEntry] = {}
+        self._models: dict[str, ModelSpec] = {}
         self._built: OrderedDict[str, _Built] = OrderedDict()
         self._build_locks: dict[str, threading.Lock] = {}
 
@@ -99,7 +114,7 @@ class Registry:
                 log.warning("skipping %s: %s", name, exc.detail)
         return sorted(self._models)
 
-    def register(self, name: str, config: RNNConfig) -> tuple[ModelEntry, bool]:
+    def register(self, name: str, config: RNNConfig) -> tuple[ModelSpec, bool]:
         """Register `name` durably; idempotent for the same config, ModelConflict for another."""
         self.check_limits(config)
         existing = self._lookup(name)
@@ -120,14 +135,14 @@ class Registry:
             )
         return existing, False
 
-    def get(self, name: str) -> ModelEntry:
+    def get(self, name: str) -> ModelSpec:
         """The model as the repository has it now (one stat when nothing changed)."""
         entry = self._lookup(name)
         if entry is None:
             raise ModelNotFound(f"no model named {name!r} is registered")
         return entry
 
-    def list(self) -> list[ModelEntry]:
+    def list(self) -> list[ModelSpec]:
         entries = []
         for name in self.repo.names():
             try:
@@ -147,7 +162,7 @@ class Registry:
             raise ModelNotFound(f"no model named {name!r} is registered")
         self._metrics.registry_events.labels("delete").inc()
 
-    def upload(self, name: str, data: bytes) -> ModelEntry:
+    def upload(self, name: str, data: bytes) -> ModelSpec:
         """Check, build, then durably replace a model's weights; the old ones serve until then."""
         entry = self.get(name)
         module = module_from_weights(entry.config, parse_weights(data, entry.config), self.device)
@@ -168,12 +183,12 @@ class Registry:
             return stored[0]
         return weights_bytes(self.module(name))  # a hand-made folder with only config.json
 
-    def is_loaded(self, entry: ModelEntry) -> bool:
+    def is_loaded(self, entry: ModelSpec) -> bool:
         with self._lock:
             built = self._built.get(f"model:{entry.name}")
         return built is not None and built.version == entry.version
 
-    def module(self, name: str, expect: RNNConfig | None = None) -> nn.RNN:
+    def module(self, name: str, expect: RNNConfig | None = None) -> nn.RNNBase:
         """The module for the model's current version, built or reloaded if need be.
 
         `expect` is the config a request was validated against: if the model was deleted and
@@ -207,11 +222,23 @@ class Registry:
                 raise NotReady(
                     f"model {name!r} cannot be loaded from the repository: {exc.detail}"
                 ) from None
+            assert entry.version is not None  # registered models always have one
             self._insert(key, _Built(module, _nbytes(module), (entry.version[0], weights_version)))
             return module
 
+    def module_for(self, spec: ModelSpec) -> nn.RNNBase:
+        """The engine's one way to a module: seeded for inline configs, else the repository's."""
+        if spec.inline:
+            return self.inline_module(spec.config)
+        return self.module(spec.name, spec.config)
+
     # --- inline configs -----------------------------------------------------------------------
-    def inline_module(self, config: RNNConfig) -> nn.RNN:
+    def inline(self, config: RNNConfig) -> ModelSpec:
+        """The spec of an inline config, within this server's limits."""
+        self.check_limits(config)
+        return ModelSpec.of_inline(config)
+
+    def inline_module(self, config: RNNConfig) -> nn.RNNBase:
         """A module for an inline config, shared by every request with an equal config."""
         key = f"inline:{config.canonical_key}"
         built = self._cached(key, None)
@@ -232,7 +259,7 @@ class Registry:
             return len(self._built), sum(b.nbytes for b in self._built.values())
 
     # --- internals ----------------------------------------------------------------------------
-    def _lookup(self, name: str) -> ModelEntry | None:
+    def _lookup(self, name: str) -> ModelSpec | None:
         version = self.repo.version(name)
         with self._lock:
             if version is None:
@@ -247,7 +274,7 @@ class Registry:
             raise NotReady(f"model {name!r} has an unreadable config in the repository") from exc
         if stored is None:
             return None
-        entry = ModelEntry(name, stored.config, stored.version)
+        entry = ModelSpec(name, stored.config, stored.version)
         with self._lock:
             self._models[name] = entry
         return entry
@@ -257,7 +284,7 @@ class Registry:
         if self._built.pop(f"model:{name}", None) is not None:
             self._metrics.loaded_models.set(len(self._built))
 
-    def _cached(self, key: str, version: Version | None) -> nn.RNN | None:
+    def _cached(self, key: str, version: Version | None) -> nn.RNNBase | None:
         """The built module for `key` if it is of `version` (None for inline modules)."""
         with self._lock:
             built = self._built.get(key)
@@ -271,7 +298,7 @@ class Registry:
         with self._lock:
             return self._build_locks.setdefault(key, threading.Lock())
 
-    def _count_build(self, build: Callable[[], nn.RNN]) -> nn.RNN:
+    def _count_build(self, build: Callable[[], nn.RNNBase]) -> nn.RNNBase:
         self._metrics.registry_events.labels("build").inc()
         return build()
 

@@ -10,27 +10,31 @@ from torch import nn
 
 from service.errors import FieldError, InvalidInput
 from service.registry.build import TORCH_DTYPES, construct, prepare_module
-from service.schemas.config import RNNConfig
+from service.schemas.config import GATES, RNNConfig
 
 LOC = ("body",)
 
 
 def expected_shapes(config: RNNConfig) -> dict[str, tuple[int, ...]]:
-    """torch.nn.RNN's state_dict names and shapes for `config`, in torch's order."""
-    h, d = config.hidden_size, config.num_directions
+    """The module's state_dict names and shapes for `config`, in torch's order: gates x hidden
+    rows (4 for LSTM, 3 for GRU), and weight_hr when an LSTM projects."""
+    h, d, out = config.hidden_size, config.num_directions, config.h_size
+    rows = GATES[config.mode] * h
     shapes: dict[str, tuple[int, ...]] = {}
     for k in range(config.num_layers):
         for sfx in ("", "_reverse")[:d]:
-            shapes[f"weight_ih_l{k}{sfx}"] = (h, config.input_size if k == 0 else d * h)
-            shapes[f"weight_hh_l{k}{sfx}"] = (h, h)
+            shapes[f"weight_ih_l{k}{sfx}"] = (rows, config.input_size if k == 0 else d * out)
+            shapes[f"weight_hh_l{k}{sfx}"] = (rows, out)
             if config.bias:
-                shapes[f"bias_ih_l{k}{sfx}"] = (h,)
-                shapes[f"bias_hh_l{k}{sfx}"] = (h,)
+                shapes[f"bias_ih_l{k}{sfx}"] = (rows,)
+                shapes[f"bias_hh_l{k}{sfx}"] = (rows,)
+            if config.proj_size:
+                shapes[f"weight_hr_l{k}{sfx}"] = (config.proj_size, h)
     return shapes
 
 
 def accepted_dtypes(config: RNNConfig) -> tuple[torch.dtype, ...]:
-    """The model's dtype, or float32 (what `state_dict()` of a freshly trained nn.RNN holds)."""
+    """The model's dtype, or float32 (what `state_dict()` of a freshly trained module holds)."""
     return tuple(dict.fromkeys((TORCH_DTYPES[config.dtype], torch.float32)))
 
 
@@ -74,14 +78,14 @@ def parse_weights(data: bytes, config: RNNConfig) -> dict[str, torch.Tensor]:
 
 def module_from_weights(
     config: RNNConfig, tensors: dict[str, torch.Tensor], device: torch.device
-) -> nn.RNN:
-    """An nn.RNN holding exactly `tensors` (checked by parse_weights), cast and moved."""
+) -> nn.RNNBase:
+    """A module holding exactly `tensors` (checked by parse_weights), cast and moved."""
     rnn = construct(config, device="meta")  # no random init: every parameter is assigned below
     rnn.load_state_dict({k: v.to(torch.float32) for k, v in tensors.items()}, assign=True)
     return prepare_module(rnn, config, device)
 
 
-def weights_bytes(module: nn.RNN) -> bytes:
+def weights_bytes(module: nn.Module) -> bytes:
     """A module's state_dict as a safetensors file."""
     return save_safetensors(
         {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}

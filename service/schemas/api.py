@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from service.errors import InvalidInput, Loc
 from service.schemas.config import DType, RNNConfig
 from service.schemas.tensors import Tensor
 
+# The model-name rule, in one place: slugs of at most 64 characters.
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 ModelName = Annotated[str, StringConstraints(pattern=MODEL_NAME_PATTERN)]
 Encoding = Literal["nested", "flat", "b64"]
+
+
+def check_model_name(name: str, loc: Loc = ("path", "name")) -> str:
+    """`name` if it is a valid model name, else a 422 naming the rule."""
+    if not MODEL_NAME.fullmatch(name):
+        raise InvalidInput.at(loc, f"String should match pattern '{MODEL_NAME_PATTERN}'")
+    return name
+
+
+_STATE = "(D*num_layers, N, {size}), never batch-first; (D*num_layers, {size}) unbatched."
 
 
 class ForwardRequest(BaseModel):
@@ -25,8 +39,13 @@ class ForwardRequest(BaseModel):
     )
     h0: Tensor | None = Field(
         default=None,
-        description="(D*num_layers, N, hidden_size), never batch-first; (D*num_layers, "
-        "hidden_size) unbatched. Zeros when absent.",
+        description="Initial hidden state: " + _STATE.format(size="H_out") + " H_out is "
+        "proj_size for a projecting LSTM, else hidden_size. Zeros when absent.",
+    )
+    c0: Tensor | None = Field(
+        default=None,
+        description="LSTM only, with h0: the initial cell state, "
+        + _STATE.format(size="hidden_size"),
     )
     lengths: list[Annotated[int, Field(strict=True, ge=1)]] | None = Field(
         default=None,
@@ -45,8 +64,10 @@ class ForwardResponse(BaseModel):
     model: str = Field(description="The model's name, or the config key for inline configs.")
     output: Tensor
     h_n: Tensor
+    c_n: Tensor | None = Field(default=None, description="LSTM only: the final cell state.")
     output_shape: list[int]
     h_n_shape: list[int]
+    c_n_shape: list[int] | None = Field(default=None, description="LSTM only.")
     dtype: DType
     device: str
 
@@ -96,6 +117,9 @@ class OpenSession(BaseModel):
 
     h0: Tensor | None = Field(
         default=None, description="Initial state: (D*num_layers, N, H), or (D*num_layers, H)."
+    )
+    c0: Tensor | None = Field(
+        default=None, description="LSTM only, with h0: the initial cell state."
     )
     batch_size: int | None = Field(
         default=None, ge=1, description="N, if known; otherwise the first chunk fixes it."

@@ -1,4 +1,5 @@
-"""The RNN config: torch.nn.RNN's constructor arguments plus dtype and seed."""
+"""The model config: the constructor arguments of torch.nn.RNN, nn.LSTM or nn.GRU (`mode`),
+plus dtype and seed."""
 
 from __future__ import annotations
 
@@ -7,10 +8,23 @@ from functools import cached_property
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 DType = Literal["float32", "float16", "bfloat16", "float64"]
 DTYPES: tuple[DType, ...] = ("float32", "float16", "bfloat16", "float64")
+Mode = Literal["RNN", "LSTM", "GRU"]
+MODES: tuple[Mode, ...] = ("RNN", "LSTM", "GRU")
+
+#: gates per mode: rows of weight_ih / weight_hh are gates * hidden_size
+GATES: dict[Mode, int] = {"RNN": 1, "LSTM": 4, "GRU": 3}
 
 
 def _json_type(value: Any) -> str:
@@ -19,42 +33,71 @@ def _json_type(value: Any) -> str:
 
 
 class RNNConfig(BaseModel):
-    """Arguments of `torch.nn.RNN(...)`; defaults are torch's, plus `dtype` and `seed`.
+    """Arguments of `torch.nn.RNN(...)`, `nn.LSTM(...)` or `nn.GRU(...)` (by `mode`, default
+    RNN); defaults are torch's, plus `dtype` and `seed`.
 
-    Messages for invalid values are torch's own, so a client sees what `nn.RNN` would say.
+    Each mode takes its torch class's arguments: `nonlinearity` is nn.RNN's only, `proj_size`
+    nn.LSTM's only (0, the default, means no projection for every mode). Messages for invalid
+    values are torch's own, so a client sees what torch would say.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    mode: Mode = Field(default="RNN", description="torch.nn.RNN, nn.LSTM or nn.GRU.")
     input_size: int = Field(gt=0, description="Features in the input x.")
     hidden_size: int = Field(gt=0, description="Features in the hidden state h.")
     num_layers: int = Field(default=1, gt=0, description="Stacked recurrent layers.")
-    nonlinearity: Literal["tanh", "relu"] = "tanh"
+    nonlinearity: Literal["tanh", "relu"] = Field(
+        default="tanh", description="RNN only (LSTM and GRU refuse it, as torch does)."
+    )
     bias: bool = True
     batch_first: bool = False
     dropout: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Training-only; no effect on inference."
     )
     bidirectional: bool = False
+    proj_size: int = Field(
+        default=0,
+        ge=0,
+        description="LSTM only: h (and the output) get proj_size features; 0 = no projection.",
+    )
     dtype: DType = "float32"
     seed: int = Field(default=0, ge=0, le=2**63 - 1, description="torch.manual_seed(seed).")
 
     @model_validator(mode="before")
     @classmethod
-    def _no_proj_size(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "proj_size" in data:
+    def _arguments_of_mode(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        mode = data.get("mode", "RNN")
+        if mode not in MODES:
+            return data  # the field's own error names the choices
+        if mode != "LSTM" and "proj_size" in data and data["proj_size"] != 0:
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if mode != "RNN" and "nonlinearity" in data:
+            raise ValueError(
+                f"nonlinearity is an argument of nn.RNN only, not nn.{mode} "
+                "(torch: RNNBase.__init__() got an unexpected keyword argument 'nonlinearity')"
+            )
+        proj, hidden = data.get("proj_size", 0), data.get("hidden_size")
+        if type(proj) is int and type(hidden) is int and hidden > 0 and proj >= hidden:
+            raise ValueError("proj_size has to be smaller than hidden_size")
         return data
 
-    @field_validator("input_size", "hidden_size", "num_layers", "seed", mode="before")
+    @field_validator("input_size", "hidden_size", "num_layers", "seed", "proj_size", mode="before")
     @classmethod
-    def _positive_int(cls, value: Any, info: Any) -> Any:
+    def _int(cls, value: Any, info: Any) -> Any:
         name = info.field_name
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{name} should be of type int, got: {_json_type(value)}")
         if name == "seed":
             if not 0 <= value <= 2**63 - 1:
                 raise ValueError(f"seed must be in [0, 2**63 - 1], got {value}")
+        elif name == "proj_size":
+            if value < 0:
+                raise ValueError(
+                    "proj_size should be a positive integer or zero to disable projections"
+                )
         elif value <= 0:
             raise ValueError(f"{name} must be greater than zero, got {value}")
         return value
@@ -83,17 +126,53 @@ class RNNConfig(BaseModel):
             )
         return float(value)
 
+    @model_serializer(mode="wrap")
+    def _only_arguments_of_mode(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # What is stored and shown reads back as the same config: nonlinearity is RNN's only.
+        data = handler(self)
+        if self.mode != "RNN" and isinstance(data, dict):
+            data.pop("nonlinearity", None)
+        return data
+
+    # --- shapes ---------------------------------------------------------------------------------
     @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
 
+    @property
+    def state_rows(self) -> int:
+        """The first dim of h0/h_n (and c0/c_n): D * num_layers, whatever batch_first says."""
+        return self.num_directions * self.num_layers
+
+    @property
+    def h_size(self) -> int:
+        """Features of h per direction: proj_size when an LSTM projects, else hidden_size."""
+        return self.proj_size or self.hidden_size
+
+    @property
+    def output_size(self) -> int:
+        """Features of the output: D * h_size."""
+        return self.num_directions * self.h_size
+
+    @property
+    def has_cell(self) -> bool:
+        """Whether the state has a cell part (c0 / c_n): LSTM only."""
+        return self.mode == "LSTM"
+
+    @property
+    def state_sizes(self) -> tuple[int, ...]:
+        """Feature sizes of the state's parts: (h,) or, for LSTM, (h, c)."""
+        return (self.h_size, self.hidden_size) if self.has_cell else (self.h_size,)
+
     def parameter_count(self) -> int:
         """Number of scalars in the module's state_dict."""
-        h, d = self.hidden_size, self.num_directions
+        h, d, gates = self.hidden_size, self.num_directions, GATES[self.mode]
         total = 0
         for layer in range(self.num_layers):
-            in_features = self.input_size if layer == 0 else d * h
-            per_direction = h * in_features + h * h + (2 * h if self.bias else 0)
+            in_features = self.input_size if layer == 0 else d * self.h_size
+            per_direction = gates * h * (in_features + self.h_size)
+            per_direction += 2 * gates * h if self.bias else 0
+            per_direction += self.proj_size * h
             total += d * per_direction
         return total
 

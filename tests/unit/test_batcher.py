@@ -16,10 +16,16 @@ from service.engine.runner import ForwardResult
 from service.engine.validate import ForwardJob
 from service.errors import DeadlineExceeded, Overloaded
 from service.metrics import Metrics
+from service.registry import ModelSpec
 from service.schemas.config import RNNConfig
 
 pytestmark = pytest.mark.anyio
 CONFIG = RNNConfig(input_size=1, hidden_size=1)
+
+
+def spec(name: str) -> ModelSpec:
+    """A registered model's spec (the version is never looked at here)."""
+    return ModelSpec(name, CONFIG, ((0, 0, 0), None))
 
 
 def job(tag: float, batch: int = 1) -> ForwardJob:
@@ -35,9 +41,7 @@ class Runner:
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(
-        self, source: object, config: RNNConfig, jobs: Sequence[ForwardJob]
-    ) -> list[ForwardResult]:
+    def __call__(self, spec: ModelSpec, jobs: Sequence[ForwardJob]) -> list[ForwardResult]:
         self.gate.wait(10)
         self.batches.append([float(j.input.array.flat[0]) for j in jobs])
         return [ForwardResult(j.input.array, j.input.array) for j in jobs]
@@ -61,9 +65,9 @@ async def test_lone_request_runs_at_once_then_backlog_is_batched() -> None:
     runner = Runner()
     b, pool = make(runner)
     runner.gate.clear()
-    first = asyncio.create_task(b.submit("k", lambda: None, CONFIG, job(0)))  # type: ignore[arg-type,return-value]
+    first = asyncio.create_task(b.submit(spec("k"), job(0)))
     await asyncio.sleep(0.05)  # the lone request is already in the worker, not waiting
-    rest = [asyncio.create_task(b.submit("k", lambda: None, CONFIG, job(i))) for i in range(1, 7)]  # type: ignore[arg-type,return-value]
+    rest = [asyncio.create_task(b.submit(spec("k"), job(i))) for i in range(1, 7)]
     await asyncio.sleep(0.05)
     runner.gate.set()
     results = await asyncio.gather(first, *rest)
@@ -77,10 +81,10 @@ async def test_cancelled_caller_is_dropped() -> None:
     runner = Runner()
     b, pool = make(runner)
     runner.gate.clear()
-    busy = asyncio.create_task(b.submit("k", lambda: None, CONFIG, job(0)))  # type: ignore[arg-type,return-value]
+    busy = asyncio.create_task(b.submit(spec("k"), job(0)))
     await asyncio.sleep(0.05)
-    doomed = asyncio.create_task(b.submit("k", lambda: None, CONFIG, job(1)))  # type: ignore[arg-type,return-value]
-    kept = asyncio.create_task(b.submit("k", lambda: None, CONFIG, job(2)))  # type: ignore[arg-type,return-value]
+    doomed = asyncio.create_task(b.submit(spec("k"), job(1)))
+    kept = asyncio.create_task(b.submit(spec("k"), job(2)))
     await asyncio.sleep(0.01)
     doomed.cancel()
     runner.gate.set()
@@ -95,12 +99,12 @@ async def test_full_queue_and_deadline() -> None:
     runner = Runner()
     b, pool = make(runner, max_queue=2, timeout_s=0.05)
     runner.gate.clear()
-    busy = asyncio.create_task(b.submit("k", lambda: None, CONFIG, job(0)))  # type: ignore[arg-type,return-value]
+    busy = asyncio.create_task(b.submit(spec("k"), job(0)))
     await asyncio.sleep(0.02)
-    waiting = [asyncio.create_task(b.submit("k", lambda: None, CONFIG, job(i))) for i in (1, 2)]  # type: ignore[arg-type,return-value]
+    waiting = [asyncio.create_task(b.submit(spec("k"), job(i))) for i in (1, 2)]
     await asyncio.sleep(0.01)
     with pytest.raises(Overloaded):
-        await b.submit("k", lambda: None, CONFIG, job(3))  # type: ignore[arg-type]
+        await b.submit(spec("k"), job(3))
     await asyncio.sleep(0.1)  # past the deadline while the worker is still busy
     runner.gate.set()
     await busy
@@ -117,7 +121,7 @@ async def test_max_wait_gathers_company() -> None:
     b, pool = make(runner, max_wait_s=0.2)
     tasks = []
     for i in range(3):
-        tasks.append(asyncio.create_task(b.submit("k", lambda: None, CONFIG, job(i))))  # type: ignore[arg-type,return-value]
+        tasks.append(asyncio.create_task(b.submit(spec("k"), job(i))))
         await asyncio.sleep(0.01)
     await asyncio.gather(*tasks)
     assert runner.batches == [[0.0, 1.0, 2.0]]
@@ -129,12 +133,9 @@ async def test_separate_keys_are_never_joined() -> None:
     runner = Runner()
     b, pool = make(runner)
     runner.gate.clear()
-    first = asyncio.create_task(b.submit("a", lambda: None, CONFIG, job(0)))  # type: ignore[arg-type,return-value]
+    first = asyncio.create_task(b.submit(spec("a"), job(0)))
     await asyncio.sleep(0.02)
-    others = [
-        asyncio.create_task(b.submit(k, lambda: None, CONFIG, job(i)))
-        for i, k in enumerate("abab", 1)
-    ]  # type: ignore[arg-type,return-value]
+    others = [asyncio.create_task(b.submit(spec(k), job(i))) for i, k in enumerate("abab", 1)]
     await asyncio.sleep(0.02)
     runner.gate.set()
     await asyncio.gather(first, *others)

@@ -25,9 +25,11 @@ def test_mixed_jobs_with_h0_state_and_lengths(batch_first: bool) -> None:
 
     h0 = WireTensor(rng.standard_normal((2, 2, 6)).astype(np.float32), "float32", True)
     jobs = [
-        ForwardJob(x(5, 2), h0, None, True, 5, 2),
-        ForwardJob(x(3, 1), None, None, True, 3, 1, state=torch.randn(2, 1, 6), keep_state=True),
-        ForwardJob(x(4, None), None, None, False, 4, 1, state=torch.randn(2, 6), keep_state=True),
+        ForwardJob(x(5, 2), (h0,), None, True, 5, 2),
+        ForwardJob(x(3, 1), None, None, True, 3, 1, state=(torch.randn(2, 1, 6),), keep_state=True),
+        ForwardJob(
+            x(4, None), None, None, False, 4, 1, state=(torch.randn(2, 6),), keep_state=True
+        ),
         ForwardJob(x(5, 3), None, (5, 2, 4), True, 5, 3),
     ]
     joined = run_batch(module, cfg, jobs)
@@ -39,6 +41,7 @@ def test_mixed_jobs_with_h0_state_and_lengths(batch_first: bool) -> None:
             assert got.state is not None
             assert alone.state is not None
             torch.testing.assert_close(got.state, alone.state, atol=1e-6, rtol=0)
-            assert got.state.shape == (job.state.shape if job.state is not None else ())
+            assert job.state is not None
+            assert [p.shape for p in got.state] == [p.shape for p in job.state]
         else:
             assert got.state is None

@@ -1,0 +1,231 @@
+"""The Open Inference Protocol v2 codec (KServe / Triton): JSON tensors and the binary tensor data
+extension, both ways, and the sequence extension's parameters.
+
+Inputs: `input`, `h0`, `c0` (LSTM) and `lengths` (INT64 or INT32); outputs: `output`, `h_n`,
+`c_n` (LSTM). Only parsing and shaping live here; the data plane does the work.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import ValidationError
+
+from service.codecs.envelope import invalid, loads
+from service.dataplane import Answer, Decoded, Sequence, Served
+from service.engine.codec import (
+    CARRIER,
+    WireTensor,
+    bf16_bits_to_f32,
+    cast_numbers,
+    check_raw_finite,
+)
+from service.engine.validate import Inputs
+from service.errors import InvalidInput, Loc, MalformedBody
+from service.registry import ModelSpec
+from service.schemas.config import DType, RNNConfig
+from service.schemas.oip import FROM_OIP, TO_OIP, InferRequest, ModelMetadata, TensorMetadata
+
+HEADER = "inference-header-content-length"
+STATE_INPUTS = ("h0", "c0")
+_INT_DTYPES: dict[str, np.dtype[Any]] = {"INT64": np.dtype("<i8"), "INT32": np.dtype("<i4")}
+VERSION = "1"
+
+
+def output_names(config: RNNConfig) -> tuple[str, ...]:
+    return ("output", "h_n", "c_n") if config.has_cell else ("output", "h_n")
+
+
+def input_names(config: RNNConfig) -> tuple[str, ...]:
+    return ("input", "h0", "c0", "lengths") if config.has_cell else ("input", "h0", "lengths")
+
+
+def metadata(spec: ModelSpec) -> ModelMetadata:
+    """The model's metadata: its tensors, with -1 for variable dimensions."""
+    c = spec.config
+    datatype = TO_OIP[c.dtype]
+    state_in = [
+        TensorMetadata(name=n, datatype=datatype, shape=[c.state_rows, -1, size])
+        for n, size in zip(STATE_INPUTS, c.state_sizes, strict=False)
+    ]
+    state_out = [
+        TensorMetadata(name=n, datatype=datatype, shape=[c.state_rows, -1, size])
+        for n, size in zip(("h_n", "c_n"), c.state_sizes, strict=False)
+    ]
+    return ModelMetadata(
+        name=spec.name,
+        versions=[VERSION],
+        platform=f"pytorch_{c.mode.lower()}",
+        inputs=[
+            TensorMetadata(name="input", datatype=datatype, shape=[-1, -1, c.input_size]),
+            *state_in,
+            TensorMetadata(name="lengths", datatype="INT64", shape=[-1]),
+        ],
+        outputs=[
+            TensorMetadata(name="output", datatype=datatype, shape=[-1, -1, c.output_size]),
+            *state_out,
+        ],
+    )
+
+
+def _tensor_values(
+    item: Any, binary: memoryview, offset: int, np_dtype: np.dtype[Any], loc: Loc
+) -> tuple[np.ndarray[Any, Any], int]:
+    """An input's values, from the binary section (moving `offset`) or from JSON `data`."""
+    count = math.prod(item.shape)
+    size = (item.parameters or {}).get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise InvalidInput.at(loc, f"binary_data_size {size!r} runs past the binary data")
+        if size != count * np_dtype.itemsize:
+            raise InvalidInput.at(
+                loc, f"shape {item.shape} of {item.datatype} needs {count * np_dtype.itemsize} "
+                f"bytes, got binary_data_size {size}",
+            )  # fmt: skip
+        arr = np.frombuffer(binary[offset : offset + size], dtype=np_dtype)
+        return arr.reshape(item.shape), offset + size
+    if item.data is None:
+        raise InvalidInput.at(loc, "expected data, or binary_data_size with binary data")
+    try:
+        arr = np.asarray(item.data)
+    except (ValueError, TypeError):
+        raise InvalidInput.at(loc, "expected a rectangular list of numbers") from None
+    if arr.dtype.kind not in "iuf" and arr.size:
+        raise InvalidInput.at(loc, "expected numbers")
+    if arr.size != count:
+        raise InvalidInput.at(loc, f"shape {item.shape} needs {count} values, got {arr.size}")
+    return arr.reshape(item.shape), offset
+
+
+class OIPInfer:
+    """An infer request: a JSON header, then (binary extension) the raw tensors."""
+
+    def __init__(self, body: bytes, header_length: str | None) -> None:
+        if header_length is not None:
+            try:
+                length = int(header_length)
+            except ValueError:
+                raise MalformedBody(
+                    f"Inference-Header-Content-Length must be an integer, got {header_length!r}"
+                ) from None
+            if not 0 <= length <= len(body):
+                raise MalformedBody(f"Inference-Header-Content-Length {length} is out of range")
+            head, self._binary = body[:length], memoryview(body)[length:]
+        else:
+            head, self._binary = body, memoryview(b"")
+        try:
+            self.req = InferRequest.model_validate(loads(head, "the inference header"))
+        except ValidationError as exc:
+            raise invalid(exc.errors(include_url=False), ("body",)) from None
+        self._params = self.req.parameters or {}
+
+    def inline_config(self) -> RNNConfig:
+        raise NotImplementedError("OIP models are always registered")
+
+    def decode(self, config: RNNConfig, max_elements: int) -> Decoded:
+        """The same tensors v1 decodes (dtype always declared, as OIP requires)."""
+        names = input_names(config)
+        tensors: dict[str, Any] = {}
+        offset = 0
+        for i, item in enumerate(self.req.inputs):
+            loc = ("body", "inputs", i)
+            if item.name not in names or item.name in tensors:
+                raise InvalidInput.at(
+                    loc, f"unexpected input {item.name!r}; expected {', '.join(names)} once each"
+                )
+            if any(type(d) is not int or d < 0 for d in item.shape) or len(item.shape) > 3:
+                raise InvalidInput.at(loc, f"invalid shape {item.shape}")
+            if math.prod(item.shape) > max_elements:
+                raise InvalidInput.at(loc, f"{item.name} has over {max_elements} elements")
+            if item.name == "lengths":
+                np_dtype = _INT_DTYPES.get(item.datatype)
+                if np_dtype is None or len(item.shape) != 1:
+                    raise InvalidInput.at(
+                        loc, f"lengths must be INT64 with shape [N], got {item.datatype} "
+                        f"{item.shape}",
+                    )  # fmt: skip
+                arr, offset = _tensor_values(item, self._binary, offset, np_dtype, loc)
+                if arr.dtype.kind != "i" and arr.size:
+                    raise InvalidInput.at(loc, "lengths must be integers")
+                tensors["lengths"] = [int(n) for n in arr]
+                continue
+            dtype: DType | None = FROM_OIP.get(item.datatype)
+            if dtype is None:
+                raise InvalidInput.at(
+                    loc, f"datatype must be one of {', '.join(FROM_OIP)}, got {item.datatype!r}"
+                )
+            arr, offset = _tensor_values(item, self._binary, offset, CARRIER[dtype], loc)
+            if item.data is not None:  # JSON numbers -> the declared dtype, range-checked
+                arr = cast_numbers(arr, dtype, loc)
+            else:
+                check_raw_finite(arr, dtype, loc)
+            tensors[item.name] = WireTensor(arr, dtype, declared=True)
+        if "input" not in tensors:
+            raise InvalidInput.at(("body", "inputs"), "the input tensor named 'input' is required")
+        outputs = output_names(config)
+        unknown = sorted({o.name for o in self.req.outputs or []} - set(outputs))
+        if unknown:
+            raise InvalidInput.at(
+                ("body", "outputs"),
+                f"unknown outputs {unknown}; the model has {', '.join(outputs)}",
+            )
+        inputs = Inputs(
+            tensors["input"], tensors.get("h0"), tensors.get("c0"), tensors.get("lengths")
+        )
+        sequence_id = self._params.get("sequence_id")
+        sequence = None
+        if sequence_id not in (None, 0, ""):  # the sequence extension: a stream held by the server
+            sequence = Sequence(
+                str(sequence_id),
+                bool(self._params.get("sequence_start")),
+                bool(self._params.get("sequence_end")),
+            )
+        return Decoded(inputs, sequence)
+
+    def _wants_binary(self, name: str) -> bool:
+        default = bool(self._params.get("binary_data_output", False))
+        for out in self.req.outputs or []:
+            if out.name == name:
+                return bool((out.parameters or {}).get("binary_data", default))
+        return default
+
+    def encode(self, served: Served) -> Answer:
+        result, spec = served.result, served.spec
+        dtype = spec.config.dtype
+        arrays = {"output": result.output, "h_n": result.h_n, "c_n": result.c_n}
+        requested = [o.name for o in self.req.outputs] if self.req.outputs else None
+        outputs, chunks = [], []
+        for name in requested or output_names(spec.config):
+            arr = arrays[name]
+            assert arr is not None
+            item: dict[str, Any] = {
+                "name": name,
+                "datatype": TO_OIP[dtype],
+                "shape": list(arr.shape),
+            }
+            if self._wants_binary(name):
+                raw = np.ascontiguousarray(arr).tobytes()
+                item["parameters"] = {"binary_data_size": len(raw)}
+                chunks.append(raw)
+            else:
+                values = bf16_bits_to_f32(arr) if dtype == "bfloat16" else arr
+                item["data"] = np.ascontiguousarray(values).reshape(-1)
+            outputs.append(item)
+        answer: dict[str, Any] = {
+            "model_name": spec.name,
+            "model_version": VERSION,
+            "outputs": outputs,
+        }
+        if self.req.id is not None:
+            answer["id"] = self.req.id
+        head = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+        if not chunks:
+            return Answer(head)
+        return Answer(
+            b"".join([head, *chunks]),
+            "application/octet-stream",
+            {"Inference-Header-Content-Length": str(len(head))},
+        )

@@ -1,0 +1,87 @@
+"""The native v1 JSON codec: forward and session-chunk bodies in, forward answers out.
+
+Tensors come in three wire forms (nested lists, flat `{shape, dtype, data}`, base64
+`{shape, dtype, b64}`; see `service.engine.codec`); pydantic validates only the envelope.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from service.codecs.envelope import loads, may_hide_bools, parse
+from service.dataplane import Answer, Decoded, Served
+from service.engine.codec import WireTensor, decode_tensor, encode_tensor
+from service.engine.validate import C0, H0, INPUT, Inputs
+from service.errors import Loc
+from service.schemas.api import ForwardRequest, InlineForwardRequest, OpenSession, SessionChunk
+from service.schemas.config import RNNConfig
+
+
+class V1Forward:
+    """A forward body (`InlineForwardRequest`, `ForwardRequest` or `SessionChunk`)."""
+
+    def __init__(self, body: bytes, envelope: type[ForwardRequest] | type[SessionChunk]) -> None:
+        obj = loads(body)
+        self.req = parse(envelope, obj)
+        config = obj.get("config") if isinstance(obj, dict) else None
+        known = sum(type(v) is bool for v in config.values()) if isinstance(config, dict) else 0
+        self._check_bools = may_hide_bools(body, known)
+
+    def inline_config(self) -> RNNConfig:
+        assert isinstance(self.req, InlineForwardRequest)
+        return self.req.config
+
+    def decode(self, config: RNNConfig, max_elements: int) -> Decoded:
+        req, bools = self.req, self._check_bools
+        x = decode_tensor(req.input, INPUT, config.dtype, max_elements, check_bools=bools)
+        h0 = _tensor(getattr(req, "h0", None), H0, config, max_elements, bools)
+        c0 = _tensor(getattr(req, "c0", None), C0, config, max_elements, bools)
+        return Decoded(Inputs(x, h0, c0, req.lengths))
+
+    def encode(self, served: Served) -> Answer:
+        """`{"model", "output", "h_n", ["c_n"], shapes, "dtype", "device"}`, plus `session_id`
+        and `steps` for a session's chunk."""
+        spec, result, encoding = served.spec, served.result, self.req.output_encoding
+        dtype = spec.config.dtype
+        payload: dict[str, Any] = {
+            "model": spec.name,
+            "output": encode_tensor(result.output, dtype, encoding),
+            "h_n": encode_tensor(result.h_n, dtype, encoding),
+            "output_shape": list(result.output.shape),
+            "h_n_shape": list(result.h_n.shape),
+            "dtype": dtype,
+            "device": served.device,
+        }
+        if result.c_n is not None:
+            payload["c_n"] = encode_tensor(result.c_n, dtype, encoding)
+            payload["c_n_shape"] = list(result.c_n.shape)
+        if served.session is not None:
+            payload["session_id"] = served.session.id
+            payload["steps"] = served.session.steps
+        return Answer(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY))
+
+
+class V1OpenSession:
+    """A session's opening body: an optional initial state and batch size."""
+
+    def __init__(self, body: bytes) -> None:
+        self.req = parse(OpenSession, loads(body))
+        self._check_bools = may_hide_bools(body, 0)
+
+    def decode_state(
+        self, config: RNNConfig, max_elements: int
+    ) -> tuple[WireTensor | None, WireTensor | None, int | None]:
+        req, bools = self.req, self._check_bools
+        h0 = _tensor(req.h0, H0, config, max_elements, bools)
+        c0 = _tensor(req.c0, C0, config, max_elements, bools)
+        return h0, c0, req.batch_size
+
+
+def _tensor(
+    obj: Any, loc: Loc, config: RNNConfig, max_elements: int, check_bools: bool
+) -> WireTensor | None:
+    if obj is None:
+        return None
+    return decode_tensor(obj, loc, config.dtype, max_elements, check_bools=check_bools)

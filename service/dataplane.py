@@ -1,0 +1,186 @@
+"""The data plane: one protocol-neutral pipeline under every protocol.
+
+decode (the protocol's codec) -> validate in torch's order -> queue -> run (engine) -> encode
+(the codec again). Stateless forwards, v1 session chunks and OIP sequence requests all go
+through `_serve`; the protocol adapters in `service.api` only read the HTTP request, pick the
+codec and write the answer. The data plane owns the stage timers and the access log's fields,
+and knows nothing of HTTP (compare KServe's `DataPlane` under its REST and gRPC endpoints).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from service.engine.codec import WireTensor
+from service.engine.engine import Engine
+from service.engine.runner import ForwardResult
+from service.engine.sessions import Session, SessionStore
+from service.engine.validate import C0, H0, Inputs, validate_forward
+from service.errors import InvalidInput, ModelNotFound, SessionNotFound
+from service.metrics import Metrics
+from service.registry import ModelSpec, Registry
+from service.schemas.api import check_model_name
+from service.schemas.config import RNNConfig
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """The OIP sequence extension's parameters: a stream whose state the server holds."""
+
+    id: str
+    start: bool = False
+    end: bool = False
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What a codec makes of a forward request."""
+
+    inputs: Inputs
+    sequence: Sequence | None = None
+
+
+@dataclass(frozen=True)
+class Served:
+    """What a codec encodes: the model, the result, and where it ran."""
+
+    spec: ModelSpec
+    result: ForwardResult
+    device: str
+    session: Session | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A protocol's answer body, protocol-neutral enough to hand to any web framework."""
+
+    body: bytes
+    media_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Codec(Protocol):
+    """One protocol's wire format for a forward (see `service.codecs`)."""
+
+    def inline_config(self) -> RNNConfig:
+        """The config carried by the request itself (v1's /v1/rnn/forward)."""
+        ...
+
+    def decode(self, config: RNNConfig, max_elements: int) -> Decoded: ...
+
+    def encode(self, served: Served) -> Answer: ...
+
+
+class StateCodec(Protocol):
+    """A protocol's wire format for opening a session: an optional initial state."""
+
+    def decode_state(
+        self, config: RNNConfig, max_elements: int
+    ) -> tuple[WireTensor | None, WireTensor | None, int | None]:
+        """(h0, c0, batch_size)"""
+        ...
+
+
+LogFields = MutableMapping[str, Any]
+
+
+class DataPlane:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        engine: Engine,
+        sessions: SessionStore,
+        metrics: Metrics,
+    ) -> None:
+        self.registry = registry
+        self.engine = engine
+        self.sessions = sessions
+        self._max_elements = settings.max_tensor_elements
+        self._stages = metrics.stages
+        self._device = registry.device.type
+
+    # --- models ---------------------------------------------------------------------------------
+    def model(self, name: str) -> ModelSpec:
+        """A registered model's spec as the repository has it now; 422 for a bad name, 404."""
+        return self.registry.get(check_model_name(name))
+
+    # --- forwards -------------------------------------------------------------------------------
+    async def infer(self, codec: Codec, name: str | None, log: LogFields) -> Answer:
+        """A forward with the registered model `name`, or with the codec's inline config."""
+        started = time.perf_counter()
+        spec = self.registry.inline(codec.inline_config()) if name is None else self.model(name)
+        return await self._serve(spec, codec, started, log)
+
+    async def chunk(self, session_id: str, codec: Codec, log: LogFields) -> Answer:
+        """The next chunk of a v1 session: the state carries over."""
+        started = time.perf_counter()
+        session = self.sessions.get(session_id)
+        try:
+            spec = self.registry.get(session.model)
+        except ModelNotFound:
+            self.sessions.end_model(session.model)
+            raise SessionNotFound(
+                f"session {session_id!r} ended: its model {session.model!r} was deleted"
+            ) from None
+        return await self._serve(spec, codec, started, log, session)
+
+    async def _serve(
+        self,
+        spec: ModelSpec,
+        codec: Codec,
+        started: float,
+        log: LogFields,
+        session: Session | None = None,
+    ) -> Answer:
+        """The pipeline, once for every protocol: decode, validate, queue and run, encode."""
+        decoded = codec.decode(spec.config, self._max_elements)
+        inputs, sequence = decoded.inputs, decoded.sequence
+        if sequence is not None:
+            session = self._sequence_session(spec, inputs, sequence)
+        if session is not None:  # the state comes from the session, not the request
+            h0, c0 = (*(session.initial_state or ()), None, None)[:2]
+            inputs = replace(inputs, h0=h0, c0=c0)
+        job = validate_forward(spec.config, inputs)
+        self._stages.decode.observe(time.perf_counter() - started)
+
+        if session is None:
+            result = await self.engine.forward(spec, job)
+        else:
+            run = functools.partial(self.engine.forward, spec)
+            result = await self.sessions.chunk(session, spec, job, run)
+            if sequence is not None and sequence.end:
+                self.sessions.close(session.id)
+        log["model"], log["sequences"], log["batch"] = spec.name, job.batch, result.batch_sequences
+
+        encode_started = time.perf_counter()
+        answer = codec.encode(Served(spec, result, self._device, session))
+        self._stages.encode.observe(time.perf_counter() - encode_started)
+        return answer
+
+    # --- sessions -------------------------------------------------------------------------------
+    def open_session(self, spec: ModelSpec, codec: StateCodec, session_id: str | None) -> Session:
+        h0, c0, batch_size = codec.decode_state(spec.config, self._max_elements)
+        return self.sessions.open(spec, h0, c0, batch_size, key=session_id)
+
+    def _sequence_session(self, spec: ModelSpec, inputs: Inputs, sequence: Sequence) -> Session:
+        """The OIP sequence extension on v1's sessions: opened by sequence_start (taking the
+        request's h0/c0), continued by later requests with the same id."""
+        key = f"oip:{spec.name}:{sequence.id}"
+        if sequence.start:
+            return self.sessions.open(spec, inputs.h0, inputs.c0, key=key, replace=True)
+        if inputs.h0 is not None or inputs.c0 is not None:
+            loc = H0 if inputs.h0 is not None else C0
+            raise InvalidInput.at(loc, "an initial state is only taken with sequence_start")
+        try:
+            return self.sessions.get(key)
+        except SessionNotFound:
+            raise InvalidInput.at(
+                ("body", "parameters"),
+                f"sequence {sequence.id!r} is not open: send sequence_start first",
+            ) from None
