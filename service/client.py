@@ -3,6 +3,7 @@
     from service.client import Client
     with Client("http://127.0.0.1:8000") as rnn:
         output, h_n = rnn.forward("default", x, h0)      # numpy in -> numpy out, torch -> torch
+        output, (h_n, c_n) = rnn.forward("my-lstm", x, (h0, c0))   # LSTMs, as torch returns them
 
 Forwards use the Open Inference Protocol's binary tensor extension by default (raw bytes, no
 JSON numbers either way). 429 and 503 answers are retried with exponential backoff, honouring
@@ -131,14 +132,15 @@ class _Infer:
     """A forward as an OIP binary request, and the decoding of its answer."""
 
     input: Any
-    h0: Any = None
+    hx: Any = None  # h0, or (h0, c0) for an LSTM
     lengths: Any = None
     dtype: str | None = None  # OIP datatype, e.g. "BF16"; default from the input's dtype
     torch_out: bool = field(default=False, init=False)
 
     def encode(self) -> tuple[bytes, dict[str, str]]:
         inputs, chunks = [], []
-        for name, value in (("input", self.input), ("h0", self.h0)):
+        h0, c0 = self.hx if isinstance(self.hx, tuple | list) else (self.hx, None)
+        for name, value in (("input", self.input), ("h0", h0), ("c0", c0)):
             if value is None:
                 continue
             arr, was_torch = _as_numpy(value)
@@ -176,7 +178,6 @@ class _Infer:
                 arr = np.frombuffer(response.content[offset : offset + size], dtype=dtype)
                 offset += size
             found[out["name"]] = arr.reshape(out["shape"])
-        output, h_n = found["output"], found["h_n"]
         if self.torch_out:
             import torch
 
@@ -184,8 +185,11 @@ class _Infer:
                 t = torch.from_numpy(a.copy())
                 return t.view(torch.bfloat16) if a.dtype == np.uint16 else t
 
-            return tensor(output), tensor(h_n)
-        return output, h_n
+            found = {k: tensor(v) for k, v in found.items()}
+        # as torch returns them: output, h_n — or output, (h_n, c_n) for an LSTM
+        if "c_n" in found:
+            return found["output"], (found["h_n"], found["c_n"])
+        return found["output"], found["h_n"]
 
 
 def _weights_bytes(weights: Any) -> bytes:
@@ -229,9 +233,9 @@ class _Call(Generic[T]):
 
 
 def _forward(
-    model: str, input: Any, h0: Any, lengths: Any, dtype: str | None
+    model: str, input: Any, hx: Any, lengths: Any, dtype: str | None
 ) -> _Call[tuple[Any, Any]]:
-    infer = _Infer(input, h0, lengths, dtype)
+    infer = _Infer(input, hx, lengths, dtype)
     content, headers = infer.encode()
     kwargs = {"content": content, "headers": headers}
     return _Call("POST", f"/v2/models/{model}/infer", infer.decode, kwargs)
@@ -307,13 +311,15 @@ class Client(_Base):
         self,
         model: str,
         input: Any,
-        h0: Any = None,
+        hx: Any = None,
         lengths: Any = None,
         *,
         dtype: str | None = None,
     ) -> tuple[Any, Any]:
-        """`output, h_n` as `torch.nn.RNN` would return them (numpy, or torch for torch input)."""
-        return self._do(_forward(model, input, h0, lengths, dtype))
+        """`output, h_n` as `torch.nn.RNN` / `nn.GRU` would return them, or `output, (h_n, c_n)`
+        as `nn.LSTM` would (numpy, or torch for torch input). `hx` is h0, or (h0, c0) for an
+        LSTM; `lengths` runs the batch as packed sequences."""
+        return self._do(_forward(model, input, hx, lengths, dtype))
 
     def register(self, name: str, config: Mapping[str, Any]) -> dict[str, Any]:
         return self._do(_register(name, config))
@@ -372,12 +378,12 @@ class AsyncClient(_Base):
         self,
         model: str,
         input: Any,
-        h0: Any = None,
+        hx: Any = None,
         lengths: Any = None,
         *,
         dtype: str | None = None,
     ) -> tuple[Any, Any]:
-        return await self._do(_forward(model, input, h0, lengths, dtype))
+        return await self._do(_forward(model, input, hx, lengths, dtype))
 
     async def register(self, name: str, config: Mapping[str, Any]) -> dict[str, Any]:
         return await self._do(_register(name, config))

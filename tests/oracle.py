@@ -1,8 +1,10 @@
-"""An independent float64 NumPy implementation of torch.nn.RNN's recurrence: the test oracle.
+"""An independent float64 NumPy implementation of the recurrences of torch.nn.RNN, nn.LSTM (with
+projections) and nn.GRU: the test oracle.
 
-It shares nothing with the service but the weights' names (torch's state_dict layout). Seeded
-weights come from `torch.manual_seed(seed); nn.RNN(...)`, which is the contract's definition of a
-seeded model; everything the recurrence does with them is computed here, in float64.
+It shares nothing with the service but the weights' names (torch's state_dict layout, gates in
+torch's order: i, f, g, o for LSTM; r, z, n for GRU). Seeded weights come from
+`torch.manual_seed(seed); nn.<mode>(...)`, which is the contract's definition of a seeded model;
+everything the recurrence does with them is computed here, in float64.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import torch
 Params = dict[str, np.ndarray]
 
 DEFAULTS: dict[str, Any] = {
+    "mode": "RNN",
     "num_layers": 1,
     "nonlinearity": "tanh",
     "bias": True,
     "batch_first": False,
     "dropout": 0.0,
     "bidirectional": False,
+    "proj_size": 0,
     "dtype": "float32",
     "seed": 0,
 }
@@ -30,16 +34,111 @@ def full_config(config: dict[str, Any]) -> dict[str, Any]:
     return {**DEFAULTS, **config}
 
 
-def seeded_params(config: dict[str, Any]) -> Params:
-    """The contract's seeded weights, as float64 arrays (rounded through the model's dtype)."""
+def torch_module(config: dict[str, Any]) -> torch.nn.RNNBase:
+    """`torch.manual_seed(seed); nn.<mode>(...)` in float32, as the contract defines it."""
     c = full_config(config)
     torch.manual_seed(c["seed"])
-    rnn = torch.nn.RNN(
-        c["input_size"], c["hidden_size"], c["num_layers"], nonlinearity=c["nonlinearity"],
-        bias=c["bias"], batch_first=c["batch_first"], bidirectional=c["bidirectional"],
-    )  # fmt: skip
-    dtype = getattr(torch, c["dtype"])
-    return {k: v.to(dtype).double().numpy() for k, v in rnn.state_dict().items()}
+    common = {
+        "num_layers": c["num_layers"],
+        "bias": c["bias"],
+        "batch_first": c["batch_first"],
+        "bidirectional": c["bidirectional"],
+    }
+    if c["mode"] == "LSTM":
+        return torch.nn.LSTM(c["input_size"], c["hidden_size"], proj_size=c["proj_size"], **common)
+    if c["mode"] == "GRU":
+        return torch.nn.GRU(c["input_size"], c["hidden_size"], **common)
+    return torch.nn.RNN(c["input_size"], c["hidden_size"], nonlinearity=c["nonlinearity"], **common)
+
+
+def seeded_params(config: dict[str, Any]) -> Params:
+    """The contract's seeded weights, as float64 arrays (rounded through the model's dtype)."""
+    dtype = getattr(torch, full_config(config)["dtype"])
+    return {k: v.to(dtype).double().numpy() for k, v in torch_module(config).state_dict().items()}
+
+
+def _sigmoid(v: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def _cell(
+    c: dict[str, Any], p: Params, sfx: str, x: np.ndarray, h: np.ndarray, cell: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One step of one layer and direction: (h', c') from input x, state h and (LSTM) cell."""
+    hidden = c["hidden_size"]
+    gi = p[f"weight_ih{sfx}"] @ x
+    gh = p[f"weight_hh{sfx}"] @ h
+    if c["bias"]:
+        gi = gi + p[f"bias_ih{sfx}"]
+        gh = gh + p[f"bias_hh{sfx}"]
+    if c["mode"] == "RNN":
+        pre = gi + gh
+        return (np.tanh(pre) if c["nonlinearity"] == "tanh" else np.maximum(pre, 0.0)), cell
+    if c["mode"] == "GRU":
+        r = _sigmoid(gi[:hidden] + gh[:hidden])
+        z = _sigmoid(gi[hidden : 2 * hidden] + gh[hidden : 2 * hidden])
+        n = np.tanh(gi[2 * hidden :] + r * gh[2 * hidden :])
+        return (1.0 - z) * n + z * h, cell
+    g = gi + gh  # LSTM: input, forget, cell and output gates
+    i, f = _sigmoid(g[:hidden]), _sigmoid(g[hidden : 2 * hidden])
+    cand, o = np.tanh(g[2 * hidden : 3 * hidden]), _sigmoid(g[3 * hidden :])
+    cell = f * cell + i * cand
+    h_new = o * np.tanh(cell)
+    if c["proj_size"]:
+        h_new = p[f"weight_hr{sfx}"] @ h_new
+    return h_new, cell
+
+
+def forward(
+    params: Params,
+    config: dict[str, Any],
+    x: np.ndarray,
+    h0: np.ndarray | None = None,
+    c0: np.ndarray | None = None,
+    lengths: list[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """output, h_n and (LSTM) c_n for input `x`, as torch would compute them, in float64."""
+    c = full_config(config)
+    hidden, layers, lstm = c["hidden_size"], c["num_layers"], c["mode"] == "LSTM"
+    h_size = c["proj_size"] or hidden
+    dirs = 2 if c["bidirectional"] else 1
+    x = np.asarray(x, dtype=np.float64)
+    unbatched = x.ndim == 2
+    if unbatched:
+        x = x[:, None, :]
+        h0 = None if h0 is None else np.asarray(h0, dtype=np.float64)[:, None, :]
+        c0 = None if c0 is None else np.asarray(c0, dtype=np.float64)[:, None, :]
+    elif c["batch_first"]:
+        x = x.transpose(1, 0, 2)  # the states are never batch-first
+    seq_len, batch, _ = x.shape
+    h0 = np.zeros((dirs * layers, batch, h_size)) if h0 is None else np.asarray(h0, np.float64)
+    c0 = np.zeros((dirs * layers, batch, hidden)) if c0 is None else np.asarray(c0, np.float64)
+    lens = [seq_len] * batch if lengths is None else list(lengths)
+
+    h_n = np.zeros((dirs * layers, batch, h_size))
+    c_n = np.zeros((dirs * layers, batch, hidden))
+    layer_input = x
+    for k in range(layers):
+        halves = []
+        for d in range(dirs):
+            sfx = f"_l{k}" + ("_reverse" if d else "")
+            row = k * dirs + d
+            out = np.zeros((seq_len, batch, h_size))  # past a sequence's length: padding, 0
+            for n in range(batch):
+                h, cell = h0[row, n], c0[row, n]
+                steps = range(lens[n]) if d == 0 else range(lens[n] - 1, -1, -1)
+                for t in steps:
+                    h, cell = _cell(c, params, sfx, layer_input[t, n], h, cell)
+                    out[t, n] = h
+                h_n[row, n], c_n[row, n] = h, cell
+            halves.append(out)
+        layer_input = np.concatenate(halves, axis=-1)
+    output = layer_input
+    if unbatched:
+        output, h_n, c_n = output[:, 0, :], h_n[:, 0, :], c_n[:, 0, :]
+    elif c["batch_first"]:
+        output = output.transpose(1, 0, 2)
+    return output, h_n, (c_n if lstm else None)
 
 
 def rnn_forward(
@@ -49,47 +148,6 @@ def rnn_forward(
     h0: np.ndarray | None = None,
     lengths: list[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """output, h_n for input `x` as torch.nn.RNN(**config) would compute them, in float64."""
-    c = full_config(config)
-    hidden, layers = c["hidden_size"], c["num_layers"]
-    dirs = 2 if c["bidirectional"] else 1
-    act = np.tanh if c["nonlinearity"] == "tanh" else (lambda v: np.maximum(v, 0.0))
-    x = np.asarray(x, dtype=np.float64)
-    unbatched = x.ndim == 2
-    if unbatched:
-        x = x[:, None, :]
-        h0 = None if h0 is None else np.asarray(h0, dtype=np.float64)[:, None, :]
-    elif c["batch_first"]:
-        x = x.transpose(1, 0, 2)  # h0 is never batch-first
-    seq_len, batch, _ = x.shape
-    h0 = np.zeros((dirs * layers, batch, hidden)) if h0 is None else np.asarray(h0, np.float64)
-    lens = [seq_len] * batch if lengths is None else list(lengths)
-
-    h_n = np.zeros((dirs * layers, batch, hidden))
-    layer_input = x
-    for k in range(layers):
-        halves = []
-        for d in range(dirs):
-            sfx = "_reverse" if d else ""
-            w_ih, w_hh = params[f"weight_ih_l{k}{sfx}"], params[f"weight_hh_l{k}{sfx}"]
-            b = (
-                params[f"bias_ih_l{k}{sfx}"] + params[f"bias_hh_l{k}{sfx}"]
-                if c["bias"]
-                else np.zeros(hidden)
-            )
-            out = np.zeros((seq_len, batch, hidden))  # past a sequence's length: padding, 0
-            for n in range(batch):
-                h = h0[k * dirs + d, n]
-                steps = range(lens[n]) if d == 0 else range(lens[n] - 1, -1, -1)
-                for t in steps:
-                    h = act(w_ih @ layer_input[t, n] + w_hh @ h + b)
-                    out[t, n] = h
-                h_n[k * dirs + d, n] = h
-            halves.append(out)
-        layer_input = np.concatenate(halves, axis=-1)
-    output = layer_input
-    if unbatched:
-        return output[:, 0, :], h_n[:, 0, :]
-    if c["batch_first"]:
-        output = output.transpose(1, 0, 2)
+    """output, h_n of an RNN or GRU (no cell state)."""
+    output, h_n, _ = forward(params, config, x, h0, None, lengths)
     return output, h_n

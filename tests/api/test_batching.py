@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import make_settings, open_client
 from tests.helpers import b64, decode
-from tests.oracle import rnn_forward, seeded_params
+from tests.oracle import forward, full_config, rnn_forward, seeded_params
 
 pytestmark = pytest.mark.anyio
 
@@ -31,27 +31,36 @@ def _histogram(metrics: str, name: str) -> tuple[float, float]:
 def _request(
     config: dict[str, Any], rng: np.random.Generator, kind: int
 ) -> tuple[dict[str, Any], tuple]:
-    rows = (2 if config.get("bidirectional") else 1) * config.get("num_layers", 1)
-    size, hidden = config["input_size"], config["hidden_size"]
+    """A request of one of three kinds, and (x, h0, c0, lengths) for the oracle."""
+    c = full_config(config)
+    rows = (2 if c["bidirectional"] else 1) * c["num_layers"]
+    size, h_size, lstm = c["input_size"], c["proj_size"] or c["hidden_size"], c["mode"] == "LSTM"
     seq_len = int(rng.integers(1, 9))
     batch = int(rng.integers(1, 4))
-    if kind == 0:  # unbatched, with h0
+
+    def state(*batch_dims: int) -> dict[str, Any]:
+        h0 = rng.standard_normal((rows, *batch_dims, h_size)).astype(np.float32)
+        if not lstm:
+            return {"h0": h0}
+        return {"h0": h0, "c0": rng.standard_normal((rows, *batch_dims, c["hidden_size"]))
+                .astype(np.float32)}  # fmt: skip
+
+    if kind == 0:  # unbatched, with the initial state
         x = rng.standard_normal((seq_len, size)).astype(np.float32)
-        h0 = rng.standard_normal((rows, hidden)).astype(np.float32)
-        return {"input": b64(x), "h0": b64(h0), "output_encoding": "b64"}, (x, h0, None)
-    shape = (batch, seq_len) if config.get("batch_first") else (seq_len, batch)
+        s0 = state()
+        body = {"input": b64(x), **{k: b64(v) for k, v in s0.items()}, "output_encoding": "b64"}
+        return body, (x, s0["h0"], s0.get("c0"), None)
+    shape = (batch, seq_len) if c["batch_first"] else (seq_len, batch)
     x = rng.standard_normal((*shape, size)).astype(np.float32)
-    if kind == 1:  # batched, no h0
-        return {"input": b64(x), "output_encoding": "b64"}, (x, None, None)
-    h0 = rng.standard_normal((rows, batch, hidden)).astype(np.float32)
+    if kind == 1:  # batched, no initial state
+        return {"input": b64(x), "output_encoding": "b64"}, (x, None, None, None)
+    s0 = state(batch)
     lengths = [int(n) for n in rng.integers(1, seq_len + 1, size=batch)]
     lengths[0] = seq_len
     rng.shuffle(lengths)
-    return {"input": b64(x), "h0": b64(h0), "lengths": lengths, "output_encoding": "b64"}, (
-        x,
-        h0,
-        lengths,
-    )
+    body = {"input": b64(x), **{k: b64(v) for k, v in s0.items()}, "lengths": lengths,
+            "output_encoding": "b64"}  # fmt: skip
+    return body, (x, s0["h0"], s0.get("c0"), lengths)
 
 
 @pytest.mark.parametrize(
@@ -72,7 +81,17 @@ def _request(
             "bias": False,
             "batch_first": True,
         },
+        {"mode": "LSTM", "input_size": 3, "hidden_size": 5, "num_layers": 2, "proj_size": 3},
+        {
+            "mode": "LSTM",
+            "input_size": 2,
+            "hidden_size": 4,
+            "batch_first": True,
+            "bidirectional": True,
+        },
+        {"mode": "GRU", "input_size": 3, "hidden_size": 5, "num_layers": 2, "bias": False},
     ],
+    ids=["rnn", "rnn-bf-bidir", "rnn-relu-nobias", "lstm-proj", "lstm-bf-bidir", "gru"],
 )
 async def test_concurrent_mixed_requests_match_the_oracle(
     fresh_client: httpx.AsyncClient, config: dict[str, Any]
@@ -91,10 +110,12 @@ async def test_concurrent_mixed_requests_match_the_oracle(
     assert {r.status_code for r, b in zip(answers, bodies, strict=True) if b is bad} == {422}
     assert all(r.status_code == 200 for r in good), [r.text for r in good if r.status_code != 200]
     params = seeded_params(config)
-    for r, (_, (x, h0, lengths)) in zip(good, cases, strict=True):
-        want_out, want_hn = rnn_forward(params, config, x, h0, lengths)
+    for r, (_, (x, h0, c0, lengths)) in zip(good, cases, strict=True):
+        want_out, want_hn, want_cn = forward(params, config, x, h0, c0, lengths)
         np.testing.assert_allclose(decode(r.json()["output"]), want_out, atol=1e-5)
         np.testing.assert_allclose(decode(r.json()["h_n"]), want_hn, atol=1e-5)
+        if want_cn is not None:  # the cell states are joined and split like the hidden ones
+            np.testing.assert_allclose(decode(r.json()["c_n"]), want_cn, atol=1e-5)
     after = _histogram((await c.get("/metrics")).text, "rnn_serve_batch_sequences")
     forwards, sequences = after[0] - before[0], after[1] - before[1]
     assert sequences == sum(
@@ -103,14 +124,18 @@ async def test_concurrent_mixed_requests_match_the_oracle(
         else len(h0[0])
         if h0 is not None
         else x.shape[0 if config.get("batch_first") else 1]
-        for _, (x, h0, _) in cases
+        for _, (x, h0, _, _) in cases
     )
     assert forwards < len(cases), "no two requests were batched together"
 
 
-async def test_batched_answers_equal_unbatched_ones(tmp_path: Any, anyio_backend: str) -> None:
+@pytest.mark.parametrize("mode", ["RNN", "LSTM", "GRU"])
+async def test_batched_answers_equal_unbatched_ones(
+    tmp_path: Any, anyio_backend: str, mode: str
+) -> None:
     """The same requests through a server that never batches give the same answers (1e-6)."""
-    config = {"input_size": 4, "hidden_size": 8, "num_layers": 2, "bidirectional": True}
+    config = {"mode": mode, "input_size": 4, "hidden_size": 8, "num_layers": 2,
+              "bidirectional": True}  # fmt: skip
     rng = np.random.default_rng(7)
     bodies = [_request(config, rng, i % 3)[0] for i in range(30)]
 
@@ -125,6 +150,9 @@ async def test_batched_answers_equal_unbatched_ones(tmp_path: Any, anyio_backend
     for a, b in zip(alone, batched, strict=True):
         np.testing.assert_allclose(decode(a["output"]), decode(b["output"]), atol=1e-6)
         np.testing.assert_allclose(decode(a["h_n"]), decode(b["h_n"]), atol=1e-6)
+        assert ("c_n" in a) == ("c_n" in b) == (mode == "LSTM")
+        if mode == "LSTM":
+            np.testing.assert_allclose(decode(a["c_n"]), decode(b["c_n"]), atol=1e-6)
 
 
 @pytest.fixture

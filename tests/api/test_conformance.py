@@ -348,3 +348,152 @@ async def test_tensor_over_element_limit_is_413(client: httpx.AsyncClient) -> No
     )
     body = problem(r, 413)
     assert "limit" in body["detail"]
+
+
+# --- LSTM and GRU: each mode takes its torch class's arguments and state ------------------------
+LSTM = {**SMALL, "mode": "LSTM"}
+GRU = {**SMALL, "mode": "GRU"}
+
+
+@pytest.mark.parametrize(
+    ("config", "loc", "fragment"),
+    [
+        ({**LSTM, "nonlinearity": "tanh"}, [], "nonlinearity is an argument of nn.RNN only"),
+        ({**GRU, "nonlinearity": "relu"}, [], "unexpected keyword argument 'nonlinearity'"),
+        ({**GRU, "proj_size": 1}, [], "proj_size argument is only supported for LSTM"),
+        ({**LSTM, "proj_size": 4}, [], "proj_size has to be smaller than hidden_size"),
+        ({**LSTM, "proj_size": 9}, [], "proj_size has to be smaller than hidden_size"),
+        (
+            {**LSTM, "proj_size": -1},
+            ["proj_size"],
+            "proj_size should be a positive integer or zero",
+        ),
+        ({**LSTM, "proj_size": 1.5}, ["proj_size"], "proj_size should be of type int, got: float"),
+        ({**SMALL, "mode": "lstm"}, ["mode"], "'RNN', 'LSTM' or 'GRU'"),
+        ({**SMALL, "mode": "Transformer"}, ["mode"], "'RNN', 'LSTM' or 'GRU'"),
+    ],
+)
+async def test_invalid_mode_arguments(
+    client: httpx.AsyncClient, config: dict[str, Any], loc: list[str], fragment: str
+) -> None:
+    r = await forward(client, config, input=[[0.0, 0.0, 0.0]])
+    the_error(r, ["body", "config", *loc], fragment)
+
+
+async def test_proj_size_zero_is_accepted_by_every_mode(client: httpx.AsyncClient) -> None:
+    for config in ({**SMALL, "proj_size": 0}, {**GRU, "proj_size": 0}, {**LSTM, "proj_size": 0}):
+        r = await forward(client, config, input=[[0.0, 0.0, 0.0]])
+        assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    ("config", "fragment"),
+    [
+        (LSTM, "LSTM: Expected input to be 2D or 3D, got 1D instead"),
+        (GRU, "GRU: Expected input to be 2D or 3D, got 1D instead"),
+    ],
+)
+async def test_mode_input_rank(
+    client: httpx.AsyncClient, config: dict[str, Any], fragment: str
+) -> None:
+    r = await forward(client, config, input=[1.0, 2.0, 3.0])
+    the_error(r, ["body", "input"], fragment)
+
+
+async def test_lstm_takes_h0_and_c0_together(client: httpx.AsyncClient) -> None:
+    x = np.zeros((2, 1, 3)).tolist()
+    r = await forward(client, LSTM, input=x, h0=np.zeros((1, 1, 4)).tolist())
+    the_error(r, ["body", "c0"], "h0 and c0 together or neither; c0 is missing")
+    r = await forward(client, LSTM, input=x, c0=np.zeros((1, 1, 4)).tolist())
+    the_error(r, ["body", "h0"], "h0 and c0 together or neither; h0 is missing")
+
+
+@pytest.mark.parametrize("config", [SMALL, GRU])
+async def test_c0_belongs_to_lstm_only(client: httpx.AsyncClient, config: dict[str, Any]) -> None:
+    r = await forward(
+        client, config, input=np.zeros((2, 1, 3)).tolist(),
+        h0=np.zeros((1, 1, 4)).tolist(), c0=np.zeros((1, 1, 4)).tolist(),
+    )  # fmt: skip
+    the_error(r, ["body", "c0"], "c0 is the cell state of an LSTM")
+
+
+async def test_lstm_state_ranks(client: httpx.AsyncClient) -> None:
+    r = await forward(
+        client, LSTM, input=np.zeros((2, 1, 3)).tolist(),
+        h0=np.zeros((1, 4)).tolist(), c0=np.zeros((1, 1, 4)).tolist(),
+    )  # fmt: skip
+    the_error(
+        r, ["body", "h0"],
+        "For batched 3-D input, hx and cx should also be 3-D but got (2-D, 3-D) tensors",
+    )  # fmt: skip
+    r = await forward(
+        client, LSTM, input=np.zeros((2, 3)).tolist(),
+        h0=np.zeros((1, 4)).tolist(), c0=np.zeros((1, 1, 4)).tolist(),
+    )  # fmt: skip
+    the_error(
+        r, ["body", "c0"],
+        "For unbatched 2-D input, hx and cx should also be 2-D but got (2-D, 3-D) tensors",
+    )  # fmt: skip
+
+
+async def test_gru_state_rank(client: httpx.AsyncClient) -> None:
+    r = await forward(client, GRU, input=np.zeros((2, 1, 3)).tolist(), h0=np.zeros((1, 4)).tolist())
+    the_error(r, ["body", "h0"], "For batched 3-D input, hx should also be 3-D but got 2-D tensor")
+
+
+async def test_lstm_state_sizes_with_projection(client: httpx.AsyncClient) -> None:
+    """With proj_size, h0 has proj_size features and c0 hidden_size; torch's messages name
+    hidden[0] and hidden[1]."""
+    config = {**LSTM, "hidden_size": 5, "proj_size": 2, "num_layers": 2}
+    x = np.zeros((4, 3, 3)).tolist()
+    r = await forward(
+        client, config, input=x, h0=np.zeros((2, 3, 5)).tolist(), c0=np.zeros((2, 3, 5)).tolist()
+    )
+    the_error(r, ["body", "h0"], "Expected hidden[0] size (2, 3, 2), got [2, 3, 5]")
+    r = await forward(
+        client, config, input=x, h0=np.zeros((2, 3, 2)).tolist(), c0=np.zeros((2, 3, 2)).tolist()
+    )
+    the_error(r, ["body", "c0"], "Expected hidden[1] size (2, 3, 5), got [2, 3, 2]")
+    r = await forward(
+        client, config, input=x, h0=np.zeros((2, 3, 2)).tolist(), c0=np.zeros((2, 3, 5)).tolist()
+    )
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert (got["output_shape"], got["h_n_shape"], got["c_n_shape"]) == (
+        [4, 3, 2], [2, 3, 2], [2, 3, 5],
+    )  # fmt: skip
+
+
+async def test_gru_hidden_size_mismatch(client: httpx.AsyncClient) -> None:
+    r = await forward(
+        client, GRU, input=np.zeros((4, 2, 3)).tolist(), h0=np.zeros((1, 3, 4)).tolist()
+    )
+    the_error(r, ["body", "h0"], "Expected hidden size (1, 2, 4), got [1, 3, 4]")
+
+
+async def test_lstm_c0_dtype_differs_from_model(client: httpx.AsyncClient) -> None:
+    r = await forward(
+        client, LSTM, input=flat(np.zeros((2, 1, 3))),
+        h0=flat(np.zeros((1, 1, 4))), c0=flat(np.zeros((1, 1, 4)), "float64"),
+    )  # fmt: skip
+    the_error(
+        r, ["body", "c0", "dtype"], "LSTM cx dtype (torch.float64) does not match weight dtype"
+    )
+
+
+@pytest.mark.parametrize("config", [LSTM, GRU])
+async def test_mode_seq_len_zero(client: httpx.AsyncClient, config: dict[str, Any]) -> None:
+    r = await forward(client, config, input=flat(np.zeros((0, 2, 3))))
+    the_error(r, ["body", "input"], "Expected sequence length to be larger than 0 in RNN")
+
+
+async def test_existing_requests_default_to_rnn(client: httpx.AsyncClient) -> None:
+    """No mode means nn.RNN: every request of the RNN-only API keeps its answer."""
+    x = np.random.default_rng(1).standard_normal((3, 2, 3)).astype(np.float32)
+    a = (await forward(client, SMALL, input=b64(x), output_encoding="b64")).json()
+    b = (
+        await forward(client, {**SMALL, "mode": "RNN"}, input=b64(x), output_encoding="b64")
+    ).json()
+    assert a["output"] == b["output"]
+    assert "c_n" not in a
+    assert a["model"] == b["model"]  # the same config, the same cached module

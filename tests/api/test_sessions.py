@@ -17,7 +17,7 @@ from safetensors.torch import save
 
 from tests.conftest import make_settings, open_client
 from tests.helpers import b64, decode
-from tests.oracle import rnn_forward, seeded_params
+from tests.oracle import forward, full_config, rnn_forward, seeded_params
 
 pytestmark = pytest.mark.anyio
 
@@ -254,3 +254,78 @@ async def test_oip_sequence_parameters_map_onto_sessions(fresh_client: httpx.Asy
     )
     assert after_end.status_code == 400
     assert "not open" in after_end.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("config", "shape"),
+    [
+        ({"mode": "LSTM", "input_size": 3, "hidden_size": 8, "num_layers": 2}, "batched"),
+        ({"mode": "LSTM", "input_size": 3, "hidden_size": 8, "proj_size": 4, "batch_first": True},
+         "batched"),
+        ({"mode": "LSTM", "input_size": 3, "hidden_size": 8, "num_layers": 2}, "unbatched"),
+        ({"mode": "GRU", "input_size": 3, "hidden_size": 8, "num_layers": 2}, "batched"),
+        ({"mode": "GRU", "input_size": 3, "hidden_size": 8}, "unbatched"),
+    ],
+    ids=["lstm", "lstm-proj-bf", "lstm-unbatched", "gru", "gru-unbatched"],
+)  # fmt: skip
+async def test_lstm_and_gru_sessions_carry_their_whole_state(
+    fresh_client: httpx.AsyncClient, config: dict[str, Any], shape: str
+) -> None:
+    """An LSTM session holds h and c; 300 steps in random chunks equal one forward (and the
+    oracle), c_n included."""
+    c = fresh_client
+    await c.post("/v1/models", json={"name": "s", "config": config})
+    full = full_config(config)
+    rng = np.random.default_rng(7)
+    steps, batch, layers = 300, 2, full["num_layers"]
+    bf = full["batch_first"] and shape == "batched"
+    lead = (layers,) if shape == "unbatched" else (layers, batch)
+    if shape == "unbatched":
+        x = rng.standard_normal((steps, 3)).astype(np.float32)
+    else:
+        x = rng.standard_normal((batch, steps, 3) if bf else (steps, batch, 3)).astype(np.float32)
+    h0 = rng.standard_normal((*lead, full["proj_size"] or 8)).astype(np.float32)
+    state = {"h0": b64(h0)}
+    c0 = None
+    if full["mode"] == "LSTM":
+        c0 = rng.standard_normal((*lead, 8)).astype(np.float32)
+        state["c0"] = b64(c0)
+    whole = (
+        await c.post(
+            "/v1/models/s/forward", json={"input": b64(x), **state, "output_encoding": "b64"}
+        )
+    ).json()
+    sid = await open_session(c, "s", **state)
+    outs, at = [], 0
+    for n in split(steps, rng):
+        part = x[:, at : at + n] if bf else x[at : at + n]
+        r = await chunk(c, sid, np.ascontiguousarray(part))
+        assert r.status_code == 200, r.text
+        outs.append(decode(r.json()["output"]))
+        last = r.json()
+        at += n
+    streamed = np.concatenate(outs, axis=1 if bf else 0)
+    want_out, want_hn, want_cn = forward(seeded_params(config), config, x, h0, c0)
+    np.testing.assert_allclose(streamed, decode(whole["output"]), atol=1e-6)
+    np.testing.assert_allclose(streamed, want_out, atol=1e-5)
+    np.testing.assert_allclose(decode(last["h_n"]), want_hn, atol=1e-5)
+    if want_cn is None:
+        assert "c_n" not in last
+    else:
+        np.testing.assert_allclose(decode(last["c_n"]), decode(whole["c_n"]), atol=1e-6)
+        np.testing.assert_allclose(decode(last["c_n"]), want_cn, atol=1e-5)
+    assert last["steps"] == steps
+
+
+async def test_lstm_session_state_rules(fresh_client: httpx.AsyncClient) -> None:
+    c = fresh_client
+    config = {"mode": "LSTM", "input_size": 3, "hidden_size": 4, "proj_size": 2}
+    await c.post("/v1/models", json={"name": "s", "config": config})
+    only_h0 = await c.post("/v1/models/s/sessions", json={"h0": [[0.0, 0.0]]})
+    assert only_h0.status_code == 422
+    assert only_h0.json()["errors"][0]["loc"] == ["body", "c0"]
+    wrong_c = await c.post("/v1/models/s/sessions", json={"h0": [[0.0, 0.0]], "c0": [[0.0, 0.0]]})
+    assert wrong_c.status_code == 422
+    assert "Expected hidden[1] size (1, 4), got [1, 2]" in wrong_c.text
+    ok = await c.post("/v1/models/s/sessions", json={"h0": [[0.0, 0.0]], "c0": [[0.0] * 4]})
+    assert ok.status_code == 201, ok.text

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from tests.helpers import b64, decode
-from tests.oracle import rnn_forward, seeded_params
+from tests.oracle import forward, rnn_forward, seeded_params
 
 pytestmark = pytest.mark.anyio
 SEED = {"input_size": 10, "hidden_size": 20, "num_layers": 2}
@@ -165,3 +165,104 @@ async def test_malformed_header_length(client: httpx.AsyncClient) -> None:
     )
     assert r.status_code == 400
     assert "out of range" in r.json()["error"]
+
+
+LSTM = {"mode": "LSTM", "input_size": 3, "hidden_size": 5, "num_layers": 2, "proj_size": 2}
+
+
+async def test_lstm_metadata_and_binary_infer_with_c0(fresh_client: httpx.AsyncClient) -> None:
+    c = fresh_client
+    assert (await c.post("/v1/models", json={"name": "l", "config": LSTM})).status_code == 201
+    meta = (await c.get("/v2/models/l")).json()
+    assert meta["platform"] == "pytorch_lstm"
+    assert [(t["name"], t["shape"]) for t in meta["inputs"]] == [
+        ("input", [-1, -1, 3]), ("h0", [2, -1, 2]), ("c0", [2, -1, 5]), ("lengths", [-1]),
+    ]  # fmt: skip
+    assert [(t["name"], t["shape"]) for t in meta["outputs"]] == [
+        ("output", [-1, -1, 2]), ("h_n", [2, -1, 2]), ("c_n", [2, -1, 5]),
+    ]  # fmt: skip
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4, 3, 3)).astype(np.float32)
+    h0 = rng.standard_normal((2, 3, 2)).astype(np.float32)
+    c0 = rng.standard_normal((2, 3, 5)).astype(np.float32)
+    lengths = np.array([4, 1, 3], dtype="<i8")
+    content, headers = binary_request(
+        [
+            ("input", "FP32", x),
+            ("h0", "FP32", h0),
+            ("c0", "FP32", c0),
+            ("lengths", "INT64", lengths),
+        ]
+    )
+    r = await c.post("/v2/models/l/infer", content=content, headers=headers)
+    assert r.status_code == 200, r.text
+    got = read_binary(r)
+    assert [o["name"] for o in got["head"]["outputs"]] == ["output", "h_n", "c_n"]
+    want_out, want_hn, want_cn = forward(seeded_params(LSTM), LSTM, x, h0, c0, list(lengths))
+    np.testing.assert_allclose(got["output"], want_out, atol=1e-5)
+    np.testing.assert_allclose(got["h_n"], want_hn, atol=1e-5)
+    np.testing.assert_allclose(got["c_n"], want_cn, atol=1e-5)
+    # JSON, asking for c_n alone
+    body = {
+        "inputs": [{"name": "input", "shape": [4, 3, 3], "datatype": "FP32",
+                    "data": x.ravel().tolist()}],
+        "outputs": [{"name": "c_n"}],
+    }  # fmt: skip
+    r = await c.post("/v2/models/l/infer", json=body)
+    assert r.status_code == 200, r.text
+    (only,) = r.json()["outputs"]
+    assert only["name"] == "c_n"
+    _, _, zero_state_cn = forward(seeded_params(LSTM), LSTM, x)
+    np.testing.assert_allclose(np.reshape(only["data"], only["shape"]), zero_state_cn, atol=1e-5)
+
+
+async def test_c0_and_c_n_belong_to_lstm(client: httpx.AsyncClient) -> None:
+    x = np.zeros((2, 1, 10), dtype=np.float32)
+    content, headers = binary_request(
+        [("input", "FP32", x), ("h0", "FP32", np.zeros((2, 1, 20), np.float32)),
+         ("c0", "FP32", np.zeros((2, 1, 20), np.float32))]
+    )  # fmt: skip
+    r = await client.post("/v2/models/default/infer", content=content, headers=headers)
+    assert r.status_code == 400
+    assert "unexpected input 'c0'" in r.json()["error"]
+    r = await client.post(
+        "/v2/models/default/infer",
+        json={"inputs": [{"name": "input", "shape": [1, 10], "datatype": "FP32",
+                          "data": [0.0] * 10}], "outputs": [{"name": "c_n"}]},
+    )  # fmt: skip
+    assert r.status_code == 400
+    assert "unknown outputs ['c_n']" in r.json()["error"]
+
+
+async def test_lstm_sequence_holds_h_and_c(fresh_client: httpx.AsyncClient) -> None:
+    """The OIP sequence extension on an LSTM: the server keeps (h, c) between requests."""
+    c = fresh_client
+    await c.post("/v1/models", json={"name": "l", "config": LSTM})
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((9, 3)).astype(np.float32)
+    h0, c0 = (
+        rng.standard_normal((2, 2)).astype(np.float32),
+        rng.standard_normal((2, 5)).astype(np.float32),
+    )
+    outs = []
+    for i, (a, b) in enumerate([(0, 4), (4, 5), (5, 9)]):
+        tensors = [("input", "FP32", np.ascontiguousarray(x[a:b]))]
+        if i == 0:
+            tensors += [("h0", "FP32", h0), ("c0", "FP32", c0)]
+        content, headers = binary_request(tensors)
+        head_len = int(headers["Inference-Header-Content-Length"])
+        head = orjson.loads(content[:head_len])
+        head["parameters"].update({"sequence_id": "s-1", "sequence_start": i == 0,
+                                   "sequence_end": i == 2})  # fmt: skip
+        new_head = orjson.dumps(head)
+        headers["Inference-Header-Content-Length"] = str(len(new_head))
+        r = await c.post(
+            "/v2/models/l/infer", content=new_head + content[head_len:], headers=headers
+        )
+        assert r.status_code == 200, r.text
+        got = read_binary(r)
+        outs.append(got["output"])
+    want_out, want_hn, want_cn = forward(seeded_params(LSTM), LSTM, x, h0, c0)
+    np.testing.assert_allclose(np.concatenate(outs), want_out, atol=1e-5)
+    np.testing.assert_allclose(got["h_n"], want_hn, atol=1e-5)
+    np.testing.assert_allclose(got["c_n"], want_cn, atol=1e-5)

@@ -15,6 +15,7 @@ from safetensors.torch import save
 
 from tests.conftest import make_settings, open_client
 from tests.helpers import b64, decode
+from tests.oracle import torch_module
 
 pytestmark = pytest.mark.anyio
 
@@ -253,3 +254,58 @@ async def test_memory_budget_evicts_and_rebuilds(tmp_path: Path, anyio_backend: 
             "c",
             "default",
         ]
+
+
+# --- LSTM and GRU: weights under torch's state_dict names ----------------------------------------
+MODE_CONFIGS = [
+    {"mode": "LSTM", "input_size": 4, "hidden_size": 6, "num_layers": 2, "bidirectional": True,
+     "proj_size": 3},
+    {"mode": "LSTM", "input_size": 4, "hidden_size": 6, "bias": False},
+    {"mode": "GRU", "input_size": 4, "hidden_size": 6, "num_layers": 2, "bidirectional": True},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("config", MODE_CONFIGS, ids=["lstm-proj-bidir", "lstm-nobias", "gru"])
+async def test_lstm_and_gru_weights_upload_export_and_serve(
+    repo_client: httpx.AsyncClient, config: dict[str, Any]
+) -> None:
+    c = repo_client
+    assert (await c.post("/v1/models", json={"name": "m", "config": config})).status_code == 201
+    module = torch_module({**config, "seed": 21})
+    with torch.no_grad():
+        for p in module.parameters():
+            p.mul_(1.5).add_(0.01)
+    module.eval()
+    blob = save(module.state_dict())
+    r = await c.put("/v1/models/m/weights", content=blob, headers=OCTET)
+    assert r.status_code == 200, r.text
+    assert (await c.get("/v1/models/m/weights")).content == blob
+    got = (await forward(c)).json()
+    with torch.inference_mode():
+        out, final = module(torch.from_numpy(X))
+    h_n = final[0] if config["mode"] == "LSTM" else final
+    np.testing.assert_allclose(decode(got["output"]), out.numpy(), atol=1e-6)
+    np.testing.assert_allclose(decode(got["h_n"]), h_n.numpy(), atol=1e-6)
+    if config["mode"] == "LSTM":
+        np.testing.assert_allclose(decode(got["c_n"]), final[1].numpy(), atol=1e-6)
+    # the same file is refused by a model of another mode, naming every misfit tensor
+    other = {**config, "mode": "GRU" if config["mode"] == "LSTM" else "LSTM"}
+    other.pop("proj_size", None)
+    await c.post("/v1/models", json={"name": "other", "config": other})
+    refused = await c.put("/v1/models/other/weights", content=blob, headers=OCTET)
+    assert refused.status_code == 422, refused.text
+    assert any("expected shape" in e["msg"] for e in refused.json()["errors"])
+
+
+async def test_lstm_projection_weights_are_named_weight_hr(repo_client: httpx.AsyncClient) -> None:
+    c = repo_client
+    config = MODE_CONFIGS[0]
+    await c.post("/v1/models", json={"name": "m", "config": config})
+    state = {k: v.clone() for k, v in torch_module(config).state_dict().items()}
+    del state["weight_hr_l1_reverse"]
+    state["weight_hr_l0"] = torch.zeros(3, 5)
+    r = await c.put("/v1/models/m/weights", content=save(state), headers=OCTET)
+    assert r.status_code == 422, r.text
+    errors = {tuple(e["loc"]): e["msg"] for e in r.json()["errors"]}
+    assert errors[("body", "weight_hr_l1_reverse")] == "missing tensor; expected shape [3, 6]"
+    assert errors[("body", "weight_hr_l0")] == "expected shape [3, 6], got [3, 5]"

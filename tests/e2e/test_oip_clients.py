@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import warnings
 
 import httpx
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from service.client import AsyncClient, BadRequest, Client, Conflict, NotFound
-from tests.oracle import rnn_forward, seeded_params
+from tests.oracle import forward, rnn_forward, seeded_params
 
 pytestmark = pytest.mark.e2e
 SEED = {"input_size": 10, "hidden_size": 20, "num_layers": 2}
@@ -140,3 +141,46 @@ def test_python_client_async(live_server: str) -> None:
             np.testing.assert_allclose(out[:, 0], together[:, i], atol=1e-6)
 
     asyncio.run(main())
+
+
+LSTM = {"mode": "LSTM", "input_size": 4, "hidden_size": 6, "num_layers": 2, "proj_size": 3}
+
+
+def test_lstm_through_tritonclient_and_the_python_client(live_server: str) -> None:
+    """c0 in and c_n out over the binary extension, by a client written elsewhere and by ours."""
+    with Client(live_server) as rnn:
+        with contextlib.suppress(Conflict):  # registered by an earlier run on this server
+            rnn.register("e2e-lstm", LSTM)
+        rng = np.random.default_rng(12)
+        x = rng.standard_normal((5, 2, 4)).astype(np.float32)
+        h0 = rng.standard_normal((2, 2, 3)).astype(np.float32)
+        c0 = rng.standard_normal((2, 2, 6)).astype(np.float32)
+        want_out, want_hn, want_cn = forward(seeded_params(LSTM), LSTM, x, h0, c0)
+
+        out, (hn, cn) = rnn.forward("e2e-lstm", x, (h0, c0))
+        np.testing.assert_allclose(out, want_out, atol=1e-5)
+        np.testing.assert_allclose(hn, want_hn, atol=1e-5)
+        np.testing.assert_allclose(cn, want_cn, atol=1e-5)
+        # torch in, torch out, exactly as nn.LSTM answers
+        t_out, (_, t_cn) = rnn.forward(
+            "e2e-lstm", torch.from_numpy(x), (torch.from_numpy(h0), torch.from_numpy(c0))
+        )
+        assert isinstance(t_out, torch.Tensor)
+        assert isinstance(t_cn, torch.Tensor)
+        np.testing.assert_allclose(t_cn.numpy(), want_cn, atol=1e-5)
+
+    inputs = []
+    for name, arr in (("input", x), ("h0", h0), ("c0", c0)):
+        item = triton.InferInput(name, list(arr.shape), "FP32")
+        item.set_data_from_numpy(arr, binary_data=True)
+        inputs.append(item)
+    client = triton.InferenceServerClient(url=live_server.removeprefix("http://"))
+    try:
+        meta = client.get_model_metadata("e2e-lstm")
+        assert [i["name"] for i in meta["outputs"]] == ["output", "h_n", "c_n"]
+        result = client.infer(
+            "e2e-lstm", inputs, outputs=[triton.InferRequestedOutput("c_n", binary_data=True)]
+        )
+    finally:
+        client.close()
+    np.testing.assert_allclose(result.as_numpy("c_n"), want_cn, atol=1e-5)
