@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 import orjson
-from pydantic import ValidationError
 
-from service.codecs.envelope import invalid, loads
+from service.codecs.envelope import loads, parse
 from service.dataplane import Answer, Decoded, Sequence, Served
 from service.engine.codec import (
     CARRIER,
@@ -116,10 +115,7 @@ class OIPInfer:
             head, self._binary = body[:length], memoryview(body)[length:]
         else:
             head, self._binary = body, memoryview(b"")
-        try:
-            self.req = InferRequest.model_validate(loads(head, "the inference header"))
-        except ValidationError as exc:
-            raise invalid(exc.errors(include_url=False), ("body",)) from None
+        self.req = parse(InferRequest, loads(head, "the inference header"))
         self._params = self.req.parameters or {}
 
     def inline_config(self) -> RNNConfig:

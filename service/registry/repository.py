@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -19,12 +18,11 @@ from pathlib import Path
 import orjson
 from pydantic import ValidationError
 
-from service.schemas.api import MODEL_NAME_PATTERN
+from service.schemas.api import MODEL_NAME
 from service.schemas.config import RNNConfig
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
-_NAME = re.compile(MODEL_NAME_PATTERN)
 _STAGING = ".staging"
 _TRASH = ".trash"
 
@@ -69,7 +67,7 @@ class Repository:
         self._paths: dict[str, tuple[str, str]] = {}  # name -> (config path, weights path)
 
     def folder(self, name: str) -> Path:
-        if not _NAME.fullmatch(name):  # defence in depth: names are validated at the edge too
+        if not MODEL_NAME.fullmatch(name):  # defence in depth: names are validated at the edge too
             raise ValueError(f"invalid model name {name!r}")
         return self.root / name
 
@@ -77,7 +75,7 @@ class Repository:
         return sorted(
             p.name
             for p in self.root.iterdir()
-            if _NAME.fullmatch(p.name) and (p / CONFIG_FILE).is_file()
+            if MODEL_NAME.fullmatch(p.name) and (p / CONFIG_FILE).is_file()
         )
 
     def version(self, name: str) -> Version | None:

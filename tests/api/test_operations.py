@@ -60,3 +60,42 @@ async def test_metrics_cover_stages_registry_and_memory(client: httpx.AsyncClien
         assert needle in text, needle
     memory = next(ln for ln in text.splitlines() if ln.startswith("rnn_serve_device_memory_bytes "))
     assert float(memory.split()[1]) > 0  # the default model's parameters, on the CPU
+
+
+async def test_a_client_that_leaves_mid_body_is_counted_499_not_500(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Raw ASGI: the body never arrives whole; the request is the client's 499, logged as such,
+    with no error logged and nothing answered to nobody."""
+    transport = client._transport
+    assert isinstance(transport, httpx.ASGITransport)
+    app = transport.app
+    for path in ("/v1/models/default/forward", "/v2/models/default/infer", "/v1/models"):
+        messages = iter([
+            {"type": "http.request", "body": b'{"input": [[0.0', "more_body": True},
+            {"type": "http.disconnect"},
+        ])  # fmt: skip
+        sent: list[dict[str, object]] = []
+
+        async def receive() -> dict[str, object]:
+            return next(messages)
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+            "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+            "root_path": "", "headers": [(b"content-type", b"application/json")],
+            "client": ("127.0.0.1", 1), "server": ("testserver", 80),
+        }  # fmt: skip
+        with caplog.at_level(logging.INFO):
+            await app(scope, receive, send)  # type: ignore[arg-type]
+        assert sent[0]["status"] == 499, (path, sent)
+    text = (await client.get("/metrics")).text
+    for route in ("/v1/models/{name}/forward", "/v2/models/{name}/infer", "/v1/models"):
+        assert f'route="{route}",status="499"' in text, route
+    assert 'status="500"' not in text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    lines = [r for r in caplog.records if getattr(r, "status", None) == 499]
+    assert len(lines) == 3

@@ -14,7 +14,8 @@ from service.engine.batcher import Batcher
 from service.engine.codec import WireTensor
 from service.engine.runner import ForwardResult
 from service.engine.validate import ForwardJob
-from service.errors import DeadlineExceeded, Overloaded
+from service.api.problems import service_error_response, status_of
+from service.errors import DeadlineExceeded, Overloaded, ShuttingDown
 from service.metrics import Metrics
 from service.registry import ModelSpec
 from service.schemas.config import RNNConfig
@@ -141,4 +142,24 @@ async def test_separate_keys_are_never_joined() -> None:
     await asyncio.gather(first, *others)
     assert sorted(map(sorted, runner.batches)) == [[0.0], [1.0, 3.0], [2.0, 4.0]]
     await b.stop()
+    pool.shutdown()
+
+
+async def test_jobs_still_queued_at_shutdown_get_503_with_retry_after() -> None:
+    runner = Runner()
+    b, pool = make(runner)
+    runner.gate.clear()
+    busy = asyncio.create_task(b.submit(spec("k"), job(0)))
+    await asyncio.sleep(0.02)
+    queued = asyncio.create_task(b.submit(spec("k"), job(1)))
+    await asyncio.sleep(0.01)
+    await b.stop()
+    with pytest.raises(ShuttingDown) as caught:
+        await queued
+    assert status_of(caught.value) == (503, "shutting-down")
+    response = service_error_response(caught.value)
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    runner.gate.set()
+    busy.cancel()
     pool.shutdown()
