@@ -10,11 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from service.api.problems import service_error_response, status_of
 from service.engine.batcher import Batcher
 from service.engine.codec import WireTensor
 from service.engine.runner import ForwardResult
 from service.engine.validate import ForwardJob
-from service.api.problems import service_error_response, status_of
 from service.errors import DeadlineExceeded, Overloaded, ShuttingDown
 from service.metrics import Metrics
 from service.registry import ModelSpec
