@@ -1,1 +1,1 @@
-"""Pydantic models of the wire contract (docs: ../shared/design/api.md)."""
+"""Pydantic models of the wire contract (docs/api.md)."""

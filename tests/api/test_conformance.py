@@ -1,4 +1,4 @@
-"""Edge cases of ../shared/design/rnn-semantics.md: each asserts the exact status, and the shapes
+"""Edge cases of docs/semantics.md: each asserts the exact status, and the shapes
 or the message torch would give."""
 
 from __future__ import annotations
