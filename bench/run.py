@@ -307,9 +307,16 @@ def write_report(
     streaming: list[dict[str, float]],
 ) -> None:
     seed, big, large_json, large_b64, large_v2 = SCENARIOS
-    ours = lambda s, c: _get(results, s, "rnn-serve", c)  # noqa: E731
-    base = lambda s, c: _get(results, s, "baseline", c)  # noqa: E731
-    bare = lambda s, c: _get(results, s, "bare", c)  # noqa: E731
+
+    def ours(s: Scenario, c: int) -> Result:
+        return _get(results, s, "rnn-serve", c)
+
+    def base(s: Scenario, c: int) -> Result:
+        return _get(results, s, "baseline", c)
+
+    def bare(s: Scenario, c: int) -> Result:
+        return _get(results, s, "bare", c)
+
     seed_floor = floors[("seed", 5, 3)]
     big_floor = floors[("big", 50, 1)]
     large_floor = floors[("big", 50, 32)]

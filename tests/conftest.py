@@ -25,7 +25,7 @@ def make_settings(**overrides: Any) -> Settings:
         "device": os.environ.get("RNN_SERVE_TEST_DEVICE", "cpu"),
         "model_repository": Path(tempfile.mkdtemp(prefix="rnn-serve-test-")),
     }
-    return Settings(_env_file=None, **{**base, **overrides})  # type: ignore[call-arg]
+    return Settings(_env_file=None, **{**base, **overrides})
 
 
 async def wait_ready(client: httpx.AsyncClient, within: float = 30.0) -> None:

@@ -58,7 +58,8 @@ def seeded_params(config: dict[str, Any]) -> Params:
 
 
 def _sigmoid(v: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-v))
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-v))
+    return out
 
 
 def _cell(
@@ -151,3 +152,17 @@ def rnn_forward(
     """output, h_n of an RNN or GRU (no cell state)."""
     output, h_n, _ = forward(params, config, x, h0, None, lengths)
     return output, h_n
+
+
+def lstm_forward(
+    params: Params,
+    config: dict[str, Any],
+    x: np.ndarray,
+    h0: np.ndarray | None = None,
+    c0: np.ndarray | None = None,
+    lengths: list[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """output, h_n, c_n of an LSTM."""
+    output, h_n, c_n = forward(params, config, x, h0, c0, lengths)
+    assert c_n is not None, "not an LSTM config"
+    return output, h_n, c_n

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import kubernetes_validate
@@ -49,16 +50,16 @@ def test_compose_schema_rejects_a_broken_file() -> None:
         COMPOSE.validate({"services": {"x": {"ports": "not a list", "nonsense": 1}}})
 
 
-def merge(base: object, patch: object) -> object:
+def merge(base: Any, patch: Any) -> Any:
     """A strategic merge patch's essentials: dicts merged, lists of named items merged by name."""
     if isinstance(base, dict) and isinstance(patch, dict):
         merged = {k: merge(base[k], v) if k in base else v for k, v in patch.items()}
         return merged | {k: v for k, v in base.items() if k not in patch}
     named = isinstance(base, list) and isinstance(patch, list)
-    if named and all(isinstance(i, dict) and "name" in i for i in [*base, *patch]):  # type: ignore[misc]
-        by_name = {i["name"]: i for i in base}  # type: ignore[union-attr]
-        out = [merge(by_name[i["name"]], i) if i["name"] in by_name else i for i in patch]  # type: ignore[union-attr]
-        return out + [i for i in base if i["name"] not in {p["name"] for p in patch}]  # type: ignore[union-attr]
+    if named and all(isinstance(i, dict) and "name" in i for i in [*base, *patch]):
+        by_name = {i["name"]: i for i in base}
+        out = [merge(by_name[i["name"]], i) if i["name"] in by_name else i for i in patch]
+        return out + [i for i in base if i["name"] not in {p["name"] for p in patch}]
     return patch
 
 
@@ -69,8 +70,8 @@ def test_kubernetes_manifests_validate() -> None:
         kubernetes_validate.validate(doc, "1.31", strict=True)
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     gpu = merge(deployment, yaml.safe_load((k8s / "gpu-patch.yaml").read_text()))
-    kubernetes_validate.validate(gpu, "1.31", strict=True)  # type: ignore[arg-type]
-    container = gpu["spec"]["template"]["spec"]["containers"][0]  # type: ignore[index]
+    kubernetes_validate.validate(gpu, "1.31", strict=True)
+    container = gpu["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"  # kept from the base
 

@@ -30,7 +30,7 @@ def _histogram(metrics: str, name: str) -> tuple[float, float]:
 
 def _request(
     config: dict[str, Any], rng: np.random.Generator, kind: int
-) -> tuple[dict[str, Any], tuple]:
+) -> tuple[dict[str, Any], tuple[Any, ...]]:
     """A request of one of three kinds, and (x, h0, c0, lengths) for the oracle."""
     c = full_config(config)
     rows = (2 if c["bidirectional"] else 1) * c["num_layers"]
@@ -48,8 +48,9 @@ def _request(
     if kind == 0:  # unbatched, with the initial state
         x = rng.standard_normal((seq_len, size)).astype(np.float32)
         s0 = state()
-        body = {"input": b64(x), **{k: b64(v) for k, v in s0.items()}, "output_encoding": "b64"}
-        return body, (x, s0["h0"], s0.get("c0"), None)
+        one: dict[str, Any] = {"input": b64(x), **{k: b64(v) for k, v in s0.items()},
+                               "output_encoding": "b64"}  # fmt: skip
+        return one, (x, s0["h0"], s0.get("c0"), None)
     shape = (batch, seq_len) if c["batch_first"] else (seq_len, batch)
     x = rng.standard_normal((*shape, size)).astype(np.float32)
     if kind == 1:  # batched, no initial state

@@ -24,7 +24,7 @@ async def forward(client: httpx.AsyncClient, config: dict[str, Any], **body: Any
 def problem(r: httpx.Response, status: int) -> dict[str, Any]:
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
-    body = r.json()
+    body: dict[str, Any] = r.json()
     assert body["status"] == status
     assert "Traceback" not in r.text
     assert "/service/" not in r.text

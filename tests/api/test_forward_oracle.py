@@ -41,7 +41,9 @@ def _case_id(config: dict[str, Any], mode: str) -> str:
     return "-".join(flags) + "-" + mode
 
 
-def _make_request(config: dict[str, Any], mode: str, rng: np.random.Generator, encoding: str):
+def _make_request(
+    config: dict[str, Any], mode: str, rng: np.random.Generator, encoding: str
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray | None, list[int] | None]:
     seq_len, batch = 6, 4
     dirs = 2 if config["bidirectional"] else 1
     rows = dirs * config["num_layers"]

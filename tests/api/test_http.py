@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -12,10 +13,10 @@ from tests.conftest import make_settings, open_client
 pytestmark = pytest.mark.anyio
 
 
-def is_problem(r: httpx.Response, status: int) -> dict:
+def is_problem(r: httpx.Response, status: int) -> dict[str, Any]:
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
-    body = r.json()
+    body: dict[str, Any] = r.json()
     assert set(body) == {"type", "title", "status", "detail", "errors"}
     assert body["status"] == status
     assert "Traceback" not in r.text

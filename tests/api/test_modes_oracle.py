@@ -50,7 +50,7 @@ def wire(arr: np.ndarray, encoding: str) -> Any:
 
 def make_request(
     config: dict[str, Any], mode: str, encoding: str, rng: np.random.Generator
-) -> tuple[dict[str, Any], tuple[np.ndarray, ...]]:
+) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     """A request body and the oracle's (output, h_n, c_n-or-None) for it."""
     c = full_config(config)
     seq_len, batch = 6, 4
@@ -80,7 +80,9 @@ def make_request(
     return body, forward(seeded_params(config), config, x, h0, c0, lengths)
 
 
-def check(got: dict[str, Any], want: tuple[Any, ...], atol: float) -> None:
+def check(
+    got: dict[str, Any], want: tuple[np.ndarray, np.ndarray, np.ndarray | None], atol: float
+) -> None:
     out, h_n, c_n = want
     assert got["output_shape"] == list(out.shape)
     assert got["h_n_shape"] == list(h_n.shape)

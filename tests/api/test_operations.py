@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -65,7 +66,7 @@ async def test_metrics_cover_stages_registry_and_memory(client: httpx.AsyncClien
 
 async def post_then_leave(app: Any, path: str) -> list[dict[str, Any]]:
     """Raw ASGI: half a body, then the client disconnects. Returns what the app sent."""
-    messages = iter([
+    messages: Iterator[dict[str, Any]] = iter([
         {"type": "http.request", "body": b'{"input": [[0.0', "more_body": True},
         {"type": "http.disconnect"},
     ])  # fmt: skip

@@ -35,9 +35,10 @@ async def chunk(c: httpx.AsyncClient, sid: str, x: np.ndarray, **body: Any) -> h
 
 
 def split(total: int, rng: np.random.Generator) -> list[int]:
-    cuts, at = [], 0
+    cuts: list[int] = []
+    at = 0
     while at < total:
-        n = int(min(total - at, rng.integers(1, 120)))
+        n = min(total - at, int(rng.integers(1, 120)))
         cuts.append(n)
         at += n
     return cuts

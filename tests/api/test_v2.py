@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from tests.helpers import b64, decode
-from tests.oracle import forward, rnn_forward, seeded_params
+from tests.oracle import lstm_forward, rnn_forward, seeded_params
 
 pytestmark = pytest.mark.anyio
 SEED = {"input_size": 10, "hidden_size": 20, "num_layers": 2}
@@ -198,7 +198,7 @@ async def test_lstm_metadata_and_binary_infer_with_c0(fresh_client: httpx.AsyncC
     assert r.status_code == 200, r.text
     got = read_binary(r)
     assert [o["name"] for o in got["head"]["outputs"]] == ["output", "h_n", "c_n"]
-    want_out, want_hn, want_cn = forward(seeded_params(LSTM), LSTM, x, h0, c0, list(lengths))
+    want_out, want_hn, want_cn = lstm_forward(seeded_params(LSTM), LSTM, x, h0, c0, list(lengths))
     np.testing.assert_allclose(got["output"], want_out, atol=1e-5)
     np.testing.assert_allclose(got["h_n"], want_hn, atol=1e-5)
     np.testing.assert_allclose(got["c_n"], want_cn, atol=1e-5)
@@ -212,7 +212,7 @@ async def test_lstm_metadata_and_binary_infer_with_c0(fresh_client: httpx.AsyncC
     assert r.status_code == 200, r.text
     (only,) = r.json()["outputs"]
     assert only["name"] == "c_n"
-    _, _, zero_state_cn = forward(seeded_params(LSTM), LSTM, x)
+    _, _, zero_state_cn = lstm_forward(seeded_params(LSTM), LSTM, x)
     np.testing.assert_allclose(np.reshape(only["data"], only["shape"]), zero_state_cn, atol=1e-5)
 
 
@@ -262,7 +262,7 @@ async def test_lstm_sequence_holds_h_and_c(fresh_client: httpx.AsyncClient) -> N
         assert r.status_code == 200, r.text
         got = read_binary(r)
         outs.append(got["output"])
-    want_out, want_hn, want_cn = forward(seeded_params(LSTM), LSTM, x, h0, c0)
+    want_out, want_hn, want_cn = lstm_forward(seeded_params(LSTM), LSTM, x, h0, c0)
     np.testing.assert_allclose(np.concatenate(outs), want_out, atol=1e-5)
     np.testing.assert_allclose(got["h_n"], want_hn, atol=1e-5)
     np.testing.assert_allclose(got["c_n"], want_cn, atol=1e-5)

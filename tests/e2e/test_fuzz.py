@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -21,7 +22,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.fuzz]
 
 @schema.parametrize()
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
-def test_api_conforms(case: schemathesis.Case, live_server: str) -> None:
+def test_api_conforms(case: schemathesis.Case[Any], live_server: str) -> None:
     case.call_and_validate(
         base_url=live_server,
         checks=[

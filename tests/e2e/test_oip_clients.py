@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from service.client import AsyncClient, BadRequest, Client, Conflict, NotFound
-from tests.oracle import forward, rnn_forward, seeded_params
+from tests.oracle import lstm_forward, rnn_forward, seeded_params
 
 pytestmark = pytest.mark.e2e
 SEED = {"input_size": 10, "hidden_size": 20, "num_layers": 2}
@@ -155,7 +155,7 @@ def test_lstm_through_tritonclient_and_the_python_client(live_server: str) -> No
         x = rng.standard_normal((5, 2, 4)).astype(np.float32)
         h0 = rng.standard_normal((2, 2, 3)).astype(np.float32)
         c0 = rng.standard_normal((2, 2, 6)).astype(np.float32)
-        want_out, want_hn, want_cn = forward(seeded_params(LSTM), LSTM, x, h0, c0)
+        want_out, want_hn, want_cn = lstm_forward(seeded_params(LSTM), LSTM, x, h0, c0)
 
         out, (hn, cn) = rnn.forward("e2e-lstm", x, (h0, c0))
         np.testing.assert_allclose(out, want_out, atol=1e-5)

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -51,9 +52,10 @@ http {{
     include {prefix}/site.conf;
 }}
 """)
+    assert NGINX is not None
     proc = subprocess.Popen(
         [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
-    )  # type: ignore[list-item]
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -71,7 +73,7 @@ http {{
 class Load:
     """Threads sending forwards through nginx until stopped; every answer checked."""
 
-    def __init__(self, url: str, body: dict, want: np.ndarray, threads: int = 8) -> None:
+    def __init__(self, url: str, body: dict[str, Any], want: np.ndarray, threads: int = 8) -> None:
         self.url, self.body, self.want = url, body, want
         self.ok = self.failed = self.wrong = 0
         self.errors: list[str] = []

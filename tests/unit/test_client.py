@@ -20,7 +20,8 @@ def _ok(request: httpx.Request) -> httpx.Response:
 
 
 def test_retries_429_honouring_retry_after_then_succeeds(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls, sleeps = [], []
+    calls: list[httpx.Request] = []
+    sleeps: list[float] = []
     monkeypatch.setattr("service.client.time.sleep", sleeps.append)
 
     def handler(request: httpx.Request) -> httpx.Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import numpy as np
 import pytest
@@ -92,7 +93,7 @@ def test_bfloat16_b64_nonfinite_refused() -> None:
     [([[70000.0]], "float16", "float16's range"), ([[1e39]], "float32", "float32's range"),
      ([[3.4e38]], "bfloat16", "bfloat16's range")],
 )  # fmt: skip
-def test_overflow_in_target_dtype_refused(value: list, dtype: str, fragment: str) -> None:
+def test_overflow_in_target_dtype_refused(value: list[Any], dtype: str, fragment: str) -> None:
     with pytest.raises(InvalidInput, match=fragment):
         decode_tensor(value, LOC, dtype, 10)  # type: ignore[arg-type]
 
@@ -115,4 +116,4 @@ def test_bools_found_only_when_asked() -> None:
 def test_cast_numbers_keeps_values_exact_when_representable() -> None:
     arr = np.array([0.5, -2.0, 1024.0])
     for dtype in ("float16", "float32", "float64"):
-        np.testing.assert_array_equal(cast_numbers(arr, dtype, LOC).astype(np.float64), arr)  # type: ignore[arg-type]
+        np.testing.assert_array_equal(cast_numbers(arr, dtype, LOC).astype(np.float64), arr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -121,8 +122,8 @@ def test_register_conflict_limits_and_delete() -> None:
 def test_torch_threads_leave_a_core_to_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     from service.engine import device
 
-    monkeypatch.setattr(device.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
     assert device.torch_threads(make_settings()) == 7
     assert device.torch_threads(make_settings(torch_threads=3)) == 3
-    monkeypatch.setattr(device.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
     assert device.torch_threads(make_settings()) == 1

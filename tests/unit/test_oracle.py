@@ -77,8 +77,9 @@ def test_oracle_matches_torch_float64(config: dict[str, Any], lengths: list[int]
     want = torch_forward(config, x, h0, c0, lengths)
     got = forward(seeded_params(config), config, x, h0, c0, lengths)
     for g, w in zip(got, want, strict=True):
-        assert (g is None) == (w is None)
-        if g is not None:
+        if g is None or w is None:
+            assert g is w is None
+        else:
             assert g.shape == w.shape
             np.testing.assert_allclose(g, w, atol=1e-12)
 

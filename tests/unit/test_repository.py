@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from service.registry import repository as repo_module
 from service.registry.repository import Repository
 from service.schemas.config import RNNConfig
 
@@ -36,7 +35,7 @@ def test_interrupted_weight_write_keeps_the_previous_file(
     def crash(src: object, dst: object) -> None:
         raise OSError("simulated crash before the rename")
 
-    monkeypatch.setattr(repo_module.os, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="simulated crash"):
         repo.replace_weights("m", b"new weights, never renamed into place")
     monkeypatch.undo()
@@ -53,7 +52,7 @@ def test_interrupted_create_leaves_no_model(
     def crash(src: object, dst: object) -> None:
         raise OSError("simulated crash before the rename")
 
-    monkeypatch.setattr(repo_module.os, "rename", crash)
+    monkeypatch.setattr(os, "rename", crash)
     with pytest.raises(OSError, match="simulated crash"):
         repo.create("m", CONFIG, b"weights")
     monkeypatch.undo()
