@@ -6,6 +6,10 @@ loopback, measures the in-process torch forward for the same shapes (the floor),
 bench/REPORT.md and bench/throughput.png. Ratios come from this one run, on this machine.
 
     BENCH_SECONDS=6 python -m bench.run
+    BENCH_COMPARE=<git ref> python -m bench.run   # also that commit's server, in the same run
+
+CPU per request is the server's utime + stime (every thread, from /proc) over a run, divided by
+the requests it answered: steadier than req/s on a shared machine.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))
+COMPARE = os.environ.get("BENCH_COMPARE", "")  # a git ref whose server runs beside ours
 SHAPES = {"seed": (10, 20, 2), "big": (64, 128, 2)}
 
 
@@ -67,6 +72,8 @@ class Result:
     p90_ms: float
     p99_ms: float
     errors: int
+    cpu_ms: float = 0.0  # server CPU per answered request
+    mean_batch: float = 0.0  # sequences per forward inside rnn-serve during the run
 
 
 def free_port() -> int:
@@ -77,11 +84,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread of a process (and of its reaped children)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # after the command: state(0) ... utime(11) stime(12) cutime(13) cstime(14)
+    return sum(int(v) for v in fields[11:15]) / tick
+
+
 @contextlib.contextmanager
-def server(command: list[str], port: int, env: dict[str, str], log: Path) -> Iterator[str]:
+def server(
+    command: list[str], port: int, env: dict[str, str], log: Path, cwd: Path = ROOT
+) -> Iterator[tuple[str, int]]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=cwd
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -95,7 +112,7 @@ def server(command: list[str], port: int, env: dict[str, str], log: Path) -> Ite
             if time.monotonic() > deadline:
                 sys.exit(f"{command[0]} never started:\n{log.read_text()}")
             time.sleep(0.2)
-        yield url
+        yield url, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -105,9 +122,14 @@ def server(command: list[str], port: int, env: dict[str, str], log: Path) -> Ite
 
 
 def body_for(s: Scenario, target: str) -> tuple[bytes, int | None]:
-    """The request body, and the binary extension's JSON header length (None for plain JSON)."""
+    """The request body, and the binary extension's JSON header length (None for plain JSON).
+    Every target gets the same JSON (the bare endpoint too); the seed shape carries h0."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((s.seq_len, s.batch, SHAPES[s.model][0])).astype(np.float32)
+    state: dict[str, object] = {}
+    if s.model == "seed":
+        hidden, layers = SHAPES["seed"][1:]
+        state["h0"] = rng.standard_normal((layers, s.batch, hidden)).astype(np.float32).tolist()
     if s.encoding == "binary":
         raw = x.tobytes()
         head = json.dumps(
@@ -124,24 +146,26 @@ def body_for(s: Scenario, target: str) -> tuple[bytes, int | None]:
             }
         ).encode()
         return head + raw, len(head)
-    if target == "rnn-serve" and s.encoding == "b64":
+    if is_ours(target) and s.encoding == "b64":
         wire: object = {
             "shape": list(x.shape),
             "dtype": "float32",
             "b64": base64.b64encode(x.tobytes()).decode(),
         }
         return json.dumps({"input": wire, "output_encoding": "b64"}).encode(), None
-    return json.dumps({"input": x.tolist()}).encode(), None
+    return json.dumps({"input": x.tolist(), **state}).encode(), None
+
+
+def is_ours(target: str) -> bool:
+    return target.startswith("rnn-serve")
 
 
 def path_for(s: Scenario, target: str) -> str:
     if s.encoding == "binary":
         return f"/v2/models/{s.model}/infer"
-    return {
-        "rnn-serve": f"/v1/models/{s.model}/forward",
-        "baseline": f"/forward/{s.model}",
-        "bare": "/bare",
-    }[target]
+    if is_ours(target):
+        return f"/v1/models/{s.model}/forward"
+    return {"baseline": f"/forward/{s.model}", "bare": "/bare"}[target]
 
 
 _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -167,6 +191,7 @@ def wrk(
         print(out, flush=True)
         pct = {"50": "0s", "90": "0s", "99": "0s"}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    requests = re.search(r"(\d+) requests in", out)
     socket_errors = re.search(r"Socket errors: (.*)$", out, re.M)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
@@ -174,6 +199,7 @@ def wrk(
         "p90_ms": _ms(pct["90"]),
         "p99_ms": _ms(pct["99"]),
         "errors": int(errors.group(1)) if errors else 0,
+        "requests": int(requests.group(1)) if requests else 0,
         "socket_errors": socket_errors.group(1) if socket_errors else "",  # type: ignore[dict-item]
     }
 
@@ -195,6 +221,34 @@ def floor_ms(model: str, seq_len: int, batch: int, runs: int = 300) -> float:
     return statistics.median(times) * 1e3
 
 
+def batch_counts(url: str) -> tuple[float, float]:
+    """(forwards, sequences) run so far, from rnn-serve's batch histogram."""
+    found = dict(
+        line.rsplit(" ", 1)
+        for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines()
+        if line.startswith("rnn_serve_batch_sequences_")
+    )
+    return (
+        float(found.get("rnn_serve_batch_sequences_count", 0)),
+        float(found.get("rnn_serve_batch_sequences_sum", 0)),
+    )
+
+
+def checkout(ref: str, into: Path) -> tuple[str, Path]:
+    """The `service` package of commit `ref`, extracted (no work tree of ours is touched)."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    folder = into / f"compare-{sha}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", sha, "service"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return sha, folder
+
+
 def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk (make bench tries this itself)")
@@ -202,7 +256,7 @@ def main() -> None:
     out_dir = BENCH / "out"
     out_dir.mkdir(exist_ok=True)
     python = sys.executable
-    ours_port, base_port = free_port(), free_port()
+    ours_port, base_port, old_port = free_port(), free_port(), free_port()
     script = Path(python).with_name("rnn-serve")
     ours_cmd = [str(script) if script.exists() else python, *([] if script.exists() else ["-m", "service"]),
                 "--host", "127.0.0.1", "--port", str(ours_port)]  # fmt: skip
@@ -222,29 +276,46 @@ def main() -> None:
         flush=True,
     )
 
-    env = {"RNN_SERVE_MODEL_REPOSITORY": str(work / "models"), "RNN_SERVE_LOG_LEVEL": "warning"}
-    with (
-        server(ours_cmd, ours_port, env, out_dir / "rnn-serve.log") as ours,
-        server(base_cmd, base_port, {}, out_dir / "baseline.log") as base,
-    ):
-        while httpx.get(f"{ours}/readyz").status_code != 200:
-            time.sleep(0.1)
-        config = dict(zip(("input_size", "hidden_size", "num_layers"), SHAPES["big"], strict=True))
-        httpx.post(
-            f"{ours}/v1/models", json={"name": "big", "config": config}, timeout=30
-        ).raise_for_status()
-        httpx.post(
-            f"{ours}/v1/models",
-            json={"name": "seed", "config": {"input_size": 10, "hidden_size": 20, "num_layers": 2}},
-            timeout=30,
-        ).raise_for_status()
-        bases = {"rnn-serve": ours, "baseline": base, "bare": base}
+    env = {"RNN_SERVE_LOG_LEVEL": "warning"}
+    with contextlib.ExitStack() as stack:
+        servers = {
+            "rnn-serve": stack.enter_context(server(
+                ours_cmd, ours_port, {**env, "RNN_SERVE_MODEL_REPOSITORY": str(work / "models")},
+                out_dir / "rnn-serve.log",
+            )),
+            "baseline": stack.enter_context(server(base_cmd, base_port, {}, out_dir / "baseline.log")),
+        }  # fmt: skip
+        servers["bare"] = servers["baseline"]
+        compared = ""
+        if COMPARE:
+            sha, folder = checkout(COMPARE, out_dir)
+            compared = f"rnn-serve@{sha}"
+            old_cmd = [python, "-m", "service", "--host", "127.0.0.1", "--port", str(old_port)]
+            servers[compared] = stack.enter_context(server(
+                old_cmd, old_port,
+                {**env, "PYTHONPATH": str(folder), "RNN_SERVE_MODEL_REPOSITORY": str(work / "old")},
+                out_dir / f"{compared}.log", cwd=folder,
+            ))  # fmt: skip
+        for target, (url, _) in servers.items():
+            if not is_ours(target):
+                continue
+            while httpx.get(f"{url}/readyz").status_code != 200:
+                time.sleep(0.1)
+            for name, sizes in SHAPES.items():
+                config = dict(zip(("input_size", "hidden_size", "num_layers"), sizes, strict=True))
+                httpx.post(
+                    f"{url}/v1/models", json={"name": name, "config": config}, timeout=30
+                ).raise_for_status()
         for s in SCENARIOS:
-            for target in s.targets:
+            targets = list(s.targets)
+            if compared and "rnn-serve" in targets:  # right after ours, to share the conditions
+                targets.insert(targets.index("rnn-serve") + 1, compared)
+            for target in targets:
+                url, pid = servers[target]
                 body = work / f"{s.model}-{s.batch}-{s.encoding}-{target}.json"
                 content, header_length = body_for(s, target)
                 body.write_bytes(content)
-                url = bases[target] + path_for(s, target)
+                url += path_for(s, target)
                 headers = {"content-type": "application/json"}
                 if header_length:  # the OIP binary extension
                     headers = {
@@ -257,22 +328,26 @@ def main() -> None:
                     assert check.json()["output_shape"] == [s.seq_len, s.batch, SHAPES[s.model][1]]
                 wrk(url, body, s.concurrency[0], 1, header_length)  # warm-up
                 for c in s.concurrency:
+                    root = servers[target][0]
+                    batches0 = batch_counts(root) if is_ours(target) else (0.0, 0.0)
+                    cpu0 = cpu_seconds(pid)
                     m = wrk(url, body, c, SECONDS, header_length)
+                    cpu = cpu_seconds(pid) - cpu0
+                    batches1 = batch_counts(root) if is_ours(target) else (0.0, 0.0)
+                    forwards = batches1[0] - batches0[0]
                     r = Result(
-                        s.name,
-                        target,
-                        c,
-                        m["rps"],
-                        m["p50_ms"],
-                        m["p90_ms"],
-                        m["p99_ms"],
+                        s.name, target, c, m["rps"], m["p50_ms"], m["p90_ms"], m["p99_ms"],
                         int(m["errors"]),
-                    )
+                        cpu_ms=1e3 * cpu / max(1, int(m["requests"])),
+                        mean_batch=(batches1[1] - batches0[1]) / forwards if forwards else 0.0,
+                    )  # fmt: skip
                     results.append(r)
                     print(
-                        f"{s.name:45s} {target:10s} c={c:<3d} {r.rps:9.1f} req/s  p50 {r.p50_ms:8.2f} ms  p99 {r.p99_ms:8.2f} ms  errors {r.errors}",
+                        f"{s.name:45s} {target:18s} c={c:<3d} {r.rps:9.1f} req/s  p50 {r.p50_ms:8.2f} ms  "
+                        f"p99 {r.p99_ms:8.2f} ms  cpu {r.cpu_ms:6.3f} ms/req  batch {r.mean_batch:5.1f}  errors {r.errors}",
                         flush=True,
-                    )
+                    )  # fmt: skip
+        ours = servers["rnn-serve"][0]
         streaming = [
             json.loads(line)
             for line in subprocess.run(
@@ -287,7 +362,7 @@ def main() -> None:
             )
         metrics = httpx.get(f"{ours}/metrics").text
     (out_dir / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
-    write_report(results, floors, batched64, metrics, streaming)
+    write_report(results, floors, batched64, metrics, streaming, compared)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -305,6 +380,7 @@ def write_report(
     batched64: float,
     metrics: str,
     streaming: list[dict[str, float]],
+    compared: str = "",
 ) -> None:
     seed, big, large_json, large_b64, large_v2 = SCENARIOS
 
@@ -375,6 +451,7 @@ def write_report(
         "the time), so throughput is set by the per-request Python cost, not by the forward. More "
         "processes (replicas, `deploy/`) are the way past it.",
         "",
+        *comparison(results, compared),
         "## Streaming: sessions against the stateless equivalent",
         "",
         "32 concurrent streams of the seed model, 30 chunks of 5 steps each (base64 tensors), from "
@@ -387,9 +464,9 @@ def write_report(
         "",
         "## All runs",
         "",
-        "| scenario | server | concurrency | req/s | p50 ms | p90 ms | p99 ms | non-2xx |",
-        "|---|---|---|---|---|---|---|---|",
-        *[f"| {r.scenario} | {r.target} | {r.concurrency} | {r.rps:.1f} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | {r.p99_ms:.2f} | {r.errors} |" for r in results],
+        "| scenario | server | concurrency | req/s | p50 ms | p90 ms | p99 ms | CPU ms/req | seqs/forward | non-2xx |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *[f"| {r.scenario} | {r.target} | {r.concurrency} | {r.rps:.1f} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_ms:.3f} | {r.mean_batch:.1f} | {r.errors} |" for r in results],
         "",
         "![throughput and p99 latency against concurrency](throughput.png)",
         "",
@@ -398,6 +475,35 @@ def write_report(
     plot(results)
     print("\n".join(lines[6 : 8 + len(checks)]))
     print(f"wrote {BENCH / 'REPORT.md'} and {BENCH / 'throughput.png'}")
+
+
+def comparison(results: list[Result], compared: str) -> list[str]:
+    """The report's section on the current code against the commit BENCH_COMPARE named."""
+    if not compared:
+        return []
+    rows = []
+    for old in (r for r in results if r.target == compared):
+        new = next(
+            r for r in results
+            if (r.scenario, r.target, r.concurrency) == (old.scenario, "rnn-serve", old.concurrency)
+        )  # fmt: skip
+        rows.append(
+            f"| {old.scenario} | {old.concurrency} | {new.rps:.1f} / {old.rps:.1f} = "
+            f"{new.rps / old.rps:.2f} | {new.p99_ms:.2f} / {old.p99_ms:.2f} | "
+            f"{new.cpu_ms:.3f} / {old.cpu_ms:.3f} = {new.cpu_ms / old.cpu_ms:.2f} |"
+        )
+    return [
+        f"## Against {compared.removeprefix('rnn-serve@')} (the same run)",
+        "",
+        f"The server of commit `{compared.removeprefix('rnn-serve@')}` (BENCH_COMPARE), driven "
+        "right after the current one with the same bodies. Ratios above 1 in req/s, and below 1 "
+        "in CPU per request, mean the current code is faster.",
+        "",
+        "| scenario | c | req/s now / then | p99 ms now / then | CPU ms/req now / then |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def plot(results: list[Result]) -> None:

@@ -21,7 +21,7 @@ from service.api import health, problems, sessions, v1, v2
 from service.api.deps import Readiness
 from service.api.middleware import BodyLimit, RequestMetrics
 from service.api.openapi import openapi_factory
-from service.api.routing import mount
+from service.api.routing import LeanDispatch, mount
 from service.dataplane import DataPlane
 from service.engine.device import configure_torch, resolve_device
 from service.engine.engine import Engine
@@ -54,18 +54,24 @@ def register_default(registry: Registry, settings: Settings) -> ModelSpec:
 
 
 class App(FastAPI):
-    """FastAPI with a shorter middleware stack: rnn-serve's BodyLimit answers oversized bodies
-    (problem+json, from Content-Length at once), so FastAPI's own body-limit and telemetry layers
-    are left out of every request."""
+    """FastAPI with a leaner middleware stack.
+
+    rnn-serve's own middlewares (request metrics and logs, the body limit) come first; then lean
+    routes run at once (`LeanDispatch`), and every other request goes on through FastAPI's
+    exception handling and router. FastAPI's own body-limit and telemetry layers are left out:
+    `BodyLimit` does that job, answering problem+json.
+    """
 
     def build_middleware_stack(self) -> ASGIApp:
         handlers = dict(self.exception_handlers)
         unexpected = handlers.pop(Exception, None) or handlers.pop(500, None)
         app: ASGIApp = AsyncExitStackMiddleware(self.router)  # FastAPI's routes require it
         app = ExceptionMiddleware(app, handlers=handlers, debug=self.debug)
+        app = ServerErrorMiddleware(app, handler=unexpected, debug=self.debug)
+        app = LeanDispatch(app, self.router.routes)
         for cls, args, kwargs in reversed(self.user_middleware):
             app = cls(app, *args, **kwargs)
-        return ServerErrorMiddleware(app, handler=unexpected, debug=self.debug)
+        return app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

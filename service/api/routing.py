@@ -1,30 +1,44 @@
-"""Lean routes: entries of FastAPI's one routing table whose endpoints take the bare Request.
+"""Lean routes: entries of FastAPI's one routing table that skip FastAPI's per-request machinery.
 
 FastAPI's request handling (dependency solving, parameter and body validation, response
-serialisation) is a measurable share of a small request's cost. The forward routes need none of
-it: their codecs read the body themselves. A `LeanRoute` is an ordinary `APIRoute` — matched by
-the same router, documented in the same OpenAPI document (parameters and bodies declared with
-`openapi_extra`), labelled the same in metrics — whose ASGI handler awaits the endpoint directly
-and answers domain errors in its protocol's form: problem+json (`LeanRoute`) or the Open
+serialisation) and the exception and exit-stack middlewares around its router are a measurable
+share of a small request's cost. The forward routes need none of it: their codecs read the body
+themselves and they answer their own errors. A `LeanRoute` is an ordinary `APIRoute` — declared
+with the same decorators, documented in the same OpenAPI document (parameters and bodies with
+`openapi_extra`), labelled the same in metrics — whose ASGI app awaits the endpoint with the bare
+Request and answers every error in its protocol's form: problem+json (`LeanRoute`) or the Open
 Inference Protocol's `{"error"}` (`OIPRoute`).
+
+`LeanDispatch` sits where the app's middleware stack meets FastAPI's inner layers. It asks the
+routing table itself — each route's own `matches`, in the table's order, as the router would —
+whether a request's route is lean; if so the route runs at once, else the request goes on
+through the exception middleware to the router. There is one table: a route is lean because of
+its class, not because it is listed anywhere else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.problems import oip_error_response, service_error_response
 from service.dataplane import Answer
 from service.errors import ClientDisconnected, ServiceError
 
+log = logging.getLogger("rnn_serve.errors")
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class InternalError(ServiceError):
+    """An unexpected failure: answered 500 with an opaque body; the log has the traceback."""
 
 
 class LeanRoute(APIRoute):
@@ -32,13 +46,11 @@ class LeanRoute(APIRoute):
         super().__init__(path, endpoint, **kwargs)
         handler = self.get_route_handler()
 
-        # Mounted directly in the app's routing table (see `mount`), a lean route is this ASGI
-        # callable: no request_response wrapper and its exception-handler lookup per request.
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             response = await handler(Request(scope, receive))
             await response(scope, receive, send)
 
-        self.app = app
+        self.app = app  # what the router runs, and what LeanDispatch runs directly
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint: Endpoint = self.endpoint
@@ -51,6 +63,12 @@ class LeanRoute(APIRoute):
                 return render(exc)
             except ClientDisconnect:  # left while sending its body: counted, answered to no one
                 return render(ClientDisconnected("the client disconnected"))
+            except Exception:
+                log.exception(
+                    "unhandled error on %s %s (request id %s)", request.method,
+                    request.url.path, request.scope.get("request_id", "-"),
+                )  # fmt: skip
+                return render(InternalError("internal server error; the server log has it"))
 
         return handler
 
@@ -61,6 +79,29 @@ class LeanRoute(APIRoute):
 class OIPRoute(LeanRoute):
     def render_error(self, exc: ServiceError) -> Response:
         return oip_error_response(exc)
+
+
+class LeanDispatch:
+    """Runs a request whose route (the first full match in the table) is lean; passes every
+    other request on to `app` (FastAPI's exception middleware and router)."""
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        # The table's prefix up to its last lean route: past it no match can be lean.
+        last = max((i for i, r in enumerate(routes) if isinstance(r, LeanRoute)), default=-1)
+        self.routes = list(routes[: last + 1])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for route in self.routes:
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL:
+                    if isinstance(route, LeanRoute):
+                        scope.update(child_scope)
+                        await route.app(scope, receive, send)
+                        return
+                    break
+        await self.app(scope, receive, send)
 
 
 def operation_id(route: APIRoute) -> str:
