@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from starlette.middleware.errors import ServerErrorMiddleware
@@ -23,34 +21,31 @@ from service.api.middleware import BodyLimit, RequestMetrics
 from service.api.openapi import openapi_factory
 from service.api.routing import LeanDispatch, mount
 from service.dataplane import DataPlane
-from service.engine.device import configure_torch, resolve_device
-from service.engine.engine import Engine
-from service.engine.sessions import SessionStore
-from service.errors import ModelConflict
+from service.engine.backend import Backend
+from service.engine.host import EngineHost
 from service.metrics import Metrics
-from service.registry import ModelSpec, Registry
 from service.settings import Settings
 
 log = logging.getLogger("rnn_serve")
+
+
+async def follow_readiness(backend: Backend, readiness: Readiness) -> None:
+    """Ready once the backend is (the default model warm); then this server is ready until it
+    drains."""
+    while True:
+        ready, reason = await backend.ready()
+        if ready:
+            readiness.ready = True
+            return
+        readiness.reason = reason
+        await asyncio.sleep(0.05)
+
 
 DESCRIPTION = (
     "torch.nn.RNN, nn.LSTM and nn.GRU forward passes over HTTP, computed exactly as torch "
     "computes them. The contract is docs/api.md in the project's repository; the semantics, "
     "docs/semantics.md."
 )
-
-
-def register_default(registry: Registry, settings: Settings) -> ModelSpec:
-    """The default model; if the repository holds another config under its name, that wins."""
-    name = settings.default_model_name
-    try:
-        return registry.register(name, settings.default_model)[0]
-    except ModelConflict:
-        log.warning(
-            "the repository's %r differs from RNN_SERVE_DEFAULT_MODEL; serving the repository's",
-            name,
-        )
-        return registry.get(name)
 
 
 class App(FastAPI):
@@ -80,47 +75,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        device = resolve_device(settings.device)
-        configure_torch(settings)
-        registry = Registry(settings, device, metrics)
-        engine = Engine(settings, metrics, registry.module_for)
-        engine.start()
-        session_store = SessionStore(metrics, settings.session_ttl_s, settings.max_sessions)
-        plane = DataPlane(settings, registry, engine, session_store, metrics)
-        sweeper = asyncio.create_task(session_store.sweep(min(60.0, settings.session_ttl_s / 4)))
+        host = EngineHost(settings, metrics)
+        host.start()
+        plane = DataPlane(settings, host.registry, host.backend, metrics)
         readiness = Readiness()
-
-        async def warm() -> None:
-            found = await anyio.to_thread.run_sync(registry.load_all)
-            log.info("model repository %s: %d models", settings.model_repository, len(found))
-            default = await anyio.to_thread.run_sync(register_default, registry, settings)
-            await engine.warmup(default)
-            # torch, FastAPI and friends leave ~200k long-lived objects that every full
-            # collection would walk (~150 ms, a p99 spike under load): move them out of the
-            # collector's reach once start-up is done.
-            gc.collect()
-            gc.freeze()
-            readiness.ready = True
-            log.info("default model %r is warm on %s", default.name, device)
-
-        warming = asyncio.create_task(warm())
+        watching = asyncio.create_task(follow_readiness(host.backend, readiness))
         try:
             yield {
                 "settings": settings,
                 "metrics": metrics,
-                "registry": registry,
-                "engine": engine,
+                "registry": host.registry,
                 "readiness": readiness,
-                "sessions": session_store,
                 "plane": plane,
             }
         finally:
             readiness.ready, readiness.reason = False, "shutting down"
-            for task in (warming, sweeper):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await engine.close()
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+            await host.close()
 
     app = App(
         title="rnn-serve",

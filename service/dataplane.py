@@ -9,16 +9,14 @@ and knows nothing of HTTP (compare KServe's `DataPlane` under its REST and gRPC 
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from service.engine.backend import Backend, SessionView
 from service.engine.codec import WireTensor
-from service.engine.engine import Engine
 from service.engine.runner import ForwardResult
-from service.engine.sessions import Session, SessionStore
 from service.engine.validate import C0, H0, Inputs, validate_forward
 from service.errors import InvalidInput, ModelNotFound, SessionNotFound
 from service.metrics import Metrics
@@ -52,7 +50,7 @@ class Served:
     spec: ModelSpec
     result: ForwardResult
     device: str
-    session: Session | None = None
+    session: SessionView | None = None
 
 
 @dataclass(frozen=True)
@@ -91,16 +89,10 @@ LogFields = MutableMapping[str, Any]
 
 class DataPlane:
     def __init__(
-        self,
-        settings: Settings,
-        registry: Registry,
-        engine: Engine,
-        sessions: SessionStore,
-        metrics: Metrics,
+        self, settings: Settings, registry: Registry, backend: Backend, metrics: Metrics
     ) -> None:
         self.registry = registry
-        self.engine = engine
-        self.sessions = sessions
+        self.backend = backend
         self._max_elements = settings.max_tensor_elements
         self._stages = metrics.stages
         self._device = registry.device.type
@@ -120,15 +112,15 @@ class DataPlane:
     async def chunk(self, session_id: str, codec: Codec, log: LogFields) -> Answer:
         """The next chunk of a v1 session: the state carries over."""
         started = time.perf_counter()
-        session = self.sessions.get(session_id)
+        view = await self.backend.session(session_id)
         try:
-            spec = self.registry.get(session.model)
+            spec = self.registry.get(view.model)
         except ModelNotFound:
-            self.sessions.end_model(session.model)
+            await self.backend.end_model(view.model)
             raise SessionNotFound(
-                f"session {session_id!r} ended: its model {session.model!r} was deleted"
+                f"session {session_id!r} ended: its model {view.model!r} was deleted"
             ) from None
-        return await self._serve(spec, codec, started, log, session)
+        return await self._serve(spec, codec, started, log, session_id)
 
     async def _serve(
         self,
@@ -136,51 +128,53 @@ class DataPlane:
         codec: Codec,
         started: float,
         log: LogFields,
-        session: Session | None = None,
+        session_id: str | None = None,
     ) -> Answer:
         """The pipeline, once for every protocol: decode, validate, queue and run, encode."""
         decoded = codec.decode(spec.config, self._max_elements)
         inputs, sequence = decoded.inputs, decoded.sequence
         if sequence is not None:
-            session = self._sequence_session(spec, inputs, sequence)
-        if session is not None:  # the state comes from the session, not the request
-            h0, c0 = (*(session.initial_state or ()), None, None)[:2]
-            inputs = replace(inputs, h0=h0, c0=c0)
+            session_id = await self._sequence(spec, inputs, sequence)
+            inputs = replace(inputs, h0=None, c0=None)  # taken by the session when it opened
         job = validate_forward(spec.config, inputs)
         self._stages.decode.observe(time.perf_counter() - started)
 
-        if session is None:
-            result = await self.engine.forward(spec, job)
+        view = None
+        if session_id is None:
+            result = await self.backend.forward(spec, job)
         else:
-            run = functools.partial(self.engine.forward, spec)
-            result = await self.sessions.chunk(session, spec, job, run)
-            if sequence is not None and sequence.end:
-                self.sessions.close(session.id)
+            close = sequence is not None and sequence.end
+            try:
+                result, view = await self.backend.chunk(session_id, spec, job, close)
+            except SessionNotFound:
+                if sequence is None:
+                    raise
+                raise InvalidInput.at(
+                    ("body", "parameters"),
+                    f"sequence {sequence.id!r} is not open: send sequence_start first",
+                ) from None
         log["model"], log["sequences"], log["batch"] = spec.name, job.batch, result.batch_sequences
 
         encode_started = time.perf_counter()
-        answer = codec.encode(Served(spec, result, self._device, session))
+        answer = codec.encode(Served(spec, result, self._device, view))
         self._stages.encode.observe(time.perf_counter() - encode_started)
         return answer
 
     # --- sessions -------------------------------------------------------------------------------
-    def open_session(self, spec: ModelSpec, codec: StateCodec, session_id: str | None) -> Session:
+    async def open_session(
+        self, spec: ModelSpec, codec: StateCodec, session_id: str | None
+    ) -> SessionView:
         h0, c0, batch_size = codec.decode_state(spec.config, self._max_elements)
-        return self.sessions.open(spec, h0, c0, batch_size, key=session_id)
+        return await self.backend.open_session(spec, (h0, c0), batch_size, session_id)
 
-    def _sequence_session(self, spec: ModelSpec, inputs: Inputs, sequence: Sequence) -> Session:
-        """The OIP sequence extension on v1's sessions: opened by sequence_start (taking the
-        request's h0/c0), continued by later requests with the same id."""
-        key = f"oip:{spec.name}:{sequence.id}"
+    async def _sequence(self, spec: ModelSpec, inputs: Inputs, sequence: Sequence) -> str:
+        """The OIP sequence extension on the sessions: opened by sequence_start (taking the
+        request's h0/c0), continued by later requests with the same id. Returns the session id."""
+        session_id = f"oip:{spec.name}:{sequence.id}"
         if sequence.start:
-            return self.sessions.open(spec, inputs.h0, inputs.c0, key=key, replace=True)
-        if inputs.h0 is not None or inputs.c0 is not None:
+            state0 = (inputs.h0, inputs.c0)
+            await self.backend.open_session(spec, state0, None, session_id, replace=True)
+        elif inputs.h0 is not None or inputs.c0 is not None:
             loc = H0 if inputs.h0 is not None else C0
             raise InvalidInput.at(loc, "an initial state is only taken with sequence_start")
-        try:
-            return self.sessions.get(key)
-        except SessionNotFound:
-            raise InvalidInput.at(
-                ("body", "parameters"),
-                f"sequence {sequence.id!r} is not open: send sequence_start first",
-            ) from None
+        return session_id

@@ -1,9 +1,19 @@
-"""Logging: JSON lines (one object per record) or plain text, at the configured level."""
+"""Logging: JSON lines (one object per record) or plain text, at the configured level.
+
+Every request logs a line, so logging is on the hot path. Records are handed to a queue
+(`QueueHandler`); one background thread formats and writes them (`QueueListener`), so the event
+loop never formats or waits on a write. The record itself is kept cheap: no caller lookup
+(`logging._srcfile`), no thread/process names, which rnn-serve's lines do not carry.
+"""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import logging.config
+import logging.handlers
+import queue
+import sys
 import time
 from typing import Any
 
@@ -34,22 +44,49 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+class _Enqueue(logging.handlers.QueueHandler):
+    """Queues the record as it is: formatting (and the message's % args) is the listener's job.
+    Exception info is rendered to text here, while the traceback still exists."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        return record
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
+def _stop_listener() -> None:
+    global _listener
+    if _listener is not None:
+        _listener.stop()  # writes what is still queued
+        _listener = None
+
+
 def configure(level: str, fmt: str) -> dict[str, Any]:
-    """Set up the root logger; returns the config, which uvicorn takes as its log_config."""
+    """Set up the root logger behind a queue; returns the config, which uvicorn takes as its
+    log_config."""
+    global _listener
+    _stop_listener()
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None  # no caller lookup per record
+    formatter: logging.Formatter = (
+        JSONFormatter() if fmt == "json" else
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    )  # fmt: skip
+    writer = logging.StreamHandler(sys.stderr)
+    writer.setFormatter(formatter)
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _listener = logging.handlers.QueueListener(records, writer, respect_handler_level=False)
+    _listener.start()
+    atexit.register(_stop_listener)
     config: dict[str, Any] = {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {
-            "json": {"()": JSONFormatter},
-            "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        },
-        "handlers": {
-            "default": {
-                "class": "logging.StreamHandler",
-                "formatter": fmt,
-                "stream": "ext://sys.stderr",
-            }
-        },
+        "handlers": {"default": {"()": _Enqueue, "queue": records}},
         "root": {"handlers": ["default"], "level": level.upper()},
         "loggers": {
             "uvicorn": {"level": level.upper(), "handlers": [], "propagate": True},

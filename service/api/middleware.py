@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+import secrets
 import time
-import uuid
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -65,13 +67,40 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+class RequestIds:
+    """Request ids without uuid4: a random per-process prefix (64 bits) and a counter, 32 hex
+    characters in all — unique across replicas and restarts, at the cost of one increment."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._next = itertools.count().__next__
+
+    def new(self) -> str:
+        return f"{self._prefix}{self._next():016x}"
+
+
 class RequestMetrics:
     """Per request: a request id (X-Request-ID, taken or made, echoed back), the request counter
-    and latency by route template, and one structured log line."""
+    and latency by route template, and one structured log line. Metric children are bound once
+    per (method, route, status), not looked up per request."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self.ids = RequestIds()
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._latencies: dict[str, Any] = {}
+
+    def _observe(self, method: str, route: str, status: int, elapsed: float) -> None:
+        counter = self._counters.get((method, route, status))
+        if counter is None:
+            counter = self.metrics.requests.labels(method, route, str(status))
+            self._counters[(method, route, status)] = counter
+        counter.inc()
+        latency = self._latencies.get(route)
+        if latency is None:
+            latency = self._latencies[route] = self.metrics.request_seconds.labels(route)
+        latency.observe(elapsed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,7 +108,7 @@ class RequestMetrics:
             return
         start = time.perf_counter()
         status = 500
-        request_id = _request_id(scope)
+        request_id = _given_id(scope) or self.ids.new()
         scope["request_id"] = request_id
         header = (b"x-request-id", request_id.encode())
 
@@ -94,9 +123,9 @@ class RequestMetrics:
             await self.app(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
-            route = _route(scope)
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            self.metrics.request_seconds.labels(route).observe(elapsed)
+            route = scope.get("route")
+            route_path = route.path if route is not None else "unmatched"
+            self._observe(scope["method"], route_path, status, elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     "request",
@@ -114,13 +143,8 @@ class RequestMetrics:
 _ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def _request_id(scope: Scope) -> str:
+def _given_id(scope: Scope) -> str | None:
     for key, value in scope["headers"]:
         if key == b"x-request-id" and _ID.match(value):
             return str(value.decode())
-    return uuid.uuid4().hex
-
-
-def _route(scope: Scope) -> str:
-    route = scope.get("route")
-    return str(getattr(route, "path", "unmatched"))
+    return None

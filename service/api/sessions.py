@@ -15,7 +15,7 @@ from service.api.openapi import json_body_schema
 from service.api.routing import LeanRoute, log_fields, respond
 from service.codecs.v1 import V1Forward, V1OpenSession
 from service.dataplane import DataPlane
-from service.engine.sessions import Session, SessionStore
+from service.engine.backend import Backend, SessionView
 from service.schemas.api import ChunkResponse, OpenSession, SessionChunk, SessionInfo
 
 router = routing.router("/v1", "sessions")
@@ -23,20 +23,20 @@ chunks = routing.router("/v1", "sessions", LeanRoute)
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 
-def info(session: Session) -> SessionInfo:
-    expires = datetime.fromtimestamp(session.expires_at, UTC).isoformat(timespec="seconds")
+def info(view: SessionView) -> SessionInfo:
+    expires = datetime.fromtimestamp(view.expires_at, UTC).isoformat(timespec="seconds")
     return SessionInfo(
-        session_id=session.id,
-        model=session.model,
-        steps=session.steps,
-        batch_size=session.batch if session.batched else None,
+        session_id=view.id,
+        model=view.model,
+        steps=view.steps,
+        batch_size=view.batch_size,
         expires_at=expires,
     )
 
 
-def _store(request: Request) -> SessionStore:
-    store: SessionStore = request.state.sessions
-    return store
+def _backend(request: Request) -> Backend:
+    backend: Backend = request.state.plane.backend
+    return backend
 
 
 @router.post(
@@ -53,7 +53,7 @@ async def open_session(name: ModelNamePath, request: Request) -> SessionInfo:
     # A client-chosen id lets a load balancer hash it from the very first request.
     proposed = request.headers.get("x-session-id")
     key = proposed if proposed and SESSION_ID.fullmatch(proposed) else None
-    return info(plane.open_session(spec, codec, key))
+    return info(await plane.open_session(spec, codec, key))
 
 
 @chunks.post(
@@ -73,7 +73,6 @@ async def open_session(name: ModelNamePath, request: Request) -> SessionInfo:
 async def session_forward(request: Request) -> Response:
     plane: DataPlane = request.state.plane
     session_id = request.path_params["session_id"]
-    plane.sessions.get(session_id)  # 404 before reading the body
     codec = V1Forward(await json_body(request), SessionChunk)
     return respond(await plane.chunk(session_id, codec, log_fields(request)))
 
@@ -84,7 +83,7 @@ async def session_forward(request: Request) -> Response:
     responses=problems.responses(404, 422),
 )
 async def get_session(session_id: str, request: Request) -> SessionInfo:
-    return info(_store(request).get(session_id))
+    return info(await _backend(request).session(session_id))
 
 
 @router.delete(
@@ -95,5 +94,5 @@ async def get_session(session_id: str, request: Request) -> SessionInfo:
     responses=problems.responses(404, 422),
 )
 async def close_session(session_id: str, request: Request) -> Response:
-    _store(request).close(session_id)
+    await _backend(request).close_session(session_id)
     return Response(status_code=204)

@@ -114,7 +114,7 @@ async def get_model(name: ModelNamePath, registry: RegistryDep) -> ModelInfo:
 )
 async def delete_model(name: ModelNamePath, request: Request, registry: RegistryDep) -> Response:
     await to_thread.run_sync(registry.delete, name)
-    request.state.sessions.end_model(name)
+    await request.state.plane.backend.end_model(name)
     return Response(status_code=204)
 
 

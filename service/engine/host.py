@@ -1,0 +1,81 @@
+"""The engine host: everything that owns the device, started and stopped as one.
+
+The registry's modules, the engine (batcher and worker thread), the sessions and their sweeper,
+and the warm-up of the default model. A single-process server runs it inside its app's lifespan;
+with several front-end processes it runs in the engine process (`service.engine.remote`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+
+import anyio.to_thread
+
+from service.engine.backend import LocalBackend
+from service.engine.device import configure_torch, resolve_device
+from service.engine.engine import Engine
+from service.engine.sessions import SessionStore
+from service.errors import ModelConflict
+from service.metrics import Metrics
+from service.registry import ModelSpec, Registry
+from service.settings import Settings
+
+log = logging.getLogger("rnn_serve")
+
+
+def register_default(registry: Registry, settings: Settings) -> ModelSpec:
+    """The default model; if the repository holds another config under its name, that wins."""
+    name = settings.default_model_name
+    try:
+        return registry.register(name, settings.default_model)[0]
+    except ModelConflict:
+        log.warning(
+            "the repository's %r differs from RNN_SERVE_DEFAULT_MODEL; serving the repository's",
+            name,
+        )
+        return registry.get(name)
+
+
+class EngineHost:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        configure_torch(settings)
+        self.registry = Registry(settings, self.device, metrics)
+        self.engine = Engine(settings, metrics, self.registry.module_for)
+        self.sessions = SessionStore(metrics, settings.session_ttl_s, settings.max_sessions)
+        self.backend = LocalBackend(self.engine, self.sessions)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        """Start the worker, the session sweeper and the warm-up (call on the event loop)."""
+        self.engine.start()
+        every = min(60.0, self.settings.session_ttl_s / 4)
+        self._tasks = [
+            asyncio.create_task(self.sessions.sweep(every)),
+            asyncio.create_task(self._warm()),
+        ]
+
+    async def _warm(self) -> None:
+        found = await anyio.to_thread.run_sync(self.registry.load_all)
+        log.info("model repository %s: %d models", self.settings.model_repository, len(found))
+        default = await anyio.to_thread.run_sync(register_default, self.registry, self.settings)
+        await self.engine.warmup(default)
+        # torch, FastAPI and friends leave ~200k long-lived objects that every full collection
+        # would walk (~150 ms, a p99 spike under load): move them out of the collector's reach
+        # once start-up is done.
+        gc.collect()
+        gc.freeze()
+        self.backend.readiness = (True, "ready")
+        log.info("default model %r is warm on %s", default.name, self.device)
+
+    async def close(self) -> None:
+        self.backend.readiness = (False, "shutting down")
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.engine.close()
