@@ -1,14 +1,19 @@
-"""`python -m service` / `rnn-serve`: serve with uvicorn (uvloop + httptools)."""
+"""`python -m service` / `rnn-serve`: serve with uvicorn (uvloop + httptools).
+
+With one front-end, this process serves HTTP and runs the engine. With several, this process
+runs the engine (registry, batcher, worker thread, sessions) on a thread of its own, serves it
+on a Unix socket, and uvicorn's supervisor runs the front-end processes on the shared listening
+socket, restarting any that dies; SIGTERM drains the front-ends, then stops the engine.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import tempfile
 
-import uvicorn
-
-from service.app import create_app
-from service.logs import configure as configure_logging
-from service.settings import Settings
+from service.settings import Settings, frontends_for
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,18 +23,62 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = Settings(**overrides)
+    frontends = frontends_for(settings)
+    if frontends > 1:
+        serve_with_frontends(settings, frontends)
+    else:
+        serve_in_one_process(settings)
+
+
+def _uvicorn_options(settings: Settings) -> dict[str, object]:
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": settings.log_level,
+        "access_log": False,  # rnn_serve.access logs every request, with its id
+        "timeout_graceful_shutdown": int(settings.shutdown_timeout_s),
+    }
+
+
+def serve_in_one_process(settings: Settings) -> None:
+    import uvicorn
+
+    from service.app import create_app
+    from service.logs import configure as configure_logging
+
     log_config = configure_logging(settings.log_level, settings.log_format)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.log_level,
-        log_config=log_config,
-        access_log=False,  # rnn_serve.access logs every request, with its id
-        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
-    )
+    uvicorn.run(create_app(settings), log_config=log_config, **_uvicorn_options(settings))  # type: ignore[arg-type]
+
+
+def serve_with_frontends(settings: Settings, frontends: int) -> None:
+    run_dir = tempfile.mkdtemp(prefix="rnn-serve-")
+    metrics_dir = os.path.join(run_dir, "metrics")
+    os.mkdir(metrics_dir)
+    socket_path = os.path.join(run_dir, "engine.sock")
+    # Before prometheus-client is first imported, here and (inherited) in every front-end.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ["RNN_SERVE_ENGINE_SOCKET"] = socket_path
+    import uvicorn
+
+    from service.engine.remote import EngineThread
+    from service.logs import configure as configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    engine = EngineThread(settings, socket_path)
+    engine.start()
+    try:
+        uvicorn.run(
+            "service.app:frontend",
+            factory=True,
+            workers=frontends,
+            log_config=None,  # each front-end configures its own (service.app.frontend)
+            **_uvicorn_options(settings),  # type: ignore[arg-type]
+        )
+    finally:
+        engine.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import torch
 from fastapi import FastAPI
 from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from starlette.middleware.errors import ServerErrorMiddleware
@@ -23,18 +24,21 @@ from service.api.routing import LeanDispatch, mount
 from service.dataplane import DataPlane
 from service.engine.backend import Backend
 from service.engine.host import EngineHost
+from service.engine.remote import RemoteBackend
 from service.metrics import Metrics
+from service.registry import Registry
 from service.settings import Settings
 
 log = logging.getLogger("rnn_serve")
 
 
-async def follow_readiness(backend: Backend, readiness: Readiness) -> None:
+async def follow_readiness(plane: DataPlane, readiness: Readiness) -> None:
     """Ready once the backend is (the default model warm); then this server is ready until it
     drains."""
     while True:
-        ready, reason = await backend.ready()
+        ready, reason = await plane.backend.ready()
         if ready:
+            plane.device = plane.backend.device
             readiness.ready = True
             return
         readiness.reason = reason
@@ -75,16 +79,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        host = EngineHost(settings, metrics)
-        host.start()
-        plane = DataPlane(settings, host.registry, host.backend, metrics)
+        host: EngineHost | None = None
+        remote: RemoteBackend | None = None
+        backend: Backend
+        if settings.engine_socket:  # a front-end process: the engine is another process's
+            registry = Registry(settings, torch.device("cpu"), metrics, serving=False)
+            remote = RemoteBackend(settings.engine_socket, settings.shm_arena_bytes)
+            try:
+                await remote.connect()
+            except BaseException:
+                await remote.close()
+                raise
+            backend = remote
+        else:
+            host = EngineHost(settings, metrics)
+            host.start()
+            registry, backend = host.registry, host.backend
+        plane = DataPlane(settings, registry, backend, metrics, backend.device)
         readiness = Readiness()
-        watching = asyncio.create_task(follow_readiness(host.backend, readiness))
+        watching = asyncio.create_task(follow_readiness(plane, readiness))
         try:
             yield {
                 "settings": settings,
                 "metrics": metrics,
-                "registry": host.registry,
+                "registry": registry,
                 "readiness": readiness,
                 "plane": plane,
             }
@@ -93,9 +111,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             watching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watching
-            await host.close()
+            if host is not None:
+                await host.close()
+            if remote is not None:
+                await remote.close()
 
     app = App(
+        # FastAPI's native OpenTelemetry checks its providers on every request; rnn-serve has its
+        # own metrics and logs and configures no OpenTelemetry provider.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         title="rnn-serve",
         version=__version__,
         description=DESCRIPTION,
@@ -111,3 +135,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.openapi = openapi_factory(app)  # type: ignore[method-assign]
     return app
+
+
+def frontend() -> FastAPI:
+    """The app of a front-end process (uvicorn's factory; settings from the environment, the
+    engine's socket among them)."""
+    from service.logs import configure as configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

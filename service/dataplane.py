@@ -89,13 +89,18 @@ LogFields = MutableMapping[str, Any]
 
 class DataPlane:
     def __init__(
-        self, settings: Settings, registry: Registry, backend: Backend, metrics: Metrics
+        self,
+        settings: Settings,
+        registry: Registry,
+        backend: Backend,
+        metrics: Metrics,
+        device: str,
     ) -> None:
         self.registry = registry
         self.backend = backend
+        self.device = device  # the serving device's type, as answers report it
         self._max_elements = settings.max_tensor_elements
         self._stages = metrics.stages
-        self._device = registry.device.type
 
     # --- models ---------------------------------------------------------------------------------
     def model(self, name: str) -> ModelSpec:
@@ -156,7 +161,7 @@ class DataPlane:
         log["model"], log["sequences"], log["batch"] = spec.name, job.batch, result.batch_sequences
 
         encode_started = time.perf_counter()
-        answer = codec.encode(Served(spec, result, self._device, view))
+        answer = codec.encode(Served(spec, result, self.device, view))
         self._stages.encode.observe(time.perf_counter() - encode_started)
         return answer
 

@@ -1,9 +1,17 @@
-"""Prometheus metrics, one CollectorRegistry per app (tests build many apps in one process)."""
+"""Prometheus metrics, one CollectorRegistry per app (tests build many apps in one process).
+
+With several processes (front-ends and the engine, see `service.engine.remote`), rnn-serve sets
+PROMETHEUS_MULTIPROC_DIR for all of them: prometheus-client then keeps every process's values in
+files there, and whichever process answers /metrics reports the sum over all of them.
+"""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
@@ -51,8 +59,9 @@ class Metrics:
             ["event"], registry=r,
         )  # fmt: skip
         self.open_sessions = Gauge(
-            "rnn_serve_open_sessions", "Streaming sessions open.", registry=r
-        )
+            "rnn_serve_open_sessions", "Streaming sessions open.", registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
         self.session_chunk_seconds = Histogram(
             "rnn_serve_session_chunk_seconds", "Latency of one session chunk (queue and compute).",
             buckets=_LATENCY_BUCKETS, registry=r,
@@ -60,15 +69,20 @@ class Metrics:
         self.device_memory = Gauge(
             "rnn_serve_device_memory_bytes",
             "Device memory in use: torch's allocated bytes on CUDA; built parameters on the CPU.",
-            registry=r,
-        )
+            registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
         self.loaded_parameter_bytes = Gauge(
             "rnn_serve_loaded_parameter_bytes", "Bytes of parameters of the built modules.",
-            registry=r,
+            registry=r, multiprocess_mode="livesum",
         )  # fmt: skip
         self.loaded_models = Gauge(
-            "rnn_serve_loaded_modules", "Modules currently built on the device.", registry=r
-        )
+            "rnn_serve_loaded_modules", "Modules currently built on the device.", registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
 
     def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            return generate_latest(merged)
         return generate_latest(self.registry)

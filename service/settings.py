@@ -43,6 +43,25 @@ class Settings(BaseSettings):
         "loop (measured in bench/REPORT.md: on 2 cores, 1 thread beats 2 by 30% under load).",
     )
 
+    # Processes. One engine (registry, batcher, sessions) per device; HTTP may be served by
+    # several front-end processes that reach it over a Unix socket and shared memory.
+    frontends: int = Field(
+        default=0,
+        ge=0,
+        description="HTTP front-end processes; 0 = as fits the machine (see the README); 1 = one "
+        "process serves HTTP and runs the engine.",
+    )
+    shm_arena_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        gt=0,
+        description="Each front-end's shared-memory arena for tensors on their way to and from "
+        "the engine; a request that does not fit travels over the socket instead.",
+    )
+    engine_socket: str = Field(
+        default="",
+        description="Set by rnn-serve for its front-end processes: the engine's Unix socket.",
+    )
+
     # Dynamic batching.
     max_batch_sequences: int = Field(
         default=256, ge=1, description="Most sequences joined into one forward (1 = no batching)."
@@ -80,6 +99,12 @@ class Settings(BaseSettings):
     model_repository: Path = Field(
         default=Path("models"), description="Folder of <name>/config.json + weights.safetensors."
     )
+    repository_recheck_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="Changes made through rnn-serve (any replica) are seen at once; a lookup "
+        "re-reads a model's files at least this often, to see changes made by hand.",
+    )
     inline_cache_size: int = Field(
         default=32, ge=1, description="Modules built for inline configs kept, least recently used."
     )
@@ -88,3 +113,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Bytes of parameters kept built on the device; least recently used dropped.",
     )
+
+
+def frontends_for(settings: Settings) -> int:
+    """How many HTTP front-end processes: the setting, or as fits the machine."""
+    if settings.frontends:
+        return settings.frontends
+    from service.engine.device import usable_cpus
+
+    return max(1, min(usable_cpus(), 8))

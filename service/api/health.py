@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 from fastapi import Response
 
 from service.api import problems, routing
-from service.api.deps import MetricsDep, ReadinessDep, RegistryDep
+from service.api.deps import MetricsDep, ReadinessDep
 from service.errors import NotReady
 from service.metrics import CONTENT_TYPE
 from service.schemas.api import Status
@@ -36,12 +35,5 @@ async def readyz(readiness: ReadinessDep) -> Status:
     response_class=Response,
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
-async def metrics(m: MetricsDep, registry: RegistryDep) -> Response:
-    modules, parameter_bytes = registry.loaded()
-    m.loaded_models.set(modules)
-    m.loaded_parameter_bytes.set(parameter_bytes)
-    device = registry.device
-    # A counter read, not a computation: fine on the event loop.
-    in_use = torch.cuda.memory_allocated(device) if device.type == "cuda" else parameter_bytes
-    m.device_memory.set(in_use)
+async def metrics(m: MetricsDep) -> Response:
     return Response(m.render(), media_type=CONTENT_TYPE)

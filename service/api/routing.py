@@ -19,6 +19,7 @@ its class, not because it is listed anywhere else.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
@@ -83,24 +84,50 @@ class OIPRoute(LeanRoute):
 
 class LeanDispatch:
     """Runs a request whose route (the first full match in the table) is lean; passes every
-    other request on to `app` (FastAPI's exception middleware and router)."""
+    other request on to `app` (FastAPI's exception middleware and router).
 
-    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
+    The table does not change once the app runs, so the outcome of matching a (method, path) is
+    remembered, for the most recent `cache_size` of them: a client that sends a million paths
+    costs a bounded dict, and the hot paths are matched once.
+    """
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute], cache_size: int = 4096) -> None:
         self.app = app
         # The table's prefix up to its last lean route: past it no match can be lean.
         last = max((i for i, r in enumerate(routes) if isinstance(r, LeanRoute)), default=-1)
         self.routes = list(routes[: last + 1])
+        self._matched: OrderedDict[tuple[str, str], tuple[LeanRoute, Scope] | None] = (
+            OrderedDict()
+        )
+        self._cache_size = cache_size
+
+    def _match(self, scope: Scope) -> tuple[LeanRoute, Scope] | None:
+        key = (scope["method"], scope["path"])
+        found = self._matched.get(key, False)
+        if found is not False:
+            return found  # type: ignore[return-value]
+        found = None
+        for route in self.routes:
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:
+                if isinstance(route, LeanRoute):
+                    found = (route, child_scope)
+                break
+        self._matched[key] = found
+        if len(self._matched) > self._cache_size:
+            self._matched.popitem(last=False)
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for route in self.routes:
-                match, child_scope = route.matches(scope)
-                if match is Match.FULL:
-                    if isinstance(route, LeanRoute):
-                        scope.update(child_scope)
-                        await route.app(scope, receive, send)
-                        return
-                    break
+        if scope["type"] == "http" and not scope.get("root_path"):
+            found = self._match(scope)
+            if found is not None:
+                route, child_scope = found
+                scope["endpoint"] = child_scope["endpoint"]
+                scope["route"] = route
+                scope["path_params"] = dict(child_scope["path_params"])
+                await route.app(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 

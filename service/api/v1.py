@@ -18,7 +18,7 @@ from service.codecs.envelope import loads, parse
 from service.codecs.v1 import V1Forward
 from service.dataplane import DataPlane
 from service.errors import UnsupportedMediaType
-from service.registry import ModelSpec, Registry
+from service.registry import ModelSpec
 from service.schemas.api import (
     ForwardRequest,
     ForwardResponse,
@@ -59,14 +59,15 @@ async def forward_model(request: Request) -> Response:
     return respond(await plane.infer(codec, request.path_params["name"], log_fields(request)))
 
 
-def model_info(registry: Registry, spec: ModelSpec) -> ModelInfo:
+async def model_info(request: Request, spec: ModelSpec) -> ModelInfo:
+    plane: DataPlane = request.state.plane
     return ModelInfo(
         name=spec.name,
         config=spec.config,
         parameters=spec.config.parameter_count(),
-        device=registry.device.type,
+        device=plane.device,
         dtype=spec.config.dtype,
-        loaded=registry.is_loaded(spec),
+        loaded=await plane.backend.is_loaded(spec),
         ready=True,
     )
 
@@ -87,13 +88,13 @@ async def register_model(request: Request, response: Response, registry: Registr
     req = parse(RegisterModel, loads(await json_body(request)))
     spec, created = await to_thread.run_sync(registry.register, req.name, req.config)
     response.status_code = 201 if created else 200
-    return model_info(registry, spec)
+    return await model_info(request, spec)
 
 
 @router.get("/models", summary="List registered models")
-async def list_models(registry: RegistryDep) -> ModelList:
+async def list_models(request: Request, registry: RegistryDep) -> ModelList:
     specs = await to_thread.run_sync(registry.list)
-    return ModelList(models=[model_info(registry, s) for s in specs])
+    return ModelList(models=[await model_info(request, s) for s in specs])
 
 
 @router.get(
@@ -101,8 +102,8 @@ async def list_models(registry: RegistryDep) -> ModelList:
     summary="A model's metadata",
     responses=problems.responses(404, 422),
 )
-async def get_model(name: ModelNamePath, registry: RegistryDep) -> ModelInfo:
-    return model_info(registry, await to_thread.run_sync(registry.get, name))
+async def get_model(name: ModelNamePath, request: Request, registry: RegistryDep) -> ModelInfo:
+    return await model_info(request, await to_thread.run_sync(registry.get, name))
 
 
 @router.delete(
@@ -140,7 +141,7 @@ async def upload_weights(name: ModelNamePath, request: Request, registry: Regist
         )
     data = await request.body()
     spec = await to_thread.run_sync(registry.upload, name, data)
-    return model_info(registry, spec)
+    return await model_info(request, spec)
 
 
 @router.get(

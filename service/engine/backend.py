@@ -18,7 +18,7 @@ from service.engine.engine import Engine
 from service.engine.runner import ForwardResult
 from service.engine.sessions import Session, SessionStore
 from service.engine.validate import ForwardJob
-from service.registry import ModelSpec
+from service.registry import ModelSpec, Registry
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ class SessionView:
 
 
 class Backend(Protocol):
+    device: str  # the serving device's type ("cpu", "cuda"); known once ready
+
     async def forward(self, spec: ModelSpec, job: ForwardJob) -> ForwardResult:
         """Run a validated job; jobs with the same `spec.key` may share a forward."""
         ...
@@ -71,13 +73,19 @@ class Backend(Protocol):
         """Whether the default model is warm, and if not, why."""
         ...
 
+    async def is_loaded(self, spec: ModelSpec) -> bool:
+        """Whether the model's module is built on the device now."""
+        ...
+
 
 class LocalBackend:
     """The engine and the sessions in this process."""
 
-    def __init__(self, engine: Engine, sessions: SessionStore) -> None:
+    def __init__(self, engine: Engine, sessions: SessionStore, registry: Registry) -> None:
         self.engine = engine
         self.sessions = sessions
+        self.registry = registry
+        self.device = registry.device.type
         self.readiness: tuple[bool, str] = (False, "warming up the default model")
 
     async def forward(self, spec: ModelSpec, job: ForwardJob) -> ForwardResult:
@@ -116,3 +124,6 @@ class LocalBackend:
 
     async def ready(self) -> tuple[bool, str]:
         return self.readiness
+
+    async def is_loaded(self, spec: ModelSpec) -> bool:
+        return self.registry.is_loaded(spec)

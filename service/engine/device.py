@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -20,9 +21,24 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity, within a cgroup's CPU quota if any."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()  # cgroup v2
+        if quota != "max":
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
 def torch_threads(settings: Settings) -> int:
     """Intra-op threads for the engine: the setting, or every CPU but the event loop's."""
-    return settings.torch_threads or max(1, (os.cpu_count() or 2) - 1)
+    return settings.torch_threads or max(1, usable_cpus() - 1)
 
 
 def configure_torch(settings: Settings) -> None:

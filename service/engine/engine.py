@@ -35,6 +35,7 @@ class Engine:
     def __init__(self, settings: Settings, metrics: Metrics, modules: Modules) -> None:
         self._metrics = metrics
         self._modules = modules
+        self._cuda: torch.device | None = None  # set by `serve_on` when the device is a GPU
         # torch's intra-op threads are process-wide: set once in configure_torch().
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnn-engine")
         self.batcher = Batcher(
@@ -46,6 +47,9 @@ class Engine:
             max_queue=settings.max_queue,
             timeout_s=settings.request_timeout_s,
         )
+
+    def serve_on(self, device: torch.device) -> None:
+        self._cuda = device if device.type == "cuda" else None
 
     def start(self) -> None:
         self.batcher.start()
@@ -66,6 +70,8 @@ class Engine:
                 "the device ran out of memory for this request; send fewer or shorter sequences"
             ) from None
         self._metrics.stages.compute.observe(time.perf_counter() - started)
+        if self._cuda is not None:
+            self._metrics.device_memory.set(torch.cuda.memory_allocated(self._cuda))
         self._metrics.timesteps.inc(sum(j.steps() for j in jobs))
         return results
 

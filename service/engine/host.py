@@ -46,8 +46,9 @@ class EngineHost:
         configure_torch(settings)
         self.registry = Registry(settings, self.device, metrics)
         self.engine = Engine(settings, metrics, self.registry.module_for)
+        self.engine.serve_on(self.device)
         self.sessions = SessionStore(metrics, settings.session_ttl_s, settings.max_sessions)
-        self.backend = LocalBackend(self.engine, self.sessions)
+        self.backend = LocalBackend(self.engine, self.sessions, self.registry)
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from torch import nn
 from service.errors import InvalidInput, Loc, ModelConflict, ModelNotFound, NotReady
 from service.metrics import Metrics
 from service.registry.build import build_seeded
-from service.registry.repository import CorruptModel, Repository, Version
+from service.registry.repository import CorruptModel, FileStamp, Repository, Version
 from service.registry.weights import module_from_weights, parse_weights, weights_bytes
 from service.schemas.config import RNNConfig
 from service.settings import Settings
@@ -71,15 +72,22 @@ def _nbytes(module: nn.Module) -> int:
 
 
 class Registry:
-    def __init__(self, settings: Settings, device: torch.device, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, device: torch.device, metrics: Metrics, serving: bool = True
+    ) -> None:
         self.settings = settings
         self.device = device
+        # A front-end process's registry reads and writes the repository but builds no module
+        # for serving (the engine process does): an upload is checked, not kept built.
+        self.serving = serving
         self.repo = Repository(settings.model_repository)
         self._metrics = metrics
         self._lock = threading.Lock()
         self._models: dict[str, ModelSpec] = {}
         self._built: OrderedDict[str, _Built] = OrderedDict()
         self._build_locks: dict[str, threading.Lock] = {}
+        # name -> (repository generation, monotonic time) when its files were last checked
+        self._verified: dict[str, tuple[FileStamp, float]] = {}
 
     # --- limits -------------------------------------------------------------------------------
     def check_limits(self, config: RNNConfig, loc: Loc = ("body", "config")) -> None:
@@ -171,7 +179,8 @@ class Registry:
         except FileNotFoundError:
             raise ModelNotFound(f"model {name!r} was deleted during the upload") from None
         entry = self.get(name)
-        self._insert(f"model:{name}", _Built(module, _nbytes(module), entry.version))
+        if self.serving:
+            self._insert(f"model:{name}", _Built(module, _nbytes(module), entry.version))
         self._metrics.registry_events.labels("upload").inc()
         return entry
 
@@ -260,6 +269,27 @@ class Registry:
 
     # --- internals ----------------------------------------------------------------------------
     def _lookup(self, name: str) -> ModelSpec | None:
+        # Fast path (one stat): nothing changed through any Repository since this model was last
+        # verified, and that was recently (changes made by hand are seen within that time).
+        generation = self.repo.generation()
+        verified = self._verified.get(name)
+        if (
+            verified is not None
+            and generation is not None
+            and verified[0] == generation
+            and time.monotonic() - verified[1] < self.settings.repository_recheck_s
+        ):
+            entry = self._models.get(name)
+            if entry is not None:
+                return entry
+        spec = self._lookup_files(name)
+        if spec is None:
+            self._verified.pop(name, None)
+        elif generation is not None:
+            self._verified[name] = (generation, time.monotonic())
+        return spec
+
+    def _lookup_files(self, name: str) -> ModelSpec | None:
         version = self.repo.version(name)
         with self._lock:
             if version is None:
@@ -281,8 +311,9 @@ class Registry:
 
     def _forget(self, name: str) -> None:  # caller holds the lock
         self._models.pop(name, None)
+        self._verified.pop(name, None)
         if self._built.pop(f"model:{name}", None) is not None:
-            self._metrics.loaded_models.set(len(self._built))
+            self._publish()
 
     def _cached(self, key: str, version: Version | None) -> nn.RNNBase | None:
         """The built module for `key` if it is of `version` (None for inline modules)."""
@@ -314,7 +345,16 @@ class Registry:
                 sum(k.startswith("inline:") for k in self._built) > self.settings.inline_cache_size
             ):
                 self._evict_oldest(lambda k: k.startswith("inline:"))
-            self._metrics.loaded_models.set(len(self._built))
+            self._publish()
+
+    def _publish(self) -> None:  # caller holds the lock
+        """The gauges of built modules, set where they change (not when /metrics is read: with
+        several processes, the one that answers /metrics is not the one that builds)."""
+        nbytes = sum(b.nbytes for b in self._built.values())
+        self._metrics.loaded_models.set(len(self._built))
+        self._metrics.loaded_parameter_bytes.set(nbytes)
+        if self.device.type != "cuda":  # on CUDA, the engine reads torch's allocator instead
+            self._metrics.device_memory.set(nbytes)
 
     def _evict_oldest(self, eligible: Callable[[str], bool]) -> None:  # caller holds the lock
         victim = next(k for k in self._built if eligible(k))

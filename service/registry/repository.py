@@ -23,6 +23,7 @@ from service.schemas.config import RNNConfig
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
+GENERATION_FILE = ".generation"  # replaced after every change made through a Repository
 _STAGING = ".staging"
 _TRASH = ".trash"
 
@@ -65,6 +66,7 @@ class Repository:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self._paths: dict[str, tuple[str, str]] = {}  # name -> (config path, weights path)
+        self._generation = str(self.root / GENERATION_FILE)
 
     def folder(self, name: str) -> Path:
         if not MODEL_NAME.fullmatch(name):  # defence in depth: names are validated at the edge too
@@ -77,6 +79,19 @@ class Repository:
             for p in self.root.iterdir()
             if MODEL_NAME.fullmatch(p.name) and (p / CONFIG_FILE).is_file()
         )
+
+    def generation(self) -> FileStamp | None:
+        """A stamp that changes whenever any replica changes the repository through this class
+        (one stat: readers skip the per-model stats while it is unchanged)."""
+        try:
+            return _stamp(os.stat(self._generation))
+        except FileNotFoundError:
+            return None
+
+    def _bump(self) -> None:
+        tmp = self.root / f"{GENERATION_FILE}.{uuid.uuid4().hex}.tmp"
+        tmp.write_bytes(uuid.uuid4().hex.encode())
+        os.replace(tmp, self._generation)  # a new inode: every reader's stamp differs
 
     def version(self, name: str) -> Version | None:
         """The model's current version, or None if it is not (or no longer) in the repository.
@@ -142,6 +157,7 @@ class Repository:
                     return False
                 raise
             _fsync_dir(self.root)
+            self._bump()
             return True
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -153,6 +169,7 @@ class Repository:
             _write_synced(tmp, weights)
             os.replace(tmp, folder / WEIGHTS_FILE)
             _fsync_dir(folder)
+            self._bump()
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -167,5 +184,6 @@ class Repository:
         except FileNotFoundError:
             return False
         _fsync_dir(self.root)
+        self._bump()
         shutil.rmtree(doomed, ignore_errors=True)
         return True

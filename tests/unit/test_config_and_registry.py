@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
@@ -122,8 +123,28 @@ def test_register_conflict_limits_and_delete() -> None:
 def test_torch_threads_leave_a_core_to_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     from service.engine import device
 
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(device, "usable_cpus", lambda: 8)
     assert device.torch_threads(make_settings()) == 7
     assert device.torch_threads(make_settings(torch_threads=3)) == 3
-    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(device, "usable_cpus", lambda: 1)
     assert device.torch_threads(make_settings()) == 1
+
+
+def test_usable_cpus_follow_affinity_and_cgroup_quota(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from service.engine import device
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    quota = tmp_path / "cpu.max"
+    def fake_path(p: str) -> Path:
+        return quota if p == "/sys/fs/cgroup/cpu.max" else Path(p)
+
+    monkeypatch.setattr("service.engine.device.Path", fake_path)
+    quota.write_text("max 100000\n")
+    assert device.usable_cpus() == 4  # affinity, not the 64 CPUs of the host
+    quota.write_text("150000 100000\n")
+    assert device.usable_cpus() == 2  # 1.5 CPUs of quota: 2 threads
+    quota.write_text("50000 100000\n")
+    assert device.usable_cpus() == 1
