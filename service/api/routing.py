@@ -96,9 +96,7 @@ class LeanDispatch:
         # The table's prefix up to its last lean route: past it no match can be lean.
         last = max((i for i, r in enumerate(routes) if isinstance(r, LeanRoute)), default=-1)
         self.routes = list(routes[: last + 1])
-        self._matched: OrderedDict[tuple[str, str], tuple[LeanRoute, Scope] | None] = (
-            OrderedDict()
-        )
+        self._matched: OrderedDict[tuple[str, str], tuple[LeanRoute, Scope] | None] = OrderedDict()
         self._cache_size = cache_size
 
     def _match(self, scope: Scope) -> tuple[LeanRoute, Scope] | None:

@@ -138,6 +138,7 @@ def test_usable_cpus_follow_affinity_and_cgroup_quota(
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     quota = tmp_path / "cpu.max"
+
     def fake_path(p: str) -> Path:
         return quota if p == "/sys/fs/cgroup/cpu.max" else Path(p)
 
