@@ -13,14 +13,14 @@ from fastapi import FastAPI
 from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import __version__
 from service.api import health, problems, sessions, v1, v2
 from service.api.deps import Readiness
-from service.api.middleware import BodyLimit, RequestMetrics
+from service.api.edge import Edge
 from service.api.openapi import openapi_factory
-from service.api.routing import LeanDispatch, mount
+from service.api.routing import mount
 from service.dataplane import DataPlane
 from service.engine.backend import Backend
 from service.engine.host import EngineHost
@@ -53,13 +53,17 @@ DESCRIPTION = (
 
 
 class App(FastAPI):
-    """FastAPI with a leaner middleware stack.
+    """FastAPI with rnn-serve's edge in front (`service.api.edge`).
 
-    rnn-serve's own middlewares (request metrics and logs, the body limit) come first; then lean
-    routes run at once (`LeanDispatch`), and every other request goes on through FastAPI's
-    exception handling and router. FastAPI's own body-limit and telemetry layers are left out:
-    `BodyLimit` does that job, answering problem+json.
+    Every HTTP request crosses the edge first (request id, body limit, metrics, access log);
+    lean routes are served there, and every other request goes on through FastAPI's exception
+    handling and router. FastAPI's own body-limit and telemetry layers are left out: the edge
+    does that job, answering problem+json.
     """
+
+    def __init__(self, *, edge: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._edge_options = edge
 
     def build_middleware_stack(self) -> ASGIApp:
         handlers = dict(self.exception_handlers)
@@ -67,10 +71,16 @@ class App(FastAPI):
         app: ASGIApp = AsyncExitStackMiddleware(self.router)  # FastAPI's routes require it
         app = ExceptionMiddleware(app, handlers=handlers, debug=self.debug)
         app = ServerErrorMiddleware(app, handler=unexpected, debug=self.debug)
-        app = LeanDispatch(app, self.router.routes)
-        for cls, args, kwargs in reversed(self.user_middleware):
-            app = cls(app, *args, **kwargs)
-        return app
+        return Edge(app, self.router.routes, **self._edge_options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # HTTP goes straight to the stack (FastAPI's and Starlette's own __call__ check for
+        # telemetry, root paths and lifespans on every request).
+        if scope["type"] == "http" and self.middleware_stack is not None:
+            scope["app"] = self
+            await self.middleware_stack(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -117,6 +127,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await remote.close()
 
     app = App(
+        edge={
+            "metrics": metrics,
+            "max_body_bytes": settings.max_body_bytes,
+            "max_weights_bytes": settings.max_weights_bytes,
+        },
         # FastAPI's native OpenTelemetry checks its providers on every request; rnn-serve has its
         # own metrics and logs and configures no OpenTelemetry provider.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -129,10 +144,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     # One routing table; the forward routes come first, since the router tries routes in order.
     mount(app, v1.forwards, v2.router, sessions.chunks, v1.router, sessions.router, health.router)
-    app.add_middleware(
-        BodyLimit, max_bytes=settings.max_body_bytes, max_weights_bytes=settings.max_weights_bytes
-    )
-    app.add_middleware(RequestMetrics, metrics=metrics)
     app.openapi = openapi_factory(app)  # type: ignore[method-assign]
     return app
 

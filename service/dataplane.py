@@ -55,11 +55,12 @@ class Served:
 
 @dataclass(frozen=True)
 class Answer:
-    """A protocol's answer body, protocol-neutral enough to hand to any web framework."""
+    """A protocol's answer, protocol-neutral enough to hand to any web framework."""
 
     body: bytes
     media_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    status: int = 200
 
 
 class Codec(Protocol):

@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from service import errors as e
 from service.codecs.envelope import invalid
+from service.dataplane import Answer
 
 log = logging.getLogger("rnn_serve.errors")
 
@@ -89,24 +90,31 @@ def problem_response(
     )
 
 
-def service_error_response(exc: e.ServiceError) -> Response:
+def problem_answer(exc: e.ServiceError) -> Answer:
     """A domain error as problem+json (the v1 API)."""
     status, slug = status_of(exc)
-    return problem_response(status, slug, exc.detail, exc.errors, _headers(exc))
+    return Answer(
+        problem_body(status, slug, exc.detail, exc.errors), MEDIA_TYPE, _headers(exc) or {}, status
+    )
 
 
-def oip_error_response(exc: e.ServiceError) -> Response:
+def oip_error_answer(exc: e.ServiceError) -> Answer:
     """A domain error as the Open Inference Protocol's `{"error": "..."}`."""
     status, _ = status_of(exc)
     detail = exc.detail
     if len(exc.errors) == 1 and exc.errors[0].msg not in detail:
         detail = f"{detail}: {exc.errors[0].msg}"
-    return Response(
-        orjson.dumps({"error": detail}),
-        status_code=400 if status in _OIP_CLIENT_ERRORS else status,
-        media_type="application/json",
-        headers=_headers(exc),
-    )
+    status = 400 if status in _OIP_CLIENT_ERRORS else status
+    return Answer(orjson.dumps({"error": detail}), "application/json", _headers(exc) or {}, status)
+
+
+def response_of(answer: Answer) -> Response:
+    return Response(answer.body, answer.status, answer.headers, answer.media_type)
+
+
+def service_error_response(exc: e.ServiceError) -> Response:
+    """A domain error as a problem+json response (FastAPI's exception handlers)."""
+    return response_of(problem_answer(exc))
 
 
 # --- FastAPI's exception handlers (the management routes) -----------------------------------------

@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 from fastapi import Request, Response
 
 from service.api import problems, routing
-from service.api.body import json_body
+from service.api.body import json_body, lean_json_body
 from service.api.deps import ModelNamePath
 from service.api.openapi import json_body_schema
-from service.api.routing import LeanRoute, log_fields, respond
+from service.api.routing import LeanRequest, LeanRoute
 from service.codecs.v1 import V1Forward, V1OpenSession
-from service.dataplane import DataPlane
+from service.dataplane import Answer, DataPlane
 from service.engine.backend import Backend, SessionView
 from service.schemas.api import ChunkResponse, OpenSession, SessionChunk, SessionInfo
 
@@ -70,11 +70,9 @@ async def open_session(name: ModelNamePath, request: Request) -> SessionInfo:
         **problems.responses(400, 404, 409, 413, 415, 422, 429, 503, 504, 507),
     },
 )
-async def session_forward(request: Request) -> Response:
-    plane: DataPlane = request.state.plane
-    session_id = request.path_params["session_id"]
-    codec = V1Forward(await json_body(request), SessionChunk)
-    return respond(await plane.chunk(session_id, codec, log_fields(request)))
+async def session_forward(request: LeanRequest) -> Answer:
+    codec = V1Forward(lean_json_body(request), SessionChunk)
+    return await request.plane.chunk(request.path_params["session_id"], codec, request.log_fields)
 
 
 @router.get(

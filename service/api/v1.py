@@ -10,13 +10,13 @@ from anyio import to_thread
 from fastapi import Request, Response
 
 from service.api import problems, routing
-from service.api.body import json_body
+from service.api.body import json_body, lean_json_body
 from service.api.deps import ModelNamePath, RegistryDep
 from service.api.openapi import NAME_PARAM, json_body_schema
-from service.api.routing import LeanRoute, log_fields, respond
+from service.api.routing import LeanRequest, LeanRoute
 from service.codecs.envelope import loads, parse
 from service.codecs.v1 import V1Forward
-from service.dataplane import DataPlane
+from service.dataplane import Answer, DataPlane
 from service.errors import UnsupportedMediaType
 from service.registry import ModelSpec
 from service.schemas.api import (
@@ -41,10 +41,9 @@ _JSON_ERRORS = problems.responses(400, 413, 415, 422)
     openapi_extra=json_body_schema(InlineForwardRequest),
     responses={200: {"model": ForwardResponse}, **_FORWARD_ERRORS},
 )
-async def forward_inline(request: Request) -> Response:
-    plane: DataPlane = request.state.plane
-    codec = V1Forward(await json_body(request), InlineForwardRequest)
-    return respond(await plane.infer(codec, None, log_fields(request)))
+async def forward_inline(request: LeanRequest) -> Answer:
+    codec = V1Forward(lean_json_body(request), InlineForwardRequest)
+    return await request.plane.infer(codec, None, request.log_fields)
 
 
 @forwards.post(
@@ -53,10 +52,9 @@ async def forward_inline(request: Request) -> Response:
     openapi_extra={**json_body_schema(ForwardRequest), **NAME_PARAM},
     responses={200: {"model": ForwardResponse}, **problems.responses(404), **_FORWARD_ERRORS},
 )
-async def forward_model(request: Request) -> Response:
-    plane: DataPlane = request.state.plane
-    codec = V1Forward(await json_body(request), ForwardRequest)
-    return respond(await plane.infer(codec, request.path_params["name"], log_fields(request)))
+async def forward_model(request: LeanRequest) -> Answer:
+    codec = V1Forward(lean_json_body(request), ForwardRequest)
+    return await request.plane.infer(codec, request.path_params["name"], request.log_fields)
 
 
 async def model_info(request: Request, spec: ModelSpec) -> ModelInfo:

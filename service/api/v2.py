@@ -7,14 +7,13 @@ from typing import Any
 
 import orjson
 from anyio import to_thread
-from fastapi import Request, Response
 
 from service import __version__
 from service.api import routing
 from service.api.openapi import NAME_PARAM
-from service.api.routing import OIPRoute, log_fields, respond
+from service.api.routing import LeanRequest, OIPRoute
 from service.codecs.oip import HEADER, OIPInfer, metadata
-from service.dataplane import DataPlane
+from service.dataplane import Answer
 from service.schemas.oip import (
     ErrorBody,
     InferResponse,
@@ -35,18 +34,18 @@ def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"description": "error", **_ERROR} for s in statuses}
 
 
-def _json(body: bytes, status: int = 200) -> Response:
-    return Response(body, status, media_type="application/json")
+def _json(body: bytes, status: int = 200) -> Answer:
+    return Answer(body, status=status)
 
 
 @router.get("", summary="Server metadata", responses={200: {"model": ServerMetadata}})
-async def server_metadata(request: Request) -> Response:
+async def server_metadata(request: LeanRequest) -> Answer:
     meta = ServerMetadata(name="rnn-serve", version=__version__, extensions=EXTENSIONS)
     return _json(meta.model_dump_json().encode())
 
 
 @router.get("/health/live", summary="Server liveness", responses={200: {"model": Live}})
-async def server_live(request: Request) -> Response:
+async def server_live(request: LeanRequest) -> Answer:
     return _json(orjson.dumps({"live": True}))
 
 
@@ -55,8 +54,8 @@ async def server_live(request: Request) -> Response:
     summary="Server readiness",
     responses={200: {"model": Ready}, **_responses(503)},
 )
-async def server_ready(request: Request) -> Response:
-    ready = bool(request.state.readiness.ready)
+async def server_ready(request: LeanRequest) -> Answer:
+    ready = bool(request.scope["state"]["readiness"].ready)
     return _json(orjson.dumps({"ready": ready}), 200 if ready else 503)
 
 
@@ -66,9 +65,8 @@ async def server_ready(request: Request) -> Response:
     responses={200: {"model": ModelMetadata}, **_responses(400, 404)},
     openapi_extra=NAME_PARAM,
 )
-async def model_metadata(request: Request) -> Response:
-    plane: DataPlane = request.state.plane
-    spec = await to_thread.run_sync(plane.model, request.path_params["name"])
+async def model_metadata(request: LeanRequest) -> Answer:
+    spec = await to_thread.run_sync(request.plane.model, request.path_params["name"])
     return _json(metadata(spec).model_dump_json().encode())
 
 
@@ -78,9 +76,8 @@ async def model_metadata(request: Request) -> Response:
     responses={200: {"model": ModelReady}, **_responses(400, 404)},
     openapi_extra=NAME_PARAM,
 )
-async def model_ready(request: Request) -> Response:
-    plane: DataPlane = request.state.plane
-    spec = await to_thread.run_sync(plane.model, request.path_params["name"])
+async def model_ready(request: LeanRequest) -> Answer:
+    spec = await to_thread.run_sync(request.plane.model, request.path_params["name"])
     return _json(ModelReady(name=spec.name, ready=True).model_dump_json().encode())
 
 
@@ -102,10 +99,9 @@ async def model_ready(request: Request) -> Response:
         **_responses(400, 404, 413, 429, 503, 504, 507),
     },
 )
-async def infer(request: Request) -> Response:
-    plane: DataPlane = request.state.plane
-    codec = OIPInfer(await request.body(), request.headers.get(HEADER))
-    return respond(await plane.infer(codec, request.path_params["name"], log_fields(request)))
+async def infer(request: LeanRequest) -> Answer:
+    codec = OIPInfer(request.raw_body, request.header(HEADER.encode()))
+    return await request.plane.infer(codec, request.path_params["name"], request.log_fields)
 
 
 __all__ = ["ErrorBody", "router"]

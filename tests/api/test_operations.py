@@ -9,30 +9,40 @@ from typing import Any
 import httpx
 import pytest
 
-from service.logs import JSONFormatter
+from service.logs import ACCESS
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_request_id_is_taken_or_made_and_echoed(
-    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.INFO, logger="rnn_serve.access"):
-        given = await client.post(
-            "/v1/models/default/forward",
-            json={"input": [[0.0] * 10]},
-            headers={"X-Request-ID": "trace-42"},
-        )
-        made = await client.get("/healthz")
-        odd = await client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
-    assert given.headers["x-request-id"] == "trace-42"
-    assert len(made.headers["x-request-id"]) == 32
-    assert odd.headers["x-request-id"] != "bad id with spaces"
-    record = next(r for r in caplog.records if getattr(r, "request_id", None) == "trace-42")
-    line = JSONFormatter().format(record)
-    import json
+@pytest.fixture
+def access_lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """The access log's lines, as its writer would format them."""
+    ACCESS.flush()
+    lines: list[dict[str, Any]] = []
+    monkeypatch.setattr(ACCESS, "sink", lines.extend)
+    monkeypatch.setattr(ACCESS, "enabled", lambda: True)
+    yield lines
 
-    entry = json.loads(line)
+
+async def test_request_id_is_taken_or_made_and_echoed(
+    client: httpx.AsyncClient, access_lines: list[dict[str, Any]]
+) -> None:
+    given = await client.post(
+        "/v1/models/default/forward",
+        json={"input": [[0.0] * 10]},
+        headers={"X-Request-ID": "trace-42"},
+    )
+    made = await client.get("/healthz")
+    again = await client.get("/healthz")
+    odd = await client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
+    assert given.headers["x-request-id"] == "trace-42"
+    made_id = made.headers["x-request-id"]
+    assert len(made_id) == 32
+    assert again.headers["x-request-id"] not in (made_id, "")
+    assert odd.headers["x-request-id"] != "bad id with spaces"
+    ACCESS.flush()
+    entry = next(line for line in access_lines if line["request_id"] == "trace-42")
+    assert entry["logger"] == "rnn_serve.access"
     assert entry["msg"] == "request"
     assert entry["method"] == "POST"
     assert entry["path"] == "/v1/models/default/forward"
@@ -89,7 +99,9 @@ async def post_then_leave(app: Any, path: str) -> list[dict[str, Any]]:
 
 
 async def test_a_client_that_leaves_mid_body_is_counted_499_not_500(
-    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+    access_lines: list[dict[str, Any]],
 ) -> None:
     """The request is the client's 499, logged as such, with no error logged."""
     transport = client._transport
@@ -108,4 +120,5 @@ async def test_a_client_that_leaves_mid_body_is_counted_499_not_500(
         assert f'route="{route}",status="499"' in text, route
     assert 'status="500"' not in text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len([r for r in caplog.records if getattr(r, "status", None) == 499]) == 3
+    ACCESS.flush()
+    assert len([line for line in access_lines if line["status"] == 499]) == 3

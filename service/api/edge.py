@@ -1,0 +1,259 @@
+"""The edge: the one layer every HTTP request crosses, first.
+
+It gives each request its id (X-Request-ID, taken or made, echoed back), refuses bodies over the
+limit (from Content-Length at once, else as soon as the stream passes it), counts the request and
+its latency by route template and status, and writes its access-log line.
+
+Requests whose route is lean (`service.api.routing.LeanRoute`) are served right here: the edge
+reads the body, awaits the route's endpoint — which returns an `Answer` or raises a domain
+error — and sends the answer in two messages. No Starlette Request or Response object, no
+wrapper around `send` or `receive`, no middleware in between: on a small forward the framework's
+own layers cost more than the forward itself. Every other request goes on through FastAPI's
+exception handling and router (`inner`), with `send` and `receive` wrapped for the status and
+the limit.
+
+Whether a route is lean is asked of the routing table itself — each route's own `matches`, in
+the table's order, as the router would — and the outcome for a (method, path) is remembered
+(the table does not change once the app runs; the most recent `cache_size` paths are kept).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.routing import InternalError, LeanRequest, LeanRoute
+from service.dataplane import Answer
+from service.errors import ClientDisconnected, PayloadTooLarge, ServiceError
+from service.logs import ACCESS
+from service.metrics import Metrics
+
+log = logging.getLogger("rnn_serve.errors")
+_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestIds:
+    """Request ids without uuid4: a random per-process prefix (64 bits) and a counter, 32 hex
+    characters in all — unique across replicas and restarts, at the cost of one increment."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._next = itertools.count().__next__
+
+    def new(self) -> str:
+        return f"{self._prefix}{self._next():016x}"
+
+
+class Edge:
+    def __init__(
+        self,
+        inner: ASGIApp,
+        routes: Sequence[BaseRoute],
+        metrics: Metrics,
+        max_body_bytes: int,
+        max_weights_bytes: int,
+        cache_size: int = 4096,
+    ) -> None:
+        self.inner = inner
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self.max_weights_bytes = max_weights_bytes
+        self.ids = RequestIds()
+        # The table's prefix up to its last lean route: past it no match can be lean.
+        last = max((i for i, r in enumerate(routes) if isinstance(r, LeanRoute)), default=-1)
+        self._lean_prefix = list(routes[: last + 1])
+        self._matched: OrderedDict[tuple[str, str], tuple[LeanRoute, dict[str, Any]] | None]
+        self._matched = OrderedDict()
+        self._cache_size = cache_size
+        # metric children, bound once per (method, route, status) and per route
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._latencies: dict[str, Any] = {}
+
+    # --- per request -----------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.inner(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request_id = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id" and _ID.match(value):
+                request_id = value.decode()
+                break
+        if request_id is None:
+            request_id = self.ids.new()
+        scope["request_id"] = request_id
+        found = None if scope.get("root_path") else self._lean(scope)
+        if found is None:
+            status, route = await self._pass_on(scope, receive, send, request_id)
+        else:
+            route_obj, child = found
+            route = route_obj.path
+            scope["route"], scope["endpoint"] = route_obj, route_obj.endpoint
+            scope["path_params"] = dict(child)
+            answer, close = await self._serve(route_obj, scope, receive)
+            status = answer.status
+            headers = [
+                (b"content-type", answer.media_type.encode()),
+                (b"content-length", str(len(answer.body)).encode()),
+                (b"x-request-id", request_id.encode()),
+                *((k.lower().encode(), v.encode()) for k, v in answer.headers.items()),
+            ]
+            if close:
+                headers.append((b"connection", b"close"))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": answer.body})
+        self._record(scope, route, status, start, request_id)
+
+    def _lean(self, scope: Scope) -> tuple[LeanRoute, dict[str, Any]] | None:
+        key = (scope["method"], scope["path"])
+        found = self._matched.get(key, False)
+        if found is not False:
+            return found  # type: ignore[return-value]
+        found = None
+        for route in self._lean_prefix:
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:
+                if isinstance(route, LeanRoute):
+                    found = (route, child_scope["path_params"])
+                break
+        self._matched[key] = found
+        if len(self._matched) > self._cache_size:
+            self._matched.popitem(last=False)
+        return found
+
+    def _limit(self, scope: Scope) -> tuple[int, str]:
+        if scope["method"] == "PUT" and scope["path"].endswith("/weights"):
+            return self.max_weights_bytes, "RNN_SERVE_MAX_WEIGHTS_BYTES"
+        return self.max_body_bytes, "RNN_SERVE_MAX_BODY_BYTES"
+
+    @staticmethod
+    def _declared_length(scope: Scope) -> int | None:
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit():
+                return int(value)
+        return None
+
+    async def _serve(self, route: LeanRoute, scope: Scope, receive: Receive) -> tuple[Answer, bool]:
+        """A lean route's answer, and whether to close the connection (a body left unread)."""
+        limit, setting = self._limit(scope)
+        declared = self._declared_length(scope)
+        try:
+            if declared is not None and declared > limit:
+                raise PayloadTooLarge(
+                    f"the body has {declared} bytes; the limit is {limit} ({setting})"
+                )
+            body = await _read_body(receive, limit, setting)
+            return await route.serve(LeanRequest(scope, body)), False
+        except PayloadTooLarge as exc:
+            return route.render_error(exc), True
+        except ServiceError as exc:
+            return route.render_error(exc), False
+        except Exception:
+            log.exception(
+                "unhandled error on %s %s (request id %s)",
+                scope["method"], scope["path"], scope["request_id"],
+            )  # fmt: skip
+            return route.render_error(InternalError("internal server error; see the log")), False
+
+    async def _pass_on(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str
+    ) -> tuple[int, str]:
+        """Any other request: FastAPI's stack, with the limit on receive and the status and the
+        request id taken from send."""
+        limit, setting = self._limit(scope)
+        declared = self._declared_length(scope)
+        status = 500
+        header = (b"x-request-id", request_id.encode())
+        if declared is not None and declared > limit:
+            from service.api.problems import problem_answer
+
+            answer = problem_answer(
+                PayloadTooLarge(f"the body has {declared} bytes; the limit is {limit} ({setting})")
+            )
+            await send({
+                "type": "http.response.start", "status": answer.status,
+                "headers": [(b"content-type", answer.media_type.encode()),
+                            (b"content-length", str(len(answer.body)).encode()),
+                            (b"connection", b"close"), header],
+            })  # fmt: skip
+            await send({"type": "http.response.body", "body": answer.body})
+            return answer.status, "unmatched"
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise PayloadTooLarge(
+                        f"the body is over the limit of {limit} bytes ({setting})"
+                    )
+            return message
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            await self.inner(scope, limited, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = route.path if route is not None else "unmatched"
+        return status, path
+
+    def _record(self, scope: Scope, route: str, status: int, start: float, rid: str) -> None:
+        elapsed = time.perf_counter() - start
+        method = scope["method"]
+        counter = self._counters.get((method, route, status))
+        if counter is None:
+            counter = self.metrics.requests.labels(method, route, str(status))
+            self._counters[(method, route, status)] = counter
+        counter.inc()
+        latency = self._latencies.get(route)
+        if latency is None:
+            latency = self._latencies[route] = self.metrics.request_seconds.labels(route)
+        latency.observe(elapsed)
+        if ACCESS.enabled():
+            ACCESS.write({
+                "request_id": rid, "method": method, "path": scope["path"], "status": status,
+                "duration_ms": round(elapsed * 1e3, 3),
+                **scope.get("log_fields", {}),  # model, sequences, batch (forwards)
+            })  # fmt: skip
+
+
+async def _read_body(receive: Receive, limit: int, setting: str) -> bytes:
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnected("the client disconnected")
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes ({setting})")
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected("the client disconnected")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes ({setting})")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
