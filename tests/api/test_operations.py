@@ -15,13 +15,13 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def access_lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+def access_lines(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """The access log's lines, as its writer would format them."""
     ACCESS.flush()
     lines: list[dict[str, Any]] = []
     monkeypatch.setattr(ACCESS, "sink", lines.extend)
     monkeypatch.setattr(ACCESS, "enabled", lambda: True)
-    yield lines
+    return lines
 
 
 async def test_request_id_is_taken_or_made_and_echoed(
