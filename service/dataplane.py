@@ -35,7 +35,7 @@ class Sequence:
     end: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # values: never changed once made (not frozen: that costs per request)
 class Decoded:
     """What a codec makes of a forward request."""
 
@@ -43,7 +43,7 @@ class Decoded:
     sequence: Sequence | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Served:
     """What a codec encodes: the model, the result, and where it ran."""
 
@@ -53,7 +53,7 @@ class Served:
     session: SessionView | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Answer:
     """A protocol's answer, protocol-neutral enough to hand to any web framework."""
 

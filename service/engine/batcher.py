@@ -27,7 +27,7 @@ from service.registry import ModelSpec
 BatchRunner = Callable[[ModelSpec, Sequence[ForwardJob]], list[ForwardResult]]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Pending:
     job: ForwardJob
     future: asyncio.Future[ForwardResult]
@@ -113,8 +113,9 @@ class Batcher:
             if not batch:
                 continue
             started = time.perf_counter()
+            queue_stage = self._metrics.stages.queue
             for p in batch:
-                self._metrics.stage_seconds.labels("queue").observe(started - p.enqueued)
+                queue_stage.observe(started - p.enqueued)
             jobs = [p.job for p in batch]
             try:
                 results = await asyncio.wrap_future(

@@ -29,7 +29,7 @@ CARRIER: dict[str, np.dtype[Any]] = {
 _BF16_MAX = 3.3895313892515355e38
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value: never changed once made (not frozen: that costs per request)
 class WireTensor:
     """A decoded tensor: `array` holds `dtype`'s values (bfloat16 as uint16 bit patterns)."""
 

@@ -24,7 +24,7 @@ from service.schemas.config import RNNConfig
 State = tuple[torch.Tensor, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value: never changed once made (not frozen: that costs per request)
 class ForwardResult:
     """Arrays in the model's dtype (bfloat16 as uint16 bit patterns), on the host."""
 

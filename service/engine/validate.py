@@ -22,7 +22,7 @@ C0: Loc = ("body", "c0")
 LENGTHS: Loc = ("body", "lengths")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # values: never changed once made (not frozen: that costs per request)
 class Inputs:
     """A decoded forward request, whatever protocol it came by."""
 
@@ -32,7 +32,7 @@ class Inputs:
     lengths: Sequence[int] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ForwardJob:
     """A validated forward: tensors in the model's dtype, shapes consistent with the config."""
 
