@@ -23,7 +23,7 @@ from service.api.openapi import openapi_factory
 from service.api.routing import mount
 from service.dataplane import DataPlane
 from service.engine.backend import Backend
-from service.engine.host import EngineHost
+from service.engine.host import EngineHost, freeze_startup_objects
 from service.engine.remote import RemoteBackend
 from service.metrics import Metrics
 from service.registry import Registry
@@ -101,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await remote.close()
                 raise
             backend = remote
+            freeze_startup_objects()
         else:
             host = EngineHost(settings, metrics)
             host.start()

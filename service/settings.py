@@ -116,9 +116,16 @@ class Settings(BaseSettings):
 
 
 def frontends_for(settings: Settings) -> int:
-    """How many HTTP front-end processes: the setting, or as fits the machine."""
+    """How many HTTP front-end processes: the setting, or as fits the machine.
+
+    A second front-end pays only when a core is free for it: each request then also crosses a
+    socket and shared memory to the engine. On 2 CPUs that crossing cost more than it gave
+    (measured: bench/REPORT.md), so up to 2 CPUs one process serves HTTP and runs the engine;
+    beyond, half the CPUs serve HTTP (the rest are the engine's torch threads'), at most 8.
+    """
     if settings.frontends:
         return settings.frontends
     from service.engine.device import usable_cpus
 
-    return max(1, min(usable_cpus(), 8))
+    cpus = usable_cpus()
+    return 1 if cpus <= 2 else min(cpus // 2, 8)
