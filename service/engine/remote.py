@@ -183,6 +183,7 @@ class RemoteBackend:
 
     def _on_lost(self) -> None:
         self._conn = None
+        self._specs.clear()  # a new connection starts a new table
         pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():
@@ -203,11 +204,12 @@ class RemoteBackend:
 
     def _spec_id(self, spec: ModelSpec) -> int:
         """Specs are sent once per connection, then named by a number."""
+        if self._conn is None:
+            raise NotReady("the engine process is not reachable")
         key = (spec.key, spec.version)
         number = self._specs.get(key)
         if number is None:
             number = self._specs[key] = len(self._specs)
-            assert self._conn is not None
             self._conn.send({
                 "op": "spec", "id": number, "name": spec.name,
                 "config": spec.config.model_dump(mode="json"), "version": spec.version,
@@ -248,11 +250,12 @@ class RemoteBackend:
     def _job_header(
         self, spec: ModelSpec, job: ForwardJob
     ) -> tuple[Header, tuple[int, int] | None, bytes, list[Tensor]]:
+        spec_id = self._spec_id(spec)  # first: it fails if the engine is gone, before any block
         state0 = list(job.state0 or ())
         outputs = [(spec.config.dtype, s) for s in output_shapes(spec.config, job)]
         descriptors, out, where, payload = self._place([job.input, *state0], outputs)
         header: Header = {
-            "spec": self._spec_id(spec), "batched": job.batched, "seq_len": job.seq_len,
+            "spec": spec_id, "batched": job.batched, "seq_len": job.seq_len,
             "batch": job.batch, "lengths": job.lengths, "x": descriptors[0],
             "state0": descriptors[1:] if job.state0 is not None else None, "out": out,
             "inline": where is None,
@@ -319,10 +322,11 @@ class RemoteBackend:
         session_id: str | None,
         replace: bool = False,
     ) -> SessionView:
+        spec_id = self._spec_id(spec)
         descriptors, _, where, payload = self._place(list(state0), [])
         try:
             header = {
-                "op": "open", "spec": self._spec_id(spec), "state0": descriptors,
+                "op": "open", "spec": spec_id, "state0": descriptors,
                 "batch_size": batch_size, "session": session_id, "replace": replace,
                 "inline": where is None,
             }  # fmt: skip

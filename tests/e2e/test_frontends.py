@@ -1,0 +1,77 @@
+"""The real server with two front-end processes and one engine: answers equal the oracle from
+either front-end, a session continues whichever front-end takes a chunk, metrics add up over
+every process, and SIGTERM stops it all, leaving no shared memory behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.helpers import b64, decode
+from tests.oracle import forward, seeded_params
+from tests.server import server_process
+
+pytestmark = pytest.mark.e2e
+SEED = {"input_size": 10, "hidden_size": 20, "num_layers": 2}
+LSTM = {"mode": "LSTM", "input_size": 3, "hidden_size": 6, "proj_size": 2}
+
+
+def _segments() -> set[str]:
+    return {name for name in os.listdir("/dev/shm") if name.startswith("psm_")}
+
+
+def test_two_frontends_one_engine(tmp_path: Path) -> None:
+    before = _segments()
+    env = {"RNN_SERVE_FRONTENDS": "2", "RNN_SERVE_LOG_LEVEL": "warning"}
+    with server_process(tmp_path / "models", tmp_path / "server.log", **env) as (url, proc):
+        rng = np.random.default_rng(3)
+        params = seeded_params(SEED)
+        prefixes = set()  # of made request ids: one per process
+        sent = 0
+        while sent < 16 or (len(prefixes) < 2 and sent < 200):
+            x = rng.standard_normal((4, 2, 10)).astype(np.float32)
+            with httpx.Client(base_url=url, timeout=30) as c:  # a new connection each time
+                r = c.post("/v1/models/default/forward", json={"input": b64(x)})
+                assert r.status_code == 200, r.text
+                prefixes.add(r.headers["x-request-id"][:16])
+            sent += 1
+            want, _, _ = forward(params, SEED, x)
+            np.testing.assert_allclose(np.asarray(r.json()["output"]), want, atol=1e-5)
+        assert len(prefixes) == 2, "both front-ends should have answered"
+
+        with httpx.Client(base_url=url, timeout=30) as c:
+            assert c.post("/v1/models", json={"name": "l", "config": LSTM}).status_code == 201
+            sid = c.post("/v1/models/l/sessions", json={"batch_size": 1}).json()["session_id"]
+        x = rng.standard_normal((12, 1, 3)).astype(np.float32)
+        outs = []
+        for i in range(0, 12, 3):
+            with httpx.Client(base_url=url, timeout=30) as c:  # any front-end
+                r = c.post(f"/v1/sessions/{sid}/forward",
+                           json={"input": b64(x[i : i + 3]), "output_encoding": "b64"})  # fmt: skip
+                assert r.status_code == 200, r.text
+                outs.append(decode(r.json()["output"]))
+        want, _, _ = forward(seeded_params(LSTM), LSTM, x)
+        np.testing.assert_allclose(np.concatenate(outs), want, atol=1e-5)
+        assert r.json()["steps"] == 12
+
+        metrics = httpx.get(f"{url}/metrics", timeout=30).text
+        forwards = [
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("rnn_serve_requests_total")
+            and 'route="/v1/models/{name}/forward"' in line
+        ]
+        assert sum(forwards) == sent  # counted by both front-ends, reported as one sum
+        assert "rnn_serve_loaded_modules 2.0" in metrics  # the engine's gauge
+        assert _segments() - before  # the front-ends' arenas exist while they run
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    assert not (_segments() - before), "a front-end left its shared memory behind"
+    log = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in log, log
+    assert "leaked" not in log, log
