@@ -31,7 +31,7 @@ def test_two_frontends_one_engine(tmp_path: Path) -> None:
     with server_process(tmp_path / "models", tmp_path / "server.log", **env) as (url, proc):
         rng = np.random.default_rng(3)
         params = seeded_params(SEED)
-        prefixes = set()  # of made request ids: one per process
+        prefixes: set[str] = set()  # of made request ids: one per process
         sent = 0
         while sent < 16 or (len(prefixes) < 2 and sent < 200):
             x = rng.standard_normal((4, 2, 10)).astype(np.float32)
