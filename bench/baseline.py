@@ -13,12 +13,13 @@ import torch
 from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel
 
-MODELS = {"seed": (10, 20, 2), "big": (64, 128, 2)}
+MODELS = {"seed": (10, 20, 2), "big": (64, 128, 2), "large": (256, 512, 2)}
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _build(sizes: tuple[int, int, int]) -> torch.nn.RNN:
     torch.manual_seed(0)
-    return torch.nn.RNN(*sizes).eval()
+    return torch.nn.RNN(*sizes).to(DEVICE).eval()
 
 
 app = FastAPI()
@@ -32,10 +33,11 @@ class ForwardIn(BaseModel):
 
 @app.post("/forward/{name}")
 def forward(name: str, req: ForwardIn) -> dict[str, object]:
-    x = torch.tensor(req.input)
-    h0 = torch.tensor(req.h0) if req.h0 is not None else None
+    x = torch.tensor(req.input, device=DEVICE)
+    h0 = torch.tensor(req.h0, device=DEVICE) if req.h0 is not None else None
     with torch.no_grad():
         out, hn = modules[name](x, h0)
+    out, hn = out.cpu(), hn.cpu()
     return {
         "output": out.tolist(),
         "h_n": hn.tolist(),
