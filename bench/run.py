@@ -422,6 +422,15 @@ def main() -> None:
             )
         metrics = httpx.get(f"{ours}/metrics").text
     (out_dir / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
+    inputs = {
+        "floors": [[*k, v] for k, v in floors.items()],
+        "batched64": batched64,
+        "metrics": metrics,
+        "streaming": streaming,
+        "codecs": codecs,
+        "compared": compared,
+    }
+    (out_dir / "report-inputs.json").write_text(json.dumps(inputs))  # fmt: skip
     write_report(results, floors, batched64, metrics, streaming, codecs, compared)
     shutil.rmtree(work, ignore_errors=True)
 
@@ -462,10 +471,15 @@ def write_report(
 
     big_floor = floors[("big", 50, 1)]
     large_floor = floors[("big", 50, 32)]
+    bodies = {s.name: len(body_for(s, "rnn-serve")[0]) for s in SCENARIOS}
+
+    def kib(s: Scenario) -> str:
+        return f"{bodies[s.name] / 1024:.1f} KiB"
+
     checks = [
-        ("seed, c=64: rnn-serve / bare FastAPI no-op req/s (same 5.6 KB body)", ours(seed, 64).rps / bare(seed, 64).rps, "≥ 1.0"),
+        (f"seed, c=64: rnn-serve / bare FastAPI no-op req/s (the same {kib(seed)} body)", ours(seed, 64).rps / bare(seed, 64).rps, "≥ 1.0"),
         ("seed, c=64: rnn-serve p99 / p50", tail(ours(seed, 64)), "≤ 3"),
-        ("64→128 N=1, c=64: rnn-serve / bare no-op req/s (same 33 KB body)", ours(big, 64).rps / bare(big, 64).rps, "≥ 0.8"),
+        (f"64→128 N=1, c=64: rnn-serve / bare no-op req/s (the same {kib(big)} body)", ours(big, 64).rps / bare(big, 64).rps, "≥ 0.8"),
         ("64→128 N=1, c=64: rnn-serve p99 / p50", tail(ours(big, 64)), "≤ 3"),
         ("seed, c=64: CPU ms a request, rnn-serve / bare", ours(seed, 64).cpu_ms / bare(seed, 64).cpu_ms, f"(rnn-serve {ours(seed, 64).cpu_ms:.3f}, bare {bare(seed, 64).cpu_ms:.3f})"),
         ("64→128 N=1, c=64: CPU ms a request, rnn-serve / bare", ours(big, 64).cpu_ms / bare(big, 64).cpu_ms, f"(rnn-serve {ours(big, 64).cpu_ms:.3f}, bare {bare(big, 64).cpu_ms:.3f})"),
@@ -479,7 +493,6 @@ def write_report(
     for s in GPU_SCENARIOS:
         checks.append((f"{s.name}, c=256: rnn-serve / baseline req/s (the same card)",
                        ours(s, 256).rps / base(s, 256).rps, "(the GPU figure)"))  # fmt: skip
-    bodies = {s.name: len(body_for(s, "rnn-serve")[0]) for s in SCENARIOS}
     lines = [
         "# rnn-serve benchmark",
         "",
@@ -615,5 +628,15 @@ def plot(results: list[Result]) -> None:
     fig.savefig(BENCH / "throughput.png", dpi=110)
 
 
+def report_again() -> None:
+    """`python -m bench.run --report`: rewrite the report from the last run's saved figures."""
+    out_dir = BENCH / "out"
+    results = [Result(**r) for r in json.loads((out_dir / "results.json").read_text())]
+    saved = json.loads((out_dir / "report-inputs.json").read_text())
+    floors = {(m, int(length), int(n)): float(v) for m, length, n, v in saved["floors"]}
+    write_report(results, floors, saved["batched64"], saved["metrics"], saved["streaming"],
+                 saved["codecs"], saved["compared"])  # fmt: skip
+
+
 if __name__ == "__main__":
-    main()
+    report_again() if sys.argv[1:] == ["--report"] else main()

@@ -77,6 +77,7 @@ class AccessLog:
         self._logger = logging.getLogger(self.NAME)
         self._pending: list[tuple[float, dict[str, Any]]] = []
         self._wake = threading.Event()
+        self._flushing = threading.Lock()
         self._json = True
         self.stream: Any = sys.stderr
         #: where formatted lines go; tests may replace it (called from the writer thread)
@@ -106,6 +107,10 @@ class AccessLog:
             self.flush()
 
     def flush(self) -> None:
+        with self._flushing:  # one flush at a time: batches are written in the order taken
+            self._flush()
+
+    def _flush(self) -> None:
         pending, self._pending = self._pending, []
         if not pending:
             return

@@ -1,5 +1,5 @@
-"""Reading request bodies: the content type (415) and the bytes. Size limits are the BodyLimit
-middleware's; parsing is the codecs' (service.codecs)."""
+"""Reading request bodies: the content type (415) and the bytes. Size limits are the edge's
+(service.api.edge); parsing is the codecs' (service.codecs)."""
 
 from __future__ import annotations
 
