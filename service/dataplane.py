@@ -17,8 +17,14 @@ from typing import Any, Protocol
 from service.engine.backend import Backend, SessionView
 from service.engine.codec import WireTensor
 from service.engine.runner import ForwardResult
-from service.engine.validate import C0, H0, Inputs, validate_forward
-from service.errors import InvalidInput, ModelNotFound, SessionNotFound
+from service.engine.validate import C0, H0, ForwardJob, Inputs, validate_forward
+from service.errors import (
+    Forbidden,
+    InvalidInput,
+    ModelNotFound,
+    PayloadTooLarge,
+    SessionNotFound,
+)
 from service.metrics import Metrics
 from service.registry import ModelSpec, Registry
 from service.schemas.api import check_model_name
@@ -101,6 +107,9 @@ class DataPlane:
         self.backend = backend
         self.device = device  # the serving device's type, as answers report it
         self._max_elements = settings.max_tensor_elements
+        self._max_macs = settings.max_request_macs
+        self._max_unsliced_macs = settings.max_unsliced_macs
+        self._inline_configs = settings.inline_configs
         self._stages = metrics.stages
 
     # --- models ---------------------------------------------------------------------------------
@@ -112,7 +121,15 @@ class DataPlane:
     async def infer(self, codec: Codec, name: str | None, log: LogFields) -> Answer:
         """A forward with the registered model `name`, or with the codec's inline config."""
         started = time.perf_counter()
-        spec = self.registry.inline(codec.inline_config()) if name is None else self.model(name)
+        if name is not None:
+            spec = self.model(name)
+        elif self._inline_configs:
+            spec = self.registry.inline(codec.inline_config())
+        else:
+            raise Forbidden(
+                "inline configs are turned off on this server (RNN_SERVE_INLINE_CONFIGS=false): "
+                "register the model and use /v1/models/{name}/forward"
+            )
         return await self._serve(spec, codec, started, log)
 
     async def chunk(self, session_id: str, codec: Codec, log: LogFields) -> Answer:
@@ -143,6 +160,7 @@ class DataPlane:
             session_id = await self._sequence(spec, inputs, sequence)
             inputs = replace(inputs, h0=None, c0=None)  # taken by the session when it opened
         job = validate_forward(spec.config, inputs)
+        self._admit(spec.config, job)
         self._stages.decode.observe(time.perf_counter() - started)
 
         view = None
@@ -165,6 +183,30 @@ class DataPlane:
         answer = codec.encode(Served(spec, result, self.device, view))
         self._stages.encode.observe(time.perf_counter() - encode_started)
         return answer
+
+    def _admit(self, config: RNNConfig, job: ForwardJob) -> None:
+        """Refuse, before anything runs, an answer over the element limit and a forward over
+        the cost budgets (413)."""
+        elements = job.seq_len * job.batch * config.output_size
+        if elements > self._max_elements:
+            raise PayloadTooLarge(
+                f"the answer would have {elements} output elements; the limit is "
+                f"{self._max_elements} (RNN_SERVE_MAX_TENSOR_ELEMENTS): send fewer or shorter "
+                "sequences"
+            )
+        macs = job.steps() * config.step_macs()
+        if macs > self._max_macs:
+            raise PayloadTooLarge(
+                f"this forward would cost {macs:.3g} multiply-accumulates; the limit is "
+                f"{self._max_macs:.3g} (RNN_SERVE_MAX_REQUEST_MACS): send fewer or shorter "
+                "sequences"
+            )
+        if not config.sliceable and macs > self._max_unsliced_macs:
+            raise PayloadTooLarge(
+                f"this bidirectional forward would cost {macs:.3g} multiply-accumulates and "
+                "cannot run in time slices (the reverse direction needs the whole sequence); "
+                f"the limit is {self._max_unsliced_macs:.3g} (RNN_SERVE_MAX_UNSLICED_MACS)"
+            )
 
     # --- sessions -------------------------------------------------------------------------------
     async def open_session(

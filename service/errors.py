@@ -87,3 +87,15 @@ class DeadlineExceeded(ServiceError):
 
 class DeviceOutOfMemory(ServiceError):
     """The device ran out of memory for this request; the service stays up."""
+
+
+class Forbidden(ServiceError):
+    """The server's configuration forbids this (e.g. inline configs turned off)."""
+
+
+class StorageFull(ServiceError):
+    """The model repository's disk or quota is full; nothing was changed."""
+
+
+class StorageUnavailable(NotReady):
+    """The model repository cannot be written (read-only, or an I/O error); nothing changed."""

@@ -62,6 +62,14 @@ class Metrics:
             "rnn_serve_open_sessions", "Streaming sessions open.", registry=r,
             multiprocess_mode="livesum",
         )  # fmt: skip
+        self.session_state_bytes = Gauge(
+            "rnn_serve_session_state_bytes", "Bytes of state the open sessions hold.",
+            registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.session_evictions = Counter(
+            "rnn_serve_session_evictions", "Idle sessions ended to make room for others' state.",
+            registry=r,
+        )  # fmt: skip
         self.session_chunk_seconds = Histogram(
             "rnn_serve_session_chunk_seconds", "Latency of one session chunk (queue and compute).",
             buckets=_LATENCY_BUCKETS, registry=r,

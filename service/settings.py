@@ -90,10 +90,39 @@ class Settings(BaseSettings):
     max_parameters: int = Field(default=256 * 1024 * 1024, gt=0)
 
     max_weights_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
+    max_request_macs: float = Field(
+        default=1e12,
+        gt=0,
+        description="A forward's cost budget, in multiply-accumulates (time steps x sequences x "
+        "the model's MACs a step); past it, 413 before anything runs. ~1e12 is minutes of CPU.",
+    )
+    max_unsliced_macs: float = Field(
+        default=2.5e9,
+        gt=0,
+        description="The budget of a forward that cannot run in time slices (bidirectional): it "
+        "holds the device whole. ~2.5e9 is about half a second of one CPU core.",
+    )
+    slice_macs: float = Field(
+        default=2e8,
+        gt=0,
+        description="A longer unidirectional forward runs in time slices of about this many "
+        "MACs (~50 ms of one CPU core), other requests' forwards running between them.",
+    )
+    inline_configs: bool = Field(
+        default=True,
+        description="Whether /v1/rnn/forward takes inline configs; false leaves only registered "
+        "models (for production).",
+    )
 
     # Streaming sessions.
     session_ttl_s: float = Field(default=600.0, gt=0, description="Idle sessions expire after.")
     max_sessions: int = Field(default=10000, ge=1, description="Open sessions before 429.")
+    max_session_state_bytes: int = Field(
+        default=1024**3,
+        gt=0,
+        description="Bytes of state all sessions may hold together; past it, the least recently "
+        "used idle sessions are ended (and a session bigger than the budget alone is refused).",
+    )
 
     # Registry and model repository.
     model_repository: Path = Field(
@@ -104,6 +133,10 @@ class Settings(BaseSettings):
         ge=0,
         description="Changes made through rnn-serve (any replica) are seen at once; a lookup "
         "re-reads a model's files at least this often, to see changes made by hand.",
+    )
+    max_models: int = Field(default=1000, ge=1, description="Registered models at most (507).")
+    max_repository_bytes: int = Field(
+        default=20 * 1024**3, gt=0, description="Bytes of the repository's weights files (507)."
     )
     inline_cache_size: int = Field(
         default=32, ge=1, description="Modules built for inline configs kept, least recently used."

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import Response
+from fastapi import Request, Response
 
 from service.api import problems, routing
-from service.api.deps import MetricsDep, ReadinessDep
-from service.errors import NotReady
+from service.api.deps import MetricsDep, ReadinessDep, RegistryDep
+from service.errors import ModelNotFound, NotReady
 from service.metrics import CONTENT_TYPE
 from service.schemas.api import Status
 
@@ -23,9 +23,15 @@ async def healthz() -> Status:
     summary="Readiness: 503 until the default model is warm, and while draining",
     responses=problems.responses(503),
 )
-async def readyz(readiness: ReadinessDep) -> Status:
+async def readyz(readiness: ReadinessDep, registry: RegistryDep, request: Request) -> Status:
     if not readiness.ready:
         raise NotReady(readiness.reason)
+    # Ready means the default model can be served now: not deleted or broken by hand since.
+    name = request.state.settings.default_model_name
+    try:
+        registry.get(name)
+    except ModelNotFound:
+        raise NotReady(f"the default model {name!r} is gone from the model repository") from None
     return Status(status="ready")
 
 

@@ -30,6 +30,7 @@ CLIENT_CLOSED = 499  # nginx's "client closed request": the client left before i
 #: domain error -> (HTTP status, problem type slug); the most specific class wins
 PROBLEMS: dict[type[e.ServiceError], tuple[int, str]] = {
     e.MalformedBody: (400, "malformed-body"),
+    e.Forbidden: (403, "forbidden"),
     e.ModelNotFound: (404, "model-not-found"),
     e.SessionNotFound: (404, "session-not-found"),
     e.ModelConflict: (409, "model-conflict"),
@@ -42,6 +43,8 @@ PROBLEMS: dict[type[e.ServiceError], tuple[int, str]] = {
     e.ShuttingDown: (503, "shutting-down"),
     e.DeadlineExceeded: (504, "deadline-exceeded"),
     e.DeviceOutOfMemory: (507, "device-out-of-memory"),
+    e.StorageFull: (507, "storage-full"),
+    e.StorageUnavailable: (503, "storage-unavailable"),
 }
 # The Open Inference Protocol answers every client error with 400; the rest keep their status.
 _OIP_CLIENT_ERRORS = {400, 415, 422}

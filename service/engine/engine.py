@@ -25,6 +25,11 @@ __all__ = ["Engine"]
 Modules = Callable[[ModelSpec], nn.Module]
 
 
+def _out_of_memory(exc: RuntimeError) -> bool:
+    text = str(exc)
+    return "can't allocate memory" in text or "out of memory" in text.lower()
+
+
 class Engine:
     """Owns the worker thread and the batcher; `forward` is awaited by the data plane.
 
@@ -64,10 +69,15 @@ class Engine:
         started = time.perf_counter()
         try:
             results = run_batch(self._modules(spec), spec.config, jobs)
-        except torch.OutOfMemoryError:
-            torch.cuda.empty_cache()
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+            # CUDA's allocator raises OutOfMemoryError; the CPU's, a RuntimeError ("can't
+            # allocate memory") or MemoryError. Anything else is a bug: let it through.
+            if isinstance(exc, RuntimeError) and not _out_of_memory(exc):
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
             raise DeviceOutOfMemory(
-                "the device ran out of memory for this request; send fewer or shorter sequences"
+                "the device ran out of memory for this forward; send fewer or shorter sequences"
             ) from None
         self._metrics.stages.compute.observe(time.perf_counter() - started)
         if self._cuda is not None:

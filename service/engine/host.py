@@ -18,7 +18,7 @@ from service.engine.backend import LocalBackend
 from service.engine.device import configure_torch, resolve_device
 from service.engine.engine import Engine
 from service.engine.sessions import SessionStore
-from service.errors import ModelConflict
+from service.errors import ModelConflict, ServiceError
 from service.metrics import Metrics
 from service.registry import ModelSpec, Registry
 from service.settings import Settings
@@ -55,7 +55,9 @@ class EngineHost:
         self.registry = Registry(settings, self.device, metrics)
         self.engine = Engine(settings, metrics, self.registry.module_for)
         self.engine.serve_on(self.device)
-        self.sessions = SessionStore(metrics, settings.session_ttl_s, settings.max_sessions)
+        self.sessions = SessionStore(
+            metrics, settings.session_ttl_s, settings.max_sessions, settings.max_session_state_bytes
+        )
         self.backend = LocalBackend(self.engine, self.sessions, self.registry)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -69,10 +71,20 @@ class EngineHost:
         ]
 
     async def _warm(self) -> None:
-        found = await anyio.to_thread.run_sync(self.registry.load_all)
-        log.info("model repository %s: %d models", self.settings.model_repository, len(found))
-        default = await anyio.to_thread.run_sync(register_default, self.registry, self.settings)
-        await self.engine.warmup(default)
+        try:
+            found = await anyio.to_thread.run_sync(self.registry.load_all)
+            log.info("model repository %s: %d models", self.settings.model_repository, len(found))
+            default = await anyio.to_thread.run_sync(register_default, self.registry, self.settings)
+            await self.engine.warmup(default)
+        except ServiceError as exc:  # e.g. a corrupt default model in the repository
+            reason = f"the default model cannot be served: {exc.detail}"
+            log.error("not ready: %s", reason)
+            self.backend.readiness = (False, reason)
+            return
+        except Exception as exc:
+            log.exception("not ready: warming up the default model failed")
+            self.backend.readiness = (False, f"warming up the default model failed: {exc!r}")
+            return
         freeze_startup_objects()
         self.backend.readiness = (True, "ready")
         log.info("default model %r is warm on %s", default.name, self.device)

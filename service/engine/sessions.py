@@ -7,9 +7,13 @@ state after a chunk is that chunk's h_n, kept on the device; feeding chunks ther
 forward over their concatenation.
 
 Lifecycle: idle sessions expire after `session_ttl_s`; at most `max_sessions` are open (429
-past it). A session ends when its model is deleted (404 afterwards), and when the model's weights
-are re-uploaded: the next chunk is refused with 409 and the session is gone, since its state was
-computed with weights that no longer exist.
+past it). The bytes of all sessions' states together have a budget (`max_state_bytes`): when a
+chunk (or an opening with an initial state) would pass it, the least recently used idle sessions
+are ended (their next chunk gets 404) until it fits; a session whose state alone is over the
+budget, or that cannot fit because every other session is busy, is refused with 429. A session
+ends when its model is deleted (404 afterwards), and when the model's weights are re-uploaded:
+the next chunk is refused with 409 and the session is gone, since its state was computed with
+weights that no longer exist.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
-from service.engine.codec import WireTensor
+from service.engine.codec import CARRIER, WireTensor
 from service.engine.runner import ForwardResult, State
 from service.engine.validate import (
     H0,
@@ -33,6 +38,7 @@ from service.errors import InvalidInput, ModelConflict, Overloaded, SessionNotFo
 from service.metrics import Metrics
 from service.registry import ModelSpec
 from service.registry.repository import Version
+from service.schemas.config import RNNConfig
 
 
 @dataclass(eq=False)
@@ -50,6 +56,7 @@ class Session:
     created: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    state_bytes: int = 0  # what its state takes (counted against the store's budget)
 
     @property
     def initial_state(self) -> tuple[WireTensor, ...] | None:
@@ -62,12 +69,22 @@ class Session:
         return time.time() + self.ttl - (time.monotonic() - self.last_used)
 
 
+def state_bytes(config: RNNConfig, batch: int) -> int:
+    """Bytes of a session's state for `batch` sequences: every part (h, and c for LSTM)."""
+    itemsize = CARRIER[config.dtype].itemsize
+    return config.state_rows * batch * sum(config.state_sizes) * itemsize
+
+
 class SessionStore:
-    def __init__(self, metrics: Metrics, ttl_s: float, max_sessions: int) -> None:
+    def __init__(
+        self, metrics: Metrics, ttl_s: float, max_sessions: int, max_state_bytes: int = 1 << 62
+    ) -> None:
         self._metrics = metrics
         self.ttl_s = ttl_s
         self.max_sessions = max_sessions
-        self._sessions: dict[str, Session] = {}
+        self.max_state_bytes = max_state_bytes
+        self._sessions: OrderedDict[str, Session] = OrderedDict()  # least recently used first
+        self._state_bytes = 0
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -119,41 +136,76 @@ class SessionStore:
             session.batched, session.batch, session.state0 = batched, batch or 1, parts
         elif batch_size is not None:
             session.batched, session.batch = True, batch_size
+        if session.state0 is not None:  # held on the host until the first chunk
+            self._reserve(session, sum(t.array.nbytes for t in session.state0))
         self._sessions[session.id] = session
         self._metrics.open_sessions.set(len(self._sessions))
         return session
 
     def get(self, session_id: str) -> Session:
-        self.expire()
         session = self._sessions.get(session_id)
+        if session is not None and self._expired(session, time.monotonic()):
+            self._drop(session_id)
+            session = None
         if session is None:
-            raise SessionNotFound(f"no open session {session_id!r} (unknown, closed or expired)")
+            raise SessionNotFound(
+                f"no open session {session_id!r} (unknown, closed, expired or ended for room)"
+            )
+        self._sessions.move_to_end(session_id)
         return session
 
     def close(self, session_id: str) -> None:
-        if self._sessions.pop(session_id, None) is None:
+        if self._drop(session_id) is None:
             raise SessionNotFound(f"no open session {session_id!r} (unknown, closed or expired)")
-        self._metrics.open_sessions.set(len(self._sessions))
 
     def end_model(self, model: str) -> int:
         """End every session of a model (it was deleted)."""
         doomed = [s.id for s in self._sessions.values() if s.model == model]
         for sid in doomed:
-            del self._sessions[sid]
-        self._metrics.open_sessions.set(len(self._sessions))
+            self._drop(sid)
         return len(doomed)
+
+    @staticmethod
+    def _expired(session: Session, now: float) -> bool:
+        return now - session.last_used > session.ttl and not session.lock.locked()
 
     def expire(self) -> None:
         now = time.monotonic()
-        idle = [
-            s.id
-            for s in self._sessions.values()
-            if now - s.last_used > s.ttl and not s.lock.locked()
-        ]
-        for sid in idle:
-            del self._sessions[sid]
-        if idle:
+        for sid in [s.id for s in self._sessions.values() if self._expired(s, now)]:
+            self._drop(sid)
+
+    def _drop(self, session_id: str) -> Session | None:
+        session = self._sessions.pop(session_id, None)
+        if session is not None:
+            self._state_bytes -= session.state_bytes
             self._metrics.open_sessions.set(len(self._sessions))
+            self._metrics.session_state_bytes.set(self._state_bytes)
+        return session
+
+    def _reserve(self, session: Session, nbytes: int) -> None:
+        """Count `nbytes` of state for `session`, ending least recently used idle sessions to
+        make room; 429 if it cannot fit."""
+        budget = self.max_state_bytes
+        if nbytes > budget:
+            raise Overloaded(
+                f"this session's state would take {nbytes} bytes, over the budget of {budget} "
+                "for all sessions (RNN_SERVE_MAX_SESSION_STATE_BYTES): stream fewer sequences"
+            )
+        growth = nbytes - session.state_bytes
+        for other in list(self._sessions.values()):  # least recently used first
+            if self._state_bytes + growth <= budget:
+                break
+            if other is not session and not other.lock.locked():
+                self._drop(other.id)
+                self._metrics.session_evictions.inc()
+        if self._state_bytes + growth > budget:
+            raise Overloaded(
+                f"sessions' states fill their budget of {budget} bytes "
+                "(RNN_SERVE_MAX_SESSION_STATE_BYTES) and every other session is busy; retry later"
+            )
+        session.state_bytes = nbytes
+        self._state_bytes += growth
+        self._metrics.session_state_bytes.set(self._state_bytes)
 
     async def chunk(
         self,
@@ -167,8 +219,7 @@ class SessionStore:
             if self._sessions.get(session.id) is not session:
                 raise SessionNotFound(f"session {session.id!r} was closed meanwhile")
             if current.version != session.version:
-                self._sessions.pop(session.id, None)
-                self._metrics.open_sessions.set(len(self._sessions))
+                self._drop(session.id)
                 raise ModelConflict(
                     f"the weights of model {session.model!r} changed; session {session.id!r} "
                     "was ended, open a new one"
@@ -183,6 +234,7 @@ class SessionStore:
                 got = f"a batch of {job.batch}" if job.batched else "an unbatched chunk"
                 raise InvalidInput.at(("body", "input"), f"this session streams {form}, got {got}")
             session.batched, session.batch = job.batched, job.batch
+            self._reserve(session, state_bytes(current.config, job.batch))
             started = time.perf_counter()
             job = replace(job, state0=session.initial_state, state=session.state, keep_state=True)
             result = await run(job)

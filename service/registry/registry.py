@@ -14,17 +14,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from service.errors import InvalidInput, Loc, ModelConflict, ModelNotFound, NotReady
+from service.errors import (
+    InvalidInput,
+    Loc,
+    ModelConflict,
+    ModelNotFound,
+    NotReady,
+    StorageFull,
+    StorageUnavailable,
+)
 from service.metrics import Metrics
 from service.registry.build import build_seeded
 from service.registry.repository import CorruptModel, FileStamp, Repository, Version
@@ -33,6 +44,30 @@ from service.schemas.config import RNNConfig
 from service.settings import Settings
 
 log = logging.getLogger("rnn_serve.registry")
+ORPHAN_AGE_S = 60.0  # a temporary file this old belongs to no write in progress
+
+
+@contextlib.contextmanager
+def _storage(what: str) -> Iterator[None]:
+    """The repository's I/O errors as domain errors: 507 when the disk is full, 503 when it
+    cannot be written; nothing was changed either way (every write is atomic)."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull(
+                f"{what}: the repository's disk is full; nothing was changed"
+            ) from None
+        log.error("%s failed: %s", what, exc)
+        raise StorageUnavailable(
+            f"{what}: the repository cannot be written ({reason}); nothing was changed",
+            retry_after=30,
+        ) from None
+
+
 _CPU = torch.device("cpu")
 
 
@@ -114,7 +149,12 @@ class Registry:
 
     # --- named models (disk I/O: call off the event loop, except get()) ------------------------
     def load_all(self) -> list[str]:
-        """Register every model in the repository (at start-up)."""
+        """Register every model in the repository (at start-up), after removing what
+        interrupted writes left behind."""
+        for leftover in self.repo.clean_orphans(older_than_s=ORPHAN_AGE_S):
+            log.warning(
+                "removed %s, left in the model repository by an interrupted write", leftover
+            )
         for name in self.repo.names():
             try:
                 self.get(name)
@@ -128,7 +168,10 @@ class Registry:
         existing = self._lookup(name)
         if existing is None:
             seeded = weights_bytes(build_seeded(config, _CPU))
-            if self.repo.create(name, config, seeded):
+            self._check_quota(new_models=1, new_bytes=len(seeded))
+            with _storage(f"registering model {name!r}"):
+                created = self.repo.create(name, config, seeded)
+            if created:
                 self._metrics.registry_events.labels("register").inc()
                 entry = self._lookup(name)
                 assert entry is not None
@@ -163,7 +206,13 @@ class Registry:
         return entries
 
     def delete(self, name: str) -> None:
-        deleted = self.repo.delete(name)
+        if name == self.settings.default_model_name:
+            raise ModelConflict(
+                f"model {name!r} is this server's default model (RNN_SERVE_DEFAULT_MODEL_NAME) "
+                "and cannot be deleted; upload new weights to change it"
+            )
+        with _storage(f"deleting model {name!r}"):
+            deleted = self.repo.delete(name)
         with self._lock:
             self._forget(name)
         if not deleted:
@@ -174,8 +223,10 @@ class Registry:
         """Check, build, then durably replace a model's weights; the old ones serve until then."""
         entry = self.get(name)
         module = module_from_weights(entry.config, parse_weights(data, entry.config), self.device)
+        self._check_quota(new_models=0, new_bytes=len(data) - self.repo.weights_size(name))
         try:
-            self.repo.replace_weights(name, data)
+            with _storage(f"uploading the weights of model {name!r}"):
+                self.repo.replace_weights(name, data)
         except FileNotFoundError:
             raise ModelNotFound(f"model {name!r} was deleted during the upload") from None
         entry = self.get(name)
@@ -268,6 +319,20 @@ class Registry:
             return len(self._built), sum(b.nbytes for b in self._built.values())
 
     # --- internals ----------------------------------------------------------------------------
+    def _check_quota(self, new_models: int, new_bytes: int) -> None:
+        models, nbytes = self.repo.usage()
+        if models + new_models > self.settings.max_models:
+            raise StorageFull(
+                f"the repository holds {models} models; the quota is {self.settings.max_models} "
+                "(RNN_SERVE_MAX_MODELS): delete one first"
+            )
+        if nbytes + new_bytes > self.settings.max_repository_bytes:
+            raise StorageFull(
+                f"the repository's weights take {nbytes} bytes and this needs {new_bytes} more; "
+                f"the quota is {self.settings.max_repository_bytes} bytes "
+                "(RNN_SERVE_MAX_REPOSITORY_BYTES)"
+            )
+
     def _lookup(self, name: str) -> ModelSpec | None:
         # Fast path (one stat): nothing changed through any Repository since this model was last
         # verified, and that was recently (changes made by hand are seen within that time).

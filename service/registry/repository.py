@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,13 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _children(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
 
 
 def _write_synced(path: Path, data: bytes) -> None:
@@ -173,6 +181,46 @@ class Repository:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+    def usage(self) -> tuple[int, int]:
+        """(models, bytes of their weights files) in the repository now."""
+        models, nbytes = 0, 0
+        for name in self.names():
+            models += 1
+            with contextlib.suppress(FileNotFoundError):
+                nbytes += (self.root / name / WEIGHTS_FILE).stat().st_size
+        return models, nbytes
+
+    def weights_size(self, name: str) -> int:
+        try:
+            return (self.folder(name) / WEIGHTS_FILE).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def clean_orphans(self, older_than_s: float) -> list[str]:
+        """Remove what an interrupted write left behind (staging folders, temporary files,
+        folders being deleted) once it is older than `older_than_s`: younger ones may belong to
+        a write in progress on another replica. Returns what was removed, relative to root."""
+        cutoff = time.time() - older_than_s
+        leftovers = [
+            *(p for holder in (_STAGING, _TRASH) for p in _children(self.root / holder)),
+            *(p for p in _children(self.root) if p.name.endswith(".tmp")),
+            *(p for folder in _children(self.root) if folder.is_dir() and MODEL_NAME.fullmatch(
+                folder.name) for p in _children(folder) if p.name.endswith(".tmp")),
+        ]  # fmt: skip
+        removed = []
+        for path in leftovers:
+            try:
+                if path.lstat().st_mtime > cutoff:
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            except OSError:
+                continue  # gone meanwhile, or not ours to remove: leave it
+            removed.append(str(path.relative_to(self.root)))
+        return removed
 
     def delete(self, name: str) -> bool:
         """Remove the model's folder; its name disappears at once (one rename)."""

@@ -164,6 +164,22 @@ class RNNConfig(BaseModel):
         """Feature sizes of the state's parts: (h,) or, for LSTM, (h, c)."""
         return (self.h_size, self.hidden_size) if self.has_cell else (self.h_size,)
 
+    @property
+    def sliceable(self) -> bool:
+        """Whether a forward can run in time slices, the state carried between them: a
+        unidirectional one (the reverse direction needs the whole sequence first)."""
+        return not self.bidirectional
+
+    def step_macs(self) -> int:
+        """Multiply-accumulates of one time step of one sequence: the cost unit of admission."""
+        h, d, gates = self.hidden_size, self.num_directions, GATES[self.mode]
+        total = 0
+        for layer in range(self.num_layers):
+            in_features = self.input_size if layer == 0 else d * self.h_size
+            per_direction = gates * h * (in_features + self.h_size) + self.proj_size * h
+            total += d * per_direction
+        return total
+
     def parameter_count(self) -> int:
         """Number of scalars in the module's state_dict."""
         h, d, gates = self.hidden_size, self.num_directions, GATES[self.mode]
