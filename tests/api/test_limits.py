@@ -18,7 +18,6 @@ import httpx
 import numpy as np
 import pytest
 
-from service.engine import engine as engine_module
 from service.registry import repository as repository_module
 from tests.conftest import make_settings, open_client
 from tests.helpers import b64
@@ -189,7 +188,8 @@ async def test_io_errors_are_clean_problems_and_keep_the_old_state(
 async def test_out_of_memory_in_a_forward_is_507_and_the_next_works(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = engine_module.run_batch
+    from service.engine.runner import run_batch as real
+
     calls = {"n": 0}
 
     def failing_once(*args: Any) -> Any:
@@ -199,7 +199,7 @@ async def test_out_of_memory_in_a_forward_is_507_and_the_next_works(
                                "can't allocate memory: you tried to allocate 2929167360 bytes")  # fmt: skip
         return real(*args)
 
-    monkeypatch.setattr(engine_module, "run_batch", failing_once)
+    monkeypatch.setattr("service.engine.engine.run_batch", failing_once)
     body = {"input": [[0.0] * 10]}
     problem(await client.post("/v1/models/default/forward", json=body), 507, "out of memory")
     assert (await client.post("/v1/models/default/forward", json=body)).status_code == 200
