@@ -23,11 +23,35 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = Settings(**overrides)
+    warn_if_open(settings)
     frontends = frontends_for(settings)
     if frontends > 1:
         serve_with_frontends(settings, frontends)
     else:
         serve_in_one_process(settings)
+
+
+def warn_if_open(settings: Settings) -> None:
+    """No API key and an address others can reach: say so, loudly."""
+    import ipaddress
+    import logging
+
+    from service.api.auth import Keys
+
+    if Keys(settings).enabled:
+        return
+    try:
+        loopback = ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:
+        loopback = settings.host == "localhost"
+    if not loopback:
+        logging.basicConfig()
+        logging.getLogger("rnn_serve").warning(
+            "!!! rnn-serve listens on %s with NO API KEYS: anyone who can reach it may run "
+            "models, upload weights over them and delete them. Set RNN_SERVE_ADMIN_KEYS / "
+            "RNN_SERVE_INFERENCE_KEYS or RNN_SERVE_API_KEYS_FILE (see the README). !!!",
+            settings.host,
+        )
 
 
 def _uvicorn_options(settings: Settings) -> dict[str, object]:

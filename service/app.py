@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import __version__
 from service.api import health, problems, sessions, v1, v2
+from service.api.auth import Keys
 from service.api.deps import Readiness
 from service.api.edge import Edge
 from service.api.openapi import openapi_factory
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = App(
         edge={
+            "keys": Keys(settings),
             "metrics": metrics,
             "max_body_bytes": settings.max_body_bytes,
             "max_weights_bytes": settings.max_weights_bytes,

@@ -1,7 +1,7 @@
 """A Python client for rnn-serve, sync (`Client`) and async (`AsyncClient`), on httpx.
 
     from service.client import Client
-    with Client("http://127.0.0.1:8000") as rnn:
+    with Client("http://127.0.0.1:8000", api_key="...") as rnn:   # api_key: if the server has keys
         output, h_n = rnn.forward("default", x, h0)      # numpy in -> numpy out, torch -> torch
         output, (h_n, c_n) = rnn.forward("my-lstm", x, (h0, c0))   # LSTMs, as torch returns them
 
@@ -34,6 +34,7 @@ __all__ = [
     "Overloaded",
     "RNNServeError",
     "ServerError",
+    "Unauthorized",
     "b64_tensor",
     "from_b64_tensor",
 ]
@@ -76,6 +77,10 @@ class BadRequest(RNNServeError):
     """400, 413, 415 or 422: the request is invalid; `body["errors"]` names the fields (v1)."""
 
 
+class Unauthorized(RNNServeError):
+    """401 or 403: no valid API key, or one without the scope this call needs."""
+
+
 class NotFound(RNNServeError):
     """404: no such model."""
 
@@ -104,6 +109,8 @@ def _raise_for(response: httpx.Response) -> None:
     cls: type[RNNServeError] = ServerError
     if status in (400, 413, 415, 422):
         cls = BadRequest
+    elif status in (401, 403):
+        cls = Unauthorized
     elif status == 404:
         cls = NotFound
     elif status == 409:
@@ -218,6 +225,14 @@ class _Base:
         self.backoff = backoff
 
 
+def _headers(api_key: str | None, headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The headers every call carries: the API key, and any the caller adds."""
+    out = dict(headers or {})
+    if api_key is not None:
+        out["Authorization"] = f"Bearer {api_key}"
+    return out
+
+
 T = TypeVar("T")
 
 
@@ -284,10 +299,17 @@ class Client(_Base):
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 0.1,
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(retries, backoff)
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+        self._http = httpx.Client(
+            base_url=base_url,
+            timeout=timeout,
+            transport=transport,
+            headers=_headers(api_key, headers),
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -351,10 +373,17 @@ class AsyncClient(_Base):
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 0.1,
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(retries, backoff)
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=timeout,
+            transport=transport,
+            headers=_headers(api_key, headers),
+        )
 
     async def __aenter__(self) -> AsyncClient:
         return self

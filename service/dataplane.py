@@ -118,7 +118,9 @@ class DataPlane:
         return self.registry.get(check_model_name(name))
 
     # --- forwards -------------------------------------------------------------------------------
-    async def infer(self, codec: Codec, name: str | None, log: LogFields) -> Answer:
+    async def infer(
+        self, codec: Codec, name: str | None, log: LogFields, owner: str | None = None
+    ) -> Answer:
         """A forward with the registered model `name`, or with the codec's inline config."""
         started = time.perf_counter()
         if name is not None:
@@ -130,12 +132,14 @@ class DataPlane:
                 "inline configs are turned off on this server (RNN_SERVE_INLINE_CONFIGS=false): "
                 "register the model and use /v1/models/{name}/forward"
             )
-        return await self._serve(spec, codec, started, log)
+        return await self._serve(spec, codec, started, log, owner=owner)
 
-    async def chunk(self, session_id: str, codec: Codec, log: LogFields) -> Answer:
+    async def chunk(
+        self, session_id: str, codec: Codec, log: LogFields, owner: str | None = None
+    ) -> Answer:
         """The next chunk of a v1 session: the state carries over."""
         started = time.perf_counter()
-        view = await self.backend.session(session_id)
+        view = await self.backend.session(session_id, owner)
         try:
             spec = self.registry.get(view.model)
         except ModelNotFound:
@@ -143,7 +147,7 @@ class DataPlane:
             raise SessionNotFound(
                 f"session {session_id!r} ended: its model {view.model!r} was deleted"
             ) from None
-        return await self._serve(spec, codec, started, log, session_id)
+        return await self._serve(spec, codec, started, log, session_id, owner)
 
     async def _serve(
         self,
@@ -152,12 +156,13 @@ class DataPlane:
         started: float,
         log: LogFields,
         session_id: str | None = None,
+        owner: str | None = None,
     ) -> Answer:
         """The pipeline, once for every protocol: decode, validate, queue and run, encode."""
         decoded = codec.decode(spec.config, self._max_elements)
         inputs, sequence = decoded.inputs, decoded.sequence
         if sequence is not None:
-            session_id = await self._sequence(spec, inputs, sequence)
+            session_id = await self._sequence(spec, inputs, sequence, owner)
             inputs = replace(inputs, h0=None, c0=None)  # taken by the session when it opened
         job = validate_forward(spec.config, inputs)
         self._admit(spec.config, job)
@@ -169,7 +174,7 @@ class DataPlane:
         else:
             close = sequence is not None and sequence.end
             try:
-                result, view = await self.backend.chunk(session_id, spec, job, close)
+                result, view = await self.backend.chunk(session_id, spec, job, close, owner)
             except SessionNotFound:
                 if sequence is None:
                     raise
@@ -210,18 +215,28 @@ class DataPlane:
 
     # --- sessions -------------------------------------------------------------------------------
     async def open_session(
-        self, spec: ModelSpec, codec: StateCodec, session_id: str | None
+        self,
+        spec: ModelSpec,
+        codec: StateCodec,
+        session_id: str | None,
+        owner: str | None = None,
     ) -> SessionView:
         h0, c0, batch_size = codec.decode_state(spec.config, self._max_elements)
-        return await self.backend.open_session(spec, (h0, c0), batch_size, session_id)
+        return await self.backend.open_session(spec, (h0, c0), batch_size, session_id, owner=owner)
 
-    async def _sequence(self, spec: ModelSpec, inputs: Inputs, sequence: Sequence) -> str:
+    async def _sequence(
+        self, spec: ModelSpec, inputs: Inputs, sequence: Sequence, owner: str | None
+    ) -> str:
         """The OIP sequence extension on the sessions: opened by sequence_start (taking the
-        request's h0/c0), continued by later requests with the same id. Returns the session id."""
-        session_id = f"oip:{spec.name}:{sequence.id}"
+        request's h0/c0), continued by later requests with the same id. Sequence ids are the
+        client's (often small integers), so each key has its own: another key's sequence 1 is
+        not this one's. Returns the session id."""
+        session_id = f"oip:{owner or '-'}:{spec.name}:{sequence.id}"
         if sequence.start:
             state0 = (inputs.h0, inputs.c0)
-            await self.backend.open_session(spec, state0, None, session_id, replace=True)
+            await self.backend.open_session(
+                spec, state0, None, session_id, replace=True, owner=owner
+            )
         elif inputs.h0 is not None or inputs.c0 is not None:
             loc = H0 if inputs.h0 is not None else C0
             raise InvalidInput.at(loc, "an initial state is only taken with sequence_start")

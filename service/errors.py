@@ -99,3 +99,9 @@ class StorageFull(ServiceError):
 
 class StorageUnavailable(NotReady):
     """The model repository cannot be written (read-only, or an I/O error); nothing changed."""
+
+
+class Unauthorized(ServiceError):
+    """No valid API key was presented (401, with WWW-Authenticate)."""
+
+    www_authenticate = 'Bearer realm="rnn-serve"'

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.schemas.config import RNNConfig
@@ -41,6 +41,20 @@ class Settings(BaseSettings):
         ge=0,
         description="torch intra-op threads; 0 = one per CPU but one, which is left to the event "
         "loop (measured in bench/REPORT.md: on 2 cores, 1 thread beats 2 by 30% under load).",
+    )
+
+    # API keys (service.api.auth). None configured: the server is open (local use).
+    inference_keys: list[SecretStr] = Field(
+        default=[], description="Keys with the inference scope (a JSON list)."
+    )
+    admin_keys: list[SecretStr] = Field(
+        default=[], description="Keys with the admin scope, which includes inference (JSON)."
+    )
+    api_keys_file: Path | None = Field(
+        default=None, description="A file of '<inference|admin>:<key>' lines (a mounted secret)."
+    )
+    protect_metrics: bool = Field(
+        default=False, description="With keys configured, /metrics needs an admin key too."
     )
 
     # Processes. One engine (registry, batcher, sessions) per device; HTTP may be served by

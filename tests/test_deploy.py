@@ -32,6 +32,13 @@ def test_compose_file_is_valid_against_the_compose_spec() -> None:
     for name in replicas:
         assert "/readyz" in " ".join(services[name]["healthcheck"]["test"])
         assert "models:/data/models" in services[name]["volumes"]
+        # API keys from a secret, never from the file itself
+        secret = services[name]["secrets"][0]
+        assert secret in compose["secrets"]
+        assert services[name]["environment"]["RNN_SERVE_API_KEYS_FILE"] == f"/run/secrets/{secret}"
+    for secret in compose["secrets"].values():  # key files are never committed
+        ignored = subprocess.run(["git", "check-ignore", "-q", secret["file"]], cwd=ROOT)
+        assert ignored.returncode == 0, f"{secret['file']} is not git-ignored"
     nginx = services["nginx"]
     template = nginx["volumes"][0].split(":")[0]
     assert (ROOT / template).is_file()
@@ -90,6 +97,15 @@ def test_deployment_probes_match_the_service() -> None:
         e["value"] for e in container["env"] if e["name"] == "RNN_SERVE_SHUTDOWN_TIMEOUT_S"
     )
     assert grace > float(timeout)
+    # API keys from the Secret, mounted read-only where RNN_SERVE_API_KEYS_FILE points
+    keys_file = next(e["value"] for e in container["env"] if e["name"] == "RNN_SERVE_API_KEYS_FILE")
+    mount = next(m for m in container["volumeMounts"] if keys_file.startswith(m["mountPath"]))
+    assert mount.get("readOnly") is True
+    volume = next(
+        v for v in kinds["Deployment"]["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == mount["name"]
+    )  # fmt: skip
+    assert volume["secret"]["secretName"] == "rnn-serve-api-keys"
 
 
 def test_kubernetes_validation_catches_mistakes() -> None:

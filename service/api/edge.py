@@ -31,6 +31,8 @@ from typing import Any
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.auth import ADMIN, Keys, required_scope
+from service.api.problems import problem_answer
 from service.api.routing import InternalError, LeanRequest, LeanRoute
 from service.dataplane import Answer
 from service.errors import ClientDisconnected, PayloadTooLarge, ServiceError
@@ -61,18 +63,17 @@ class Edge:
         metrics: Metrics,
         max_body_bytes: int,
         max_weights_bytes: int,
+        keys: Keys | None = None,
         cache_size: int = 4096,
     ) -> None:
         self.inner = inner
+        self.routes = routes
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.max_weights_bytes = max_weights_bytes
+        self.keys = keys if keys is not None and keys.enabled else None
         self.ids = RequestIds()
-        # The table's prefix up to its last lean route: past it no match can be lean.
-        last = max((i for i, r in enumerate(routes) if isinstance(r, LeanRoute)), default=-1)
-        self._lean_prefix = list(routes[: last + 1])
-        self._matched: OrderedDict[tuple[str, str], tuple[LeanRoute, dict[str, Any]] | None]
-        self._matched = OrderedDict()
+        self._matched: OrderedDict[tuple[str, str], _Match] = OrderedDict()
         self._cache_size = cache_size
         # metric children, bound once per (method, route, status) and per route
         self._counters: dict[tuple[str, str, int], Any] = {}
@@ -92,44 +93,50 @@ class Edge:
         if request_id is None:
             request_id = self.ids.new()
         scope["request_id"] = request_id
-        found = None if scope.get("root_path") else self._lean(scope)
-        if found is None:
+        found = _NO_MATCH if scope.get("root_path") else self._match(scope)
+        route = found.route.path if found.route is not None else "unmatched"
+        refusal = None
+        if self.keys is not None and found.scope is not None:
+            try:
+                scope["key_id"] = self.keys.check(_header(scope, b"authorization"), found.scope)
+            except ServiceError as exc:
+                refusal = found.route.render_error(exc) if found.lean else problem_answer(exc)
+        if refusal is not None:
+            await _send_answer(send, refusal, request_id, close=False)
+            status = refusal.status
+        elif not found.lean:
             status, route = await self._pass_on(scope, receive, send, request_id)
         else:
-            route_obj, child = found
-            route = route_obj.path
-            scope["route"], scope["endpoint"] = route_obj, route_obj.endpoint
-            scope["path_params"] = dict(child)
-            answer, close = await self._serve(route_obj, scope, receive)
+            lean = found.route
+            scope["route"], scope["endpoint"] = lean, lean.endpoint
+            scope["path_params"] = dict(found.path_params)
+            answer, close = await self._serve(lean, scope, receive)
+            await _send_answer(send, answer, request_id, close)
             status = answer.status
-            headers = [
-                (b"content-type", answer.media_type.encode()),
-                (b"content-length", str(len(answer.body)).encode()),
-                (b"x-request-id", request_id.encode()),
-                *((k.lower().encode(), v.encode()) for k, v in answer.headers.items()),
-            ]
-            if close:
-                headers.append((b"connection", b"close"))
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": answer.body})
         self._record(scope, route, status, start, request_id)
 
-    def _lean(self, scope: Scope) -> tuple[LeanRoute, dict[str, Any]] | None:
+    def _match(self, scope: Scope) -> _Match:
+        """The route the router would run (the first full match), remembered by path."""
         key = (scope["method"], scope["path"])
-        found = self._matched.get(key, False)
-        if found is not False:
-            return found  # type: ignore[return-value]
-        found = None
-        for route in self._lean_prefix:
+        found = self._matched.get(key)
+        if found is not None:
+            return found
+        found = _NO_MATCH
+        for route in self.routes:
             match, child_scope = route.matches(scope)
             if match is Match.FULL:
-                if isinstance(route, LeanRoute):
-                    found = (route, child_scope["path_params"])
+                found = _Match(route, child_scope.get("path_params", {}), self._scope_of(route))
                 break
         self._matched[key] = found
         if len(self._matched) > self._cache_size:
             self._matched.popitem(last=False)
         return found
+
+    def _scope_of(self, route: Any) -> str | None:
+        """The API-key scope a route needs (its OpenAPI security requirement)."""
+        if self.keys is not None and self.keys.protect_metrics and route.path == "/metrics":
+            return ADMIN
+        return required_scope(getattr(route, "openapi_extra", None))
 
     def _limit(self, scope: Scope) -> tuple[int, str]:
         if scope["method"] == "PUT" and scope["path"].endswith("/weights"):
@@ -175,8 +182,6 @@ class Edge:
         status = 500
         header = (b"x-request-id", request_id.encode())
         if declared is not None and declared > limit:
-            from service.api.problems import problem_answer
-
             answer = problem_answer(
                 PayloadTooLarge(f"the body has {declared} bytes; the limit is {limit} ({setting})")
             )
@@ -233,6 +238,41 @@ class Edge:
                 "duration_ms": round(elapsed * 1e3, 3),
                 **scope.get("log_fields", {}),  # model, sequences, batch (forwards)
             })  # fmt: skip
+
+
+class _Match:
+    """What the routing table says of a (method, path)."""
+
+    __slots__ = ("lean", "path_params", "route", "scope")
+
+    def __init__(self, route: Any, path_params: dict[str, Any], scope: str | None) -> None:
+        self.route = route
+        self.path_params = path_params
+        self.scope = scope  # the API-key scope it needs, if any
+        self.lean = isinstance(route, LeanRoute)
+
+
+_NO_MATCH = _Match(None, {}, None)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _send_answer(send: Send, answer: Answer, request_id: str, close: bool) -> None:
+    headers = [
+        (b"content-type", answer.media_type.encode()),
+        (b"content-length", str(len(answer.body)).encode()),
+        (b"x-request-id", request_id.encode()),
+        *((k.lower().encode(), v.encode()) for k, v in answer.headers.items()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
 
 
 async def _read_body(receive: Receive, limit: int, setting: str) -> bytes:

@@ -10,6 +10,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from service.api.auth import SECURITY_SCHEME
 from service.schemas.api import (
     MODEL_NAME_PATTERN,
     ForwardRequest,
@@ -54,6 +55,34 @@ def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
 
 
+_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+_OIP_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+_REFUSALS = {
+    401: "No valid API key (with WWW-Authenticate)",
+    403: "The key lacks the scope, or the server forbids this",
+}
+_STORAGE = {
+    503: "The model repository cannot be written; nothing was changed",
+    507: "The model repository's disk or quota is full; nothing was changed",
+}
+
+
+def _document_refusals(schema: dict[str, Any]) -> None:
+    """Every operation that needs a key may answer 401 and 403; every one that writes the
+    repository, 503 and 507 — in its protocol's error form."""
+    for path, operations in schema.get("paths", {}).items():
+        content = _OIP_ERROR if path.startswith("/v2") else _PROBLEM
+        for method, operation in operations.items():
+            extra: dict[int, str] = {}
+            if operation.get("security"):
+                extra |= _REFUSALS
+            if method in ("post", "put", "delete") and path.startswith("/v1/models"):
+                extra |= _STORAGE
+            responses = operation.setdefault("responses", {})
+            for status, description in extra.items():
+                responses.setdefault(str(status), {"description": description, "content": content})
+
+
 def openapi_factory(app: FastAPI) -> Callable[[], dict[str, Any]]:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -67,8 +96,10 @@ def openapi_factory(app: FastAPI) -> Callable[[], dict[str, Any]]:
             _, defs = models_json_schema(
                 [(m, "validation") for m in COMPONENT_MODELS], ref_template=_REF
             )
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(defs.get("$defs", {}))
+            components = schema.setdefault("components", {})
+            components.setdefault("schemas", {}).update(defs.get("$defs", {}))
+            components["securitySchemes"] = SECURITY_SCHEME
+            _document_refusals(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -30,6 +30,7 @@ CLIENT_CLOSED = 499  # nginx's "client closed request": the client left before i
 #: domain error -> (HTTP status, problem type slug); the most specific class wins
 PROBLEMS: dict[type[e.ServiceError], tuple[int, str]] = {
     e.MalformedBody: (400, "malformed-body"),
+    e.Unauthorized: (401, "unauthorized"),
     e.Forbidden: (403, "forbidden"),
     e.ModelNotFound: (404, "model-not-found"),
     e.SessionNotFound: (404, "session-not-found"),
@@ -62,6 +63,8 @@ def status_of(exc: e.ServiceError) -> tuple[int, str]:
 
 
 def _headers(exc: e.ServiceError) -> dict[str, str] | None:
+    if isinstance(exc, e.Unauthorized):
+        return {"WWW-Authenticate": exc.www_authenticate}
     retry_after = getattr(exc, "retry_after", None)
     return {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
 

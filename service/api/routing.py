@@ -57,6 +57,12 @@ class LeanRequest(Request):
         return None
 
     @property
+    def key_id(self) -> str | None:
+        """Who is calling: the API key's id, set by the edge (None when the server has none)."""
+        key: str | None = self.scope.get("key_id")
+        return key
+
+    @property
     def log_fields(self) -> dict[str, Any]:
         """The access log line's extra fields for this request (model, sequences, batch)."""
         fields: dict[str, Any] = self.scope.setdefault("log_fields", {})

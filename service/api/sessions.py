@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from fastapi import Request, Response
 
 from service.api import problems, routing
+from service.api.auth import INFERENCE, requires
 from service.api.body import json_body, lean_json_body
 from service.api.deps import ModelNamePath
 from service.api.openapi import json_body_schema
@@ -20,7 +21,9 @@ from service.schemas.api import ChunkResponse, OpenSession, SessionChunk, Sessio
 
 router = routing.router("/v1", "sessions")
 chunks = routing.router("/v1", "sessions", LeanRoute)
-SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,128}")
+# An id offered by a client or a load balancer is taken only if it could hold 128 random bits,
+# as the server's own do (22 URL-safe base64 characters).
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22,128}")
 
 
 def info(view: SessionView) -> SessionInfo:
@@ -43,7 +46,7 @@ def _backend(request: Request) -> Backend:
     "/models/{name}/sessions",
     summary="Open a streaming session",
     status_code=201,
-    openapi_extra=json_body_schema(OpenSession),
+    openapi_extra={**json_body_schema(OpenSession), **requires(INFERENCE)},
     responses={201: {"model": SessionInfo}, **problems.responses(400, 404, 413, 415, 422, 429)},
 )
 async def open_session(name: ModelNamePath, request: Request) -> SessionInfo:
@@ -53,7 +56,7 @@ async def open_session(name: ModelNamePath, request: Request) -> SessionInfo:
     # A client-chosen id lets a load balancer hash it from the very first request.
     proposed = request.headers.get("x-session-id")
     key = proposed if proposed and SESSION_ID.fullmatch(proposed) else None
-    return info(await plane.open_session(spec, codec, key))
+    return info(await plane.open_session(spec, codec, key, request.scope.get("key_id")))
 
 
 @chunks.post(
@@ -61,6 +64,7 @@ async def open_session(name: ModelNamePath, request: Request) -> SessionInfo:
     summary="Feed the next chunk; the state carries over",
     openapi_extra={
         **json_body_schema(SessionChunk),
+        **requires(INFERENCE),
         "parameters": [
             {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}
         ],
@@ -72,25 +76,28 @@ async def open_session(name: ModelNamePath, request: Request) -> SessionInfo:
 )
 async def session_forward(request: LeanRequest) -> Answer:
     codec = V1Forward(lean_json_body(request), SessionChunk)
-    return await request.plane.chunk(request.path_params["session_id"], codec, request.log_fields)
+    session_id = request.path_params["session_id"]
+    return await request.plane.chunk(session_id, codec, request.log_fields, request.key_id)
 
 
 @router.get(
     "/sessions/{session_id}",
     summary="A session's state",
+    openapi_extra=requires(INFERENCE),
     responses=problems.responses(404, 422),
 )
 async def get_session(session_id: str, request: Request) -> SessionInfo:
-    return info(await _backend(request).session(session_id))
+    return info(await _backend(request).session(session_id, request.scope.get("key_id")))
 
 
 @router.delete(
     "/sessions/{session_id}",
     summary="Close a session",
+    openapi_extra=requires(INFERENCE),
     status_code=204,
     response_class=Response,
     responses=problems.responses(404, 422),
 )
 async def close_session(session_id: str, request: Request) -> Response:
-    await _backend(request).close_session(session_id)
+    await _backend(request).close_session(session_id, request.scope.get("key_id"))
     return Response(status_code=204)

@@ -10,6 +10,7 @@ from anyio import to_thread
 from fastapi import Request, Response
 
 from service.api import problems, routing
+from service.api.auth import ADMIN, INFERENCE, requires
 from service.api.body import json_body, lean_json_body
 from service.api.deps import ModelNamePath, RegistryDep
 from service.api.openapi import NAME_PARAM, json_body_schema
@@ -38,7 +39,7 @@ _JSON_ERRORS = problems.responses(400, 413, 415, 422)
 @forwards.post(
     "/rnn/forward",
     summary="Forward with an inline config",
-    openapi_extra=json_body_schema(InlineForwardRequest),
+    openapi_extra={**json_body_schema(InlineForwardRequest), **requires(ADMIN)},
     responses={200: {"model": ForwardResponse}, **_FORWARD_ERRORS},
 )
 async def forward_inline(request: LeanRequest) -> Answer:
@@ -49,12 +50,13 @@ async def forward_inline(request: LeanRequest) -> Answer:
 @forwards.post(
     "/models/{name}/forward",
     summary="Forward with a registered model",
-    openapi_extra={**json_body_schema(ForwardRequest), **NAME_PARAM},
+    openapi_extra={**json_body_schema(ForwardRequest), **NAME_PARAM, **requires(INFERENCE)},
     responses={200: {"model": ForwardResponse}, **problems.responses(404), **_FORWARD_ERRORS},
 )
 async def forward_model(request: LeanRequest) -> Answer:
     codec = V1Forward(lean_json_body(request), ForwardRequest)
-    return await request.plane.infer(codec, request.path_params["name"], request.log_fields)
+    name = request.path_params["name"]
+    return await request.plane.infer(codec, name, request.log_fields, request.key_id)
 
 
 async def model_info(request: Request, spec: ModelSpec) -> ModelInfo:
@@ -74,7 +76,7 @@ async def model_info(request: Request, spec: ModelSpec) -> ModelInfo:
     "/models",
     summary="Register a model",
     status_code=201,
-    openapi_extra=json_body_schema(RegisterModel),
+    openapi_extra={**json_body_schema(RegisterModel), **requires(ADMIN)},
     responses={
         200: {"model": ModelInfo},
         201: {"model": ModelInfo},
@@ -89,7 +91,7 @@ async def register_model(request: Request, response: Response, registry: Registr
     return await model_info(request, spec)
 
 
-@router.get("/models", summary="List registered models")
+@router.get("/models", summary="List registered models", openapi_extra=requires(INFERENCE))
 async def list_models(request: Request, registry: RegistryDep) -> ModelList:
     specs = await to_thread.run_sync(registry.list)
     return ModelList(models=[await model_info(request, s) for s in specs])
@@ -98,6 +100,7 @@ async def list_models(request: Request, registry: RegistryDep) -> ModelList:
 @router.get(
     "/models/{name}",
     summary="A model's metadata",
+    openapi_extra=requires(INFERENCE),
     responses=problems.responses(404, 422),
 )
 async def get_model(name: ModelNamePath, request: Request, registry: RegistryDep) -> ModelInfo:
@@ -107,6 +110,7 @@ async def get_model(name: ModelNamePath, request: Request, registry: RegistryDep
 @router.delete(
     "/models/{name}",
     summary="Delete a model",
+    openapi_extra=requires(ADMIN),
     status_code=204,
     response_class=Response,
     responses=problems.responses(404, 422),
@@ -124,10 +128,11 @@ _SAFETENSORS = "application/octet-stream"
     "/models/{name}/weights",
     summary="Upload trained weights (a safetensors file of the module's state_dict())",
     openapi_extra={
+        **requires(ADMIN),
         "requestBody": {
             "required": True,
             "content": {_SAFETENSORS: {"schema": {"type": "string", "format": "binary"}}},
-        }
+        },
     },
     responses={200: {"model": ModelInfo}, **problems.responses(404, 413, 415, 422)},
 )
@@ -145,6 +150,7 @@ async def upload_weights(name: ModelNamePath, request: Request, registry: Regist
 @router.get(
     "/models/{name}/weights",
     summary="Download the current weights as a safetensors file",
+    openapi_extra=requires(ADMIN),
     response_class=Response,
     responses={
         200: {"content": {_SAFETENSORS: {"schema": {"type": "string", "format": "binary"}}}},

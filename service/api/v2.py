@@ -10,6 +10,7 @@ from anyio import to_thread
 
 from service import __version__
 from service.api import routing
+from service.api.auth import INFERENCE, requires
 from service.api.openapi import NAME_PARAM
 from service.api.routing import LeanRequest, OIPRoute
 from service.codecs.oip import HEADER, OIPInfer, metadata
@@ -63,7 +64,7 @@ async def server_ready(request: LeanRequest) -> Answer:
     "/models/{name}",
     summary="Model metadata",
     responses={200: {"model": ModelMetadata}, **_responses(400, 404)},
-    openapi_extra=NAME_PARAM,
+    openapi_extra={**NAME_PARAM, **requires(INFERENCE)},
 )
 async def model_metadata(request: LeanRequest) -> Answer:
     spec = await to_thread.run_sync(request.plane.model, request.path_params["name"])
@@ -74,7 +75,7 @@ async def model_metadata(request: LeanRequest) -> Answer:
     "/models/{name}/ready",
     summary="Model readiness",
     responses={200: {"model": ModelReady}, **_responses(400, 404)},
-    openapi_extra=NAME_PARAM,
+    openapi_extra={**NAME_PARAM, **requires(INFERENCE)},
 )
 async def model_ready(request: LeanRequest) -> Answer:
     spec = await to_thread.run_sync(request.plane.model, request.path_params["name"])
@@ -86,6 +87,7 @@ async def model_ready(request: LeanRequest) -> Answer:
     summary="Inference (JSON, or the binary tensor data extension)",
     openapi_extra={
         **NAME_PARAM,
+        **requires(INFERENCE),
         "requestBody": {
             "required": True,
             "content": {
@@ -101,7 +103,8 @@ async def model_ready(request: LeanRequest) -> Answer:
 )
 async def infer(request: LeanRequest) -> Answer:
     codec = OIPInfer(request.raw_body, request.header(HEADER.encode()))
-    return await request.plane.infer(codec, request.path_params["name"], request.log_fields)
+    name = request.path_params["name"]
+    return await request.plane.infer(codec, name, request.log_fields, request.key_id)
 
 
 __all__ = ["ErrorBody", "router"]

@@ -45,9 +45,15 @@ class Backend(Protocol):
         ...
 
     async def chunk(
-        self, session_id: str, spec: ModelSpec, job: ForwardJob, close: bool = False
+        self,
+        session_id: str,
+        spec: ModelSpec,
+        job: ForwardJob,
+        close: bool = False,
+        owner: str | None = None,
     ) -> tuple[ForwardResult, SessionView]:
-        """Run a session's next chunk from its held state; `close` ends it afterwards."""
+        """Run a session's next chunk from its held state; `close` ends it afterwards. Every
+        session call takes the caller's key id: another key's session is not found."""
         ...
 
     async def open_session(
@@ -57,13 +63,14 @@ class Backend(Protocol):
         batch_size: int | None,
         session_id: str | None,
         replace: bool = False,
+        owner: str | None = None,
     ) -> SessionView:
         """Open a session with an optional initial (h0, c0) and id (`replace`: restart it)."""
         ...
 
-    async def session(self, session_id: str) -> SessionView: ...
+    async def session(self, session_id: str, owner: str | None = None) -> SessionView: ...
 
-    async def close_session(self, session_id: str) -> None: ...
+    async def close_session(self, session_id: str, owner: str | None = None) -> None: ...
 
     async def end_model(self, name: str) -> None:
         """End every session of a model (it was deleted)."""
@@ -92,9 +99,14 @@ class LocalBackend:
         return await self.engine.forward(spec, job)
 
     async def chunk(
-        self, session_id: str, spec: ModelSpec, job: ForwardJob, close: bool = False
+        self,
+        session_id: str,
+        spec: ModelSpec,
+        job: ForwardJob,
+        close: bool = False,
+        owner: str | None = None,
     ) -> tuple[ForwardResult, SessionView]:
-        session = self.sessions.get(session_id)
+        session = self.sessions.get(session_id, owner)
         run = functools.partial(self.engine.forward, spec)
         result = await self.sessions.chunk(session, spec, job, run)
         if close:
@@ -108,16 +120,19 @@ class LocalBackend:
         batch_size: int | None,
         session_id: str | None,
         replace: bool = False,
+        owner: str | None = None,
     ) -> SessionView:
         h0, c0 = (*state0, None, None)[:2]
-        session = self.sessions.open(spec, h0, c0, batch_size, key=session_id, replace=replace)
+        session = self.sessions.open(
+            spec, h0, c0, batch_size, key=session_id, replace=replace, owner=owner
+        )
         return SessionView.of(session)
 
-    async def session(self, session_id: str) -> SessionView:
-        return SessionView.of(self.sessions.get(session_id))
+    async def session(self, session_id: str, owner: str | None = None) -> SessionView:
+        return SessionView.of(self.sessions.get(session_id, owner))
 
-    async def close_session(self, session_id: str) -> None:
-        self.sessions.close(session_id)
+    async def close_session(self, session_id: str, owner: str | None = None) -> None:
+        self.sessions.close(session_id, owner)
 
     async def end_model(self, name: str) -> None:
         self.sessions.end_model(name)

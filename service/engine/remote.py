@@ -307,10 +307,15 @@ class RemoteBackend:
         return result
 
     async def chunk(
-        self, session_id: str, spec: ModelSpec, job: ForwardJob, close: bool = False
+        self,
+        session_id: str,
+        spec: ModelSpec,
+        job: ForwardJob,
+        close: bool = False,
+        owner: str | None = None,
     ) -> tuple[ForwardResult, SessionView]:
         result, reply = await self._run(
-            {"op": "chunk", "session": session_id, "close": close}, spec, job
+            {"op": "chunk", "session": session_id, "close": close, "owner": owner}, spec, job
         )
         return result, _view(reply)
 
@@ -321,6 +326,7 @@ class RemoteBackend:
         batch_size: int | None,
         session_id: str | None,
         replace: bool = False,
+        owner: str | None = None,
     ) -> SessionView:
         spec_id = self._spec_id(spec)
         descriptors, _, where, payload = self._place(list(state0), [])
@@ -328,7 +334,7 @@ class RemoteBackend:
             header = {
                 "op": "open", "spec": spec_id, "state0": descriptors,
                 "batch_size": batch_size, "session": session_id, "replace": replace,
-                "inline": where is None,
+                "inline": where is None, "owner": owner,
             }  # fmt: skip
             reply, _ = await self._call(header, payload)
         finally:
@@ -336,12 +342,12 @@ class RemoteBackend:
                 self.arena.free(*where)
         return _view(reply)
 
-    async def session(self, session_id: str) -> SessionView:
-        reply, _ = await self._call({"op": "session", "session": session_id})
+    async def session(self, session_id: str, owner: str | None = None) -> SessionView:
+        reply, _ = await self._call({"op": "session", "session": session_id, "owner": owner})
         return _view(reply)
 
-    async def close_session(self, session_id: str) -> None:
-        await self._call({"op": "close", "session": session_id})
+    async def close_session(self, session_id: str, owner: str | None = None) -> None:
+        await self._call({"op": "close", "session": session_id, "owner": owner})
 
     async def end_model(self, name: str) -> None:
         await self._call({"op": "end_model", "name": name})
@@ -443,7 +449,7 @@ class _Connection(_Frames):
             elif op == "chunk":
                 result, view = await backend.chunk(
                     header["session"], self.specs[header["spec"]], self._job(header, payload),
-                    header["close"],
+                    header["close"], header["owner"],
                 )  # fmt: skip
                 self._reply_result(header, result, {"session": _view_header(view)})
             elif op == "open":
@@ -454,14 +460,14 @@ class _Connection(_Frames):
                        for t in state0]  # fmt: skip
                 view = await backend.open_session(
                     self.specs[header["spec"]], own, header["batch_size"], header["session"],
-                    header["replace"],
+                    header["replace"], header["owner"],
                 )  # fmt: skip
                 self.send({"rid": rid, "session": _view_header(view)})
             elif op == "session":
-                view = await backend.session(header["session"])
+                view = await backend.session(header["session"], header["owner"])
                 self.send({"rid": rid, "session": _view_header(view)})
             elif op == "close":
-                await backend.close_session(header["session"])
+                await backend.close_session(header["session"], header["owner"])
                 self.send({"rid": rid})
             elif op == "end_model":
                 await backend.end_model(header["name"])

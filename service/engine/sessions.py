@@ -57,6 +57,7 @@ class Session:
     last_used: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     state_bytes: int = 0  # what its state takes (counted against the store's budget)
+    owner: str | None = None  # the API key that opened it (None: the server has no keys)
 
     @property
     def initial_state(self) -> tuple[WireTensor, ...] | None:
@@ -97,6 +98,7 @@ class SessionStore:
         batch_size: int | None = None,
         key: str | None = None,
         replace: bool = False,
+        owner: str | None = None,
     ) -> Session:
         """A new session. `key` picks the id (a client's X-Session-ID, or the OIP's sequence_id,
         which restarts the sequence: `replace`)."""
@@ -108,14 +110,16 @@ class SessionStore:
                 "needs the whole sequence",
             )
         if key is not None and key in self._sessions:
-            if not replace:
+            if not replace or self._sessions[key].owner != owner:
                 raise ModelConflict(f"session id {key!r} is taken")
-            self._sessions.pop(key)
+            self._drop(key)
         if len(self._sessions) >= self.max_sessions:
             raise Overloaded(
                 f"{self.max_sessions} sessions are open (RNN_SERVE_MAX_SESSIONS); close some"
             )
-        session = Session(key or secrets.token_urlsafe(16), entry.name, entry.version, self.ttl_s)
+        session = Session(
+            key or secrets.token_urlsafe(16), entry.name, entry.version, self.ttl_s, owner=owner
+        )  # 128 random bits
         parts = state_parts(entry.config, h0, c0)
         if parts is not None:
             ndim = parts[0].ndim
@@ -142,10 +146,14 @@ class SessionStore:
         self._metrics.open_sessions.set(len(self._sessions))
         return session
 
-    def get(self, session_id: str) -> Session:
+    def get(self, session_id: str, owner: str | None = None) -> Session:
+        """The session, if it is open and `owner`'s (another key's session is as good as
+        unknown: 404, not 403, so its existence is not confirmed)."""
         session = self._sessions.get(session_id)
         if session is not None and self._expired(session, time.monotonic()):
             self._drop(session_id)
+            session = None
+        if session is not None and session.owner != owner:
             session = None
         if session is None:
             raise SessionNotFound(
@@ -154,9 +162,9 @@ class SessionStore:
         self._sessions.move_to_end(session_id)
         return session
 
-    def close(self, session_id: str) -> None:
-        if self._drop(session_id) is None:
-            raise SessionNotFound(f"no open session {session_id!r} (unknown, closed or expired)")
+    def close(self, session_id: str, owner: str | None = None) -> None:
+        self.get(session_id, owner)
+        self._drop(session_id)
 
     def end_model(self, model: str) -> int:
         """End every session of a model (it was deleted)."""

@@ -4,6 +4,8 @@ and every response conforms to the spec (status, content type, schema)."""
 from __future__ import annotations
 
 import json
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode, checks
+
+from tests.server import running_server
 
 SPEC = json.loads((Path(__file__).resolve().parents[2] / "openapi" / "openapi.json").read_text())
 schema = schemathesis.openapi.from_dict(SPEC)
@@ -25,6 +29,37 @@ pytestmark = [pytest.mark.e2e, pytest.mark.fuzz]
 def test_api_conforms(case: schemathesis.Case[Any], live_server: str) -> None:
     case.call_and_validate(
         base_url=live_server,
+        checks=[
+            checks.not_a_server_error,
+            checks.status_code_conformance,
+            checks.content_type_conformance,
+            checks.response_schema_conformance,
+        ],
+        timeout=30,
+    )
+
+
+FUZZ_KEY = "fuzz-admin-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def locked_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real server with API keys: the same spec must hold with auth on."""
+    folder = tmp_path_factory.mktemp("locked")
+    env = {"RNN_SERVE_ADMIN_KEYS": json.dumps([FUZZ_KEY]), "RNN_SERVE_LOG_LEVEL": "warning"}
+    with running_server(folder / "models", folder / "server.log", **env) as url:
+        yield url
+
+
+@schema.parametrize()
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_conforms_with_keys(case: schemathesis.Case[Any], locked_server: str) -> None:
+    """With a valid admin key, and (every other example) with none: 401 where a key is needed,
+    and still no 5xx and nothing off the spec."""
+    keyed = zlib.crc32(f"{case.method} {case.path} {case.body!r}".encode()) % 2 == 0
+    case.call_and_validate(
+        base_url=locked_server,
+        headers={"Authorization": f"Bearer {FUZZ_KEY}"} if keyed else None,
         checks=[
             checks.not_a_server_error,
             checks.status_code_conformance,
