@@ -55,11 +55,14 @@ def warn_if_open(settings: Settings) -> None:
 
 
 def _uvicorn_options(settings: Settings) -> dict[str, object]:
+    from service.httpproto import TimedHttpToolsProtocol
+
+    TimedHttpToolsProtocol.configure(settings)
     return {
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": TimedHttpToolsProtocol,  # httptools, with read deadlines and a connection cap
         "log_level": settings.log_level,
         "access_log": False,  # rnn_serve.access logs every request, with its id
         "timeout_graceful_shutdown": int(settings.shutdown_timeout_s),

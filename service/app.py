@@ -154,8 +154,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def frontend() -> FastAPI:
     """The app of a front-end process (uvicorn's factory; settings from the environment, the
     engine's socket among them)."""
+    from service.httpproto import TimedHttpToolsProtocol
     from service.logs import configure as configure_logging
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
+    TimedHttpToolsProtocol.configure(settings)
     return create_app(settings)

@@ -57,6 +57,17 @@ class Settings(BaseSettings):
         default=False, description="With keys configured, /metrics needs an admin key too."
     )
 
+    # Connections (service.httpproto).
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="A request head must arrive within this (else 408)."
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="The longest pause while a body arrives (else closed)."
+    )
+    max_connections: int = Field(
+        default=1000, ge=1, description="Open connections at most; one more gets 503."
+    )
+
     # Processes. One engine (registry, batcher, sessions) per device; HTTP may be served by
     # several front-end processes that reach it over a Unix socket and shared memory.
     frontends: int = Field(
