@@ -3,6 +3,7 @@ the dynamic batcher."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ from torch import nn
 from service.engine.batcher import Batcher
 from service.engine.codec import WireTensor, cast_numbers
 from service.engine.runner import ForwardResult, run_batch
+from service.engine.slicing import run_sliced, slice_steps
 from service.engine.validate import ForwardJob
 from service.errors import DeviceOutOfMemory
 from service.metrics import Metrics
@@ -40,6 +42,7 @@ class Engine:
     def __init__(self, settings: Settings, metrics: Metrics, modules: Modules) -> None:
         self._metrics = metrics
         self._modules = modules
+        self._slice_macs = settings.slice_macs
         self._cuda: torch.device | None = None  # set by `serve_on` when the device is a GPU
         # torch's intra-op threads are process-wide: set once in configure_torch().
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnn-engine")
@@ -61,7 +64,14 @@ class Engine:
 
     async def forward(self, spec: ModelSpec, job: ForwardJob) -> ForwardResult:
         """Run `job` on the model `spec` describes; jobs with the same `spec.key` may share a
-        forward."""
+        forward. A long unidirectional job runs in time slices (`service.engine.slicing`), so
+        that it never holds the device for long."""
+        if spec.config.sliceable:
+            steps = slice_steps(spec.config, job, self._slice_macs)
+            if steps < job.seq_len:
+                return await run_sliced(
+                    spec.config, job, steps, functools.partial(self.batcher.submit, spec)
+                )
         return await self.batcher.submit(spec, job)
 
     def _run(self, spec: ModelSpec, jobs: Sequence[ForwardJob]) -> list[ForwardResult]:
