@@ -1,11 +1,19 @@
 """Dynamic batching: requests for the same model join one forward.
 
 One dispatcher task on the event loop owns the queues; the forwards run in the engine's single
-worker thread. While the worker is busy, requests accumulate; when it frees up, the oldest
-waiting model's queue is taken whole (up to `max_batch_sequences`). So a lone request on an idle
-device runs at once, and under load every forward carries what arrived while the last one ran.
+worker thread. While the worker is busy, requests accumulate; when it frees up, the next model's
+queue in turn (round robin across models, first in first out within one) is taken, up to
+`max_batch_sequences` sequences and `max_batch_macs` of work. So a lone request on an idle
+device runs at once, under load every forward carries what arrived while the last one ran, and
+no model's queue waits behind another's backlog. Long forwards come here as time slices
+(`service.engine.slicing`), so no one holds the worker for long.
+
+A model whose module is not built yet is built on a thread of its own, not the worker: its
+queue waits, and the other models' forwards go on meanwhile.
+
 Requests are validated before they get here, so one bad request cannot fail a batch; a caller
-that gave up (its task cancelled) is dropped; a full queue refuses with 429.
+that gave up (its task cancelled: a deadline, a client gone) is dropped; a full queue refuses
+with 429.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from service.metrics import Metrics
 from service.registry import ModelSpec
 
 BatchRunner = Callable[[ModelSpec, Sequence[ForwardJob]], list[ForwardResult]]
+Builder = Callable[[ModelSpec], object]  # builds (and caches) the model's module
 
 
 @dataclass(eq=False, slots=True)
@@ -38,6 +47,7 @@ class _Pending:
 class _Queue:
     spec: ModelSpec
     items: deque[_Pending] = field(default_factory=deque)
+    building: bool = False  # its module is being built on the build thread
 
 
 class Batcher:
@@ -51,15 +61,23 @@ class Batcher:
         max_wait_s: float,
         max_queue: int,
         timeout_s: float,
+        max_batch_macs: float = float("inf"),
+        is_built: Callable[[ModelSpec], bool] | None = None,
+        build: Builder | None = None,
+        build_executor: Executor | None = None,
     ) -> None:
         self._executor = executor
         self._run = run
         self._metrics = metrics
         self.max_batch_sequences = max_batch_sequences
+        self.max_batch_macs = max_batch_macs
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
         self.timeout_s = timeout_s
-        self._queues: dict[Hashable, _Queue] = {}
+        self._is_built = is_built
+        self._build = build
+        self._build_executor = build_executor
+        self._queues: dict[Hashable, _Queue] = {}  # in turn order: served ones move to the back
         self._queued = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -102,7 +120,7 @@ class Batcher:
     async def _dispatch(self) -> None:
         while True:
             await self._wakeup.wait()
-            picked = self._oldest()
+            picked = self._next()
             if picked is None:
                 self._wakeup.clear()
                 continue
@@ -131,15 +149,40 @@ class Batcher:
                 if not p.future.done():
                     p.future.set_result(result)
 
-    def _oldest(self) -> tuple[Hashable, _Queue] | None:
-        best: tuple[Hashable, _Queue] | None = None
+    def _next(self) -> tuple[Hashable, _Queue] | None:
+        """The next model's queue in turn whose module is built (starting the builds of those
+        whose is not), moved to the back of the turn order."""
         for key, queue in list(self._queues.items()):
             self._drop_dead(queue)
             if not queue.items:
                 del self._queues[key]
-            elif best is None or queue.items[0].enqueued < best[1].items[0].enqueued:
-                best = (key, queue)
-        return best
+                continue
+            if queue.building:
+                continue
+            if self._is_built is not None and not self._is_built(queue.spec):
+                self._start_build(queue)
+                continue
+            del self._queues[key]  # to the back: the other models' queues come first next time
+            self._queues[key] = queue
+            return key, queue
+        return None
+
+    def _start_build(self, queue: _Queue) -> None:
+        assert self._build is not None
+        assert self._build_executor is not None
+        queue.building = True
+        done = asyncio.wrap_future(self._build_executor.submit(self._build, queue.spec))
+
+        def built(future: asyncio.Future[object]) -> None:
+            queue.building = False
+            failure = None if future.cancelled() else future.exception()
+            if failure is not None:  # e.g. unreadable weights: every waiting request's answer
+                for p in queue.items:
+                    if not p.future.done():
+                        p.future.set_exception(failure)
+            self._wakeup.set()
+
+        done.add_done_callback(built)
 
     async def _wait_for_company(self, queue: _Queue) -> None:
         """With max_wait > 0, let a small batch wait (at most that long) for more requests."""
@@ -151,7 +194,7 @@ class Batcher:
 
     def _take(self, key: Hashable, queue: _Queue) -> list[_Pending]:
         batch: list[_Pending] = []
-        sequences = 0
+        sequences, macs = 0, 0
         now = time.perf_counter()
         while queue.items:
             head = queue.items[0]
@@ -167,11 +210,16 @@ class Batcher:
                     DeadlineExceeded(f"{waited} (RNN_SERVE_REQUEST_TIMEOUT_S)")
                 )
                 continue
-            if batch and sequences + head.job.batch > self.max_batch_sequences:
+            head_macs = head.job.steps() * queue.spec.config.step_macs()
+            if batch and (
+                sequences + head.job.batch > self.max_batch_sequences
+                or macs + head_macs > self.max_batch_macs
+            ):
                 break
             batch.append(queue.items.popleft())
             self._queued -= 1
             sequences += head.job.batch
+            macs += head_macs
         if not queue.items:
             self._queues.pop(key, None)
         return batch

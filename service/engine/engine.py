@@ -25,6 +25,7 @@ from service.settings import Settings
 __all__ = ["Engine"]
 
 Modules = Callable[[ModelSpec], nn.Module]
+IsBuilt = Callable[[ModelSpec], bool]
 
 
 def _out_of_memory(exc: RuntimeError) -> bool:
@@ -39,21 +40,33 @@ class Engine:
     called in the worker thread, so builds and loads never run on the event loop.
     """
 
-    def __init__(self, settings: Settings, metrics: Metrics, modules: Modules) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        modules: Modules,
+        is_built: IsBuilt | None = None,
+    ) -> None:
         self._metrics = metrics
         self._modules = modules
         self._slice_macs = settings.slice_macs
         self._cuda: torch.device | None = None  # set by `serve_on` when the device is a GPU
         # torch's intra-op threads are process-wide: set once in configure_torch().
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnn-engine")
+        # Builds and loads run here, never on the worker: forwards of built models go on.
+        self._builds = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnn-build")
         self.batcher = Batcher(
             self._executor,
             self._run,
             metrics,
             max_batch_sequences=settings.max_batch_sequences,
+            max_batch_macs=2 * settings.slice_macs,
             max_wait_s=settings.max_batch_wait_ms / 1000,
             max_queue=settings.max_queue,
             timeout_s=settings.request_timeout_s,
+            is_built=is_built,
+            build=modules,
+            build_executor=self._builds,
         )
 
     def serve_on(self, device: torch.device) -> None:
@@ -105,3 +118,4 @@ class Engine:
     async def close(self) -> None:
         await self.batcher.stop()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._builds.shutdown(wait=True, cancel_futures=True)

@@ -53,7 +53,7 @@ class EngineHost:
         self.device = resolve_device(settings.device)
         configure_torch(settings)
         self.registry = Registry(settings, self.device, metrics)
-        self.engine = Engine(settings, metrics, self.registry.module_for)
+        self.engine = Engine(settings, metrics, self.registry.module_for, self.registry.is_built)
         self.engine.serve_on(self.device)
         self.sessions = SessionStore(
             metrics, settings.session_ttl_s, settings.max_sessions, settings.max_session_state_bytes

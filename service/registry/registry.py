@@ -286,6 +286,13 @@ class Registry:
             self._insert(key, _Built(module, _nbytes(module), (entry.version[0], weights_version)))
             return module
 
+    def is_built(self, spec: ModelSpec) -> bool:
+        """Whether the module for this version of the model is built now (no disk access)."""
+        key = f"inline:{spec.config.canonical_key}" if spec.inline else f"model:{spec.name}"
+        with self._lock:
+            built = self._built.get(key)
+        return built is not None and built.version == spec.version
+
     def module_for(self, spec: ModelSpec) -> nn.RNNBase:
         """The engine's one way to a module: seeded for inline configs, else the repository's."""
         if spec.inline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,7 +16,7 @@ from service.engine.batcher import Batcher
 from service.engine.codec import WireTensor
 from service.engine.runner import ForwardResult
 from service.engine.validate import ForwardJob
-from service.errors import DeadlineExceeded, Overloaded, ShuttingDown
+from service.errors import DeadlineExceeded, NotReady, Overloaded, ShuttingDown
 from service.metrics import Metrics
 from service.registry import ModelSpec
 from service.schemas.config import RNNConfig
@@ -163,3 +164,76 @@ async def test_jobs_still_queued_at_shutdown_get_503_with_retry_after() -> None:
     runner.gate.set()
     busy.cancel()
     pool.shutdown()
+
+
+async def test_models_take_turns_not_one_fifo() -> None:
+    """A backlog of one model does not hold up another model's request: round robin."""
+    runner = Runner()
+    b, pool = make(runner, max_batch_sequences=1)
+    runner.gate.clear()
+    first = asyncio.create_task(b.submit(spec("a"), job(0)))
+    await asyncio.sleep(0.02)
+    backlog = [asyncio.create_task(b.submit(spec("a"), job(i))) for i in (1, 2, 3, 4)]
+    await asyncio.sleep(0.01)
+    other = asyncio.create_task(b.submit(spec("b"), job(9)))
+    await asyncio.sleep(0.01)
+    runner.gate.set()
+    await asyncio.gather(first, *backlog, other)
+    order = [batch[0] for batch in runner.batches]
+    assert order.index(9.0) <= 2, order  # not behind all of a's backlog (it would be last)
+    await b.stop()
+    pool.shutdown()
+
+
+async def test_a_build_runs_off_the_worker_while_built_models_forward() -> None:
+    runner = Runner()
+    built: set[str] = {"ready"}
+    building = threading.Event()
+
+    def build(s: ModelSpec) -> None:
+        building.set()
+        time.sleep(0.3)  # a big module
+        built.add(s.name)
+
+    builds = ThreadPoolExecutor(1)
+    pool = ThreadPoolExecutor(1)
+    b = Batcher(pool, runner, Metrics(), max_batch_sequences=4, max_wait_s=0.0, max_queue=100,
+                timeout_s=30.0, is_built=lambda s: s.name in built, build=build,
+                build_executor=builds)  # fmt: skip
+    b.start()
+    slow = asyncio.create_task(b.submit(spec("new"), job(1)))
+    await asyncio.sleep(0.05)
+    assert building.is_set()
+    t0 = time.perf_counter()
+    for i in range(5):  # the built model answers meanwhile, at once
+        await b.submit(spec("ready"), job(10 + i))
+    assert time.perf_counter() - t0 < 0.2
+    assert not slow.done()
+    await slow
+    assert "new" in built
+    assert runner.batches[-1] == [1.0]
+    await b.stop()
+    pool.shutdown()
+    builds.shutdown()
+
+
+async def test_a_failed_build_is_every_waiting_requests_answer() -> None:
+    runner = Runner()
+
+    def build(s: ModelSpec) -> None:
+        raise NotReady("model 'broken' cannot be loaded from the repository: bad weights")
+
+    builds, pool = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+    b = Batcher(pool, runner, Metrics(), max_batch_sequences=4, max_wait_s=0.0, max_queue=100,
+                timeout_s=30.0, is_built=lambda s: False, build=build,
+                build_executor=builds)  # fmt: skip
+    b.start()
+    waiting = [asyncio.create_task(b.submit(spec("broken"), job(i))) for i in range(3)]
+    for task in waiting:
+        with pytest.raises(NotReady, match="bad weights"):
+            await task
+    assert runner.batches == []
+    assert b.queued == 0 or all(t.done() for t in waiting)
+    await b.stop()
+    pool.shutdown()
+    builds.shutdown()
