@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test check fmt openapi bench clean
+.PHONY: run test check fmt openapi bench bench-fairness soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,14 @@ bench: $(VENV)/.bench
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python -m bench.run
+
+# Small requests while one 150,000-step forward runs, with and without time slices (~2 min).
+bench-fairness: $(VENV)/.bench
+	$(BIN)/python -m bench.fairness
+
+# Five minutes of mixed load on the real server: RSS, fds and p99 per 30 s window (not in CI).
+soak: $(VENV)/.dev
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 openapi: $(VENV)/.runtime
 	$(BIN)/python -m service.openapi_export openapi/openapi.json

@@ -29,6 +29,7 @@ from service.engine.remote import RemoteBackend
 from service.metrics import Metrics
 from service.registry import Registry
 from service.settings import Settings
+from service.slow import SlowRequests
 
 log = logging.getLogger("rnn_serve")
 
@@ -87,6 +88,9 @@ class App(FastAPI):
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
+    # requests still in flight after this long get their connection watched and their deadline
+    # armed (the edge and the data plane share the one timer)
+    slow = SlowRequests(settings.disconnect_check_after_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -107,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             host = EngineHost(settings, metrics)
             host.start()
             registry, backend = host.registry, host.backend
-        plane = DataPlane(settings, registry, backend, metrics, backend.device)
+        plane = DataPlane(settings, registry, backend, metrics, backend.device, slow)
         readiness = Readiness()
         watching = asyncio.create_task(follow_readiness(plane, readiness))
         try:
@@ -134,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "metrics": metrics,
             "max_body_bytes": settings.max_body_bytes,
             "max_weights_bytes": settings.max_weights_bytes,
+            "slow": slow,
         },
         # FastAPI's native OpenTelemetry checks its providers on every request; rnn-serve has its
         # own metrics and logs and configures no OpenTelemetry provider.

@@ -9,6 +9,7 @@ and knows nothing of HTTP (compare KServe's `DataPlane` under its REST and gRPC 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field, replace
@@ -19,6 +20,7 @@ from service.engine.codec import WireTensor
 from service.engine.runner import ForwardResult
 from service.engine.validate import C0, H0, ForwardJob, Inputs, validate_forward
 from service.errors import (
+    DeadlineExceeded,
     Forbidden,
     InvalidInput,
     ModelNotFound,
@@ -30,6 +32,7 @@ from service.registry import ModelSpec, Registry
 from service.schemas.api import check_model_name
 from service.schemas.config import RNNConfig
 from service.settings import Settings
+from service.slow import SlowRequests
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,29 @@ class StateCodec(Protocol):
 
 
 LogFields = MutableMapping[str, Any]
+_ENCODE_ON_LOOP_MAX = 1 << 18  # output elements encoded on the event loop itself
+
+
+class _Deadline:
+    """A forward's deadline: once armed, cancels the task serving the forward at `at`."""
+
+    __slots__ = ("at", "fired", "handle", "task")
+
+    def __init__(self, task: asyncio.Task[Any], at: float) -> None:
+        self.task, self.at = task, at
+        self.fired = False
+        self.handle: asyncio.TimerHandle | None = None
+
+    def arm(self) -> None:
+        self.handle = self.task.get_loop().call_at(self.at, self._fire)
+
+    def _fire(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+    def disarm(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
 
 
 class DataPlane:
@@ -102,6 +128,7 @@ class DataPlane:
         backend: Backend,
         metrics: Metrics,
         device: str,
+        slow: SlowRequests | None = None,
     ) -> None:
         self.registry = registry
         self.backend = backend
@@ -110,6 +137,8 @@ class DataPlane:
         self._max_macs = settings.max_request_macs
         self._max_unsliced_macs = settings.max_unsliced_macs
         self._inline_configs = settings.inline_configs
+        self._timeout_s = settings.request_timeout_s
+        self._slow = slow if slow is not None else SlowRequests(settings.disconnect_check_after_s)
         self._stages = metrics.stages
 
     # --- models ---------------------------------------------------------------------------------
@@ -119,9 +148,15 @@ class DataPlane:
 
     # --- forwards -------------------------------------------------------------------------------
     async def infer(
-        self, codec: Codec, name: str | None, log: LogFields, owner: str | None = None
+        self,
+        codec: Codec,
+        name: str | None,
+        log: LogFields,
+        owner: str | None = None,
+        timeout_s: float | None = None,
     ) -> Answer:
-        """A forward with the registered model `name`, or with the codec's inline config."""
+        """A forward with the registered model `name`, or with the codec's inline config.
+        `timeout_s`: the caller's own deadline, capped by the server's."""
         started = time.perf_counter()
         if name is not None:
             spec = self.model(name)
@@ -132,10 +167,15 @@ class DataPlane:
                 "inline configs are turned off on this server (RNN_SERVE_INLINE_CONFIGS=false): "
                 "register the model and use /v1/models/{name}/forward"
             )
-        return await self._serve(spec, codec, started, log, owner=owner)
+        return await self._serve(spec, codec, started, log, None, owner, timeout_s)
 
     async def chunk(
-        self, session_id: str, codec: Codec, log: LogFields, owner: str | None = None
+        self,
+        session_id: str,
+        codec: Codec,
+        log: LogFields,
+        owner: str | None = None,
+        timeout_s: float | None = None,
     ) -> Answer:
         """The next chunk of a v1 session: the state carries over."""
         started = time.perf_counter()
@@ -147,7 +187,7 @@ class DataPlane:
             raise SessionNotFound(
                 f"session {session_id!r} ended: its model {view.model!r} was deleted"
             ) from None
-        return await self._serve(spec, codec, started, log, session_id, owner)
+        return await self._serve(spec, codec, started, log, session_id, owner, timeout_s)
 
     async def _serve(
         self,
@@ -157,6 +197,7 @@ class DataPlane:
         log: LogFields,
         session_id: str | None = None,
         owner: str | None = None,
+        timeout_s: float | None = None,
     ) -> Answer:
         """The pipeline, once for every protocol: decode, validate, queue and run, encode."""
         decoded = codec.decode(spec.config, self._max_elements)
@@ -168,24 +209,64 @@ class DataPlane:
         self._admit(spec.config, job)
         self._stages.decode.observe(time.perf_counter() - started)
 
+        deadline = self._timeout_s if timeout_s is None else min(timeout_s, self._timeout_s)
         view = None
-        if session_id is None:
-            result = await self.backend.forward(spec, job)
+        # The deadline covers queueing and compute: when it passes, the job is cancelled —
+        # dropped from the queue, or, when it runs in time slices, no further slice runs. Its
+        # timer is armed only if the forward is still running after `slow.after_s` (most are
+        # done by then): asyncio.timeout for every request cost ~4 µs of a small forward's CPU.
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        expiry = _Deadline(task, loop.time() + deadline)
+        slow = self._slow
+        key = None
+        if deadline <= slow.after_s:
+            expiry.arm()
         else:
-            close = sequence is not None and sequence.end
-            try:
+            key = slow.enter(expiry.arm)
+        try:
+            if session_id is None:
+                result = await self.backend.forward(spec, job)
+            else:
+                close = sequence is not None and sequence.end
                 result, view = await self.backend.chunk(session_id, spec, job, close, owner)
-            except SessionNotFound:
-                if sequence is None:
-                    raise
-                raise InvalidInput.at(
-                    ("body", "parameters"),
-                    f"sequence {sequence.id!r} is not open: send sequence_start first",
-                ) from None
+        except asyncio.CancelledError:
+            if not expiry.fired:
+                raise  # not the deadline's doing: a client gone, or the server stopping
+            task.uncancel()
+            raise DeadlineExceeded(
+                f"the forward did not finish within its deadline of {deadline:g}s "
+                "(X-Request-Timeout, at most RNN_SERVE_REQUEST_TIMEOUT_S); its remaining work "
+                "was dropped"
+                + (
+                    ""
+                    if session_id is None
+                    else "; the session's state is as it was before this chunk"
+                )
+            ) from None
+        except SessionNotFound:
+            if sequence is None:
+                raise
+            raise InvalidInput.at(
+                ("body", "parameters"),
+                f"sequence {sequence.id!r} is not open: send sequence_start first",
+            ) from None
+        finally:
+            if key is not None:
+                slow.leave(key)
+            expiry.disarm()
         log["model"], log["sequences"], log["batch"] = spec.name, job.batch, result.batch_sequences
 
         encode_started = time.perf_counter()
-        answer = codec.encode(Served(spec, result, self.device, view))
+        served = Served(spec, result, self.device, view)
+        if result.output.size > _ENCODE_ON_LOOP_MAX:
+            # a large answer would hold the event loop (~15 ms a million floats as base64, 30 as
+            # JSON):
+            # encode it on a thread, and let the other requests go on meanwhile
+            answer = await asyncio.to_thread(codec.encode, served)
+        else:
+            answer = codec.encode(served)
         self._stages.encode.observe(time.perf_counter() - encode_started)
         return answer
 

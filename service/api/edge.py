@@ -19,6 +19,7 @@ the table's order, as the router would — and the outcome for a (method, path) 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import re
@@ -38,6 +39,7 @@ from service.dataplane import Answer
 from service.errors import ClientDisconnected, PayloadTooLarge, ServiceError
 from service.logs import ACCESS
 from service.metrics import Metrics
+from service.slow import SlowRequests
 
 log = logging.getLogger("rnn_serve.errors")
 _ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -65,6 +67,7 @@ class Edge:
         max_weights_bytes: int,
         keys: Keys | None = None,
         cache_size: int = 4096,
+        slow: SlowRequests | None = None,
     ) -> None:
         self.inner = inner
         self.routes = routes
@@ -73,6 +76,7 @@ class Edge:
         self.max_weights_bytes = max_weights_bytes
         self.keys = keys if keys is not None and keys.enabled else None
         self.ids = RequestIds()
+        self.slow = slow if slow is not None else SlowRequests(0.05)
         self._matched: OrderedDict[tuple[str, str], _Match] = OrderedDict()
         self._cache_size = cache_size
         # metric children, bound once per (method, route, status) and per route
@@ -160,9 +164,25 @@ class Edge:
                     f"the body has {declared} bytes; the limit is {limit} ({setting})"
                 )
             body = await _read_body(receive, limit, setting)
-            return await route.serve(LeanRequest(scope, body)), False
         except PayloadTooLarge as exc:
             return route.render_error(exc), True
+        except ServiceError as exc:
+            return route.render_error(exc), False
+        # A client that leaves while its forward runs cancels the work (queued, running or
+        # between time slices); it is answered — to nobody, but logged and counted — 499. Only a
+        # request still running after `slow.after_s` starts a task to watch its connection: the
+        # quick ones, nearly all, pay for neither a task nor a timer of their own.
+        task = asyncio.current_task()
+        assert task is not None
+        watch = _Watch(receive, task)
+        key = self.slow.enter(watch.start)
+        try:
+            return await route.serve(LeanRequest(scope, body)), False
+        except asyncio.CancelledError:
+            if not watch.gone:
+                raise  # the server's own cancellation (shutdown): not the client's doing
+            task.uncancel()
+            return route.render_error(ClientDisconnected("the client disconnected")), False
         except ServiceError as exc:
             return route.render_error(exc), False
         except Exception:
@@ -171,6 +191,9 @@ class Edge:
                 scope["method"], scope["path"], scope["request_id"],
             )  # fmt: skip
             return route.render_error(InternalError("internal server error; see the log")), False
+        finally:
+            self.slow.leave(key)
+            watch.stop()
 
     async def _pass_on(
         self, scope: Scope, receive: Receive, send: Send, request_id: str
@@ -253,6 +276,31 @@ class _Match:
 
 
 _NO_MATCH = _Match(None, {}, None)
+
+
+class _Watch:
+    """Waits for a request's connection to close (its body already read, the next message
+    `receive` gives is http.disconnect) and then cancels the task serving it."""
+
+    __slots__ = ("gone", "receive", "served", "watcher")
+
+    def __init__(self, receive: Receive, served: asyncio.Task[Any]) -> None:
+        self.receive, self.served = receive, served
+        self.gone = False
+        self.watcher: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.watcher = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        message = await self.receive()
+        if message["type"] == "http.disconnect":
+            self.gone = True
+            self.served.cancel()
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.cancel()
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

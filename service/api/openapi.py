@@ -81,6 +81,19 @@ def _document_refusals(schema: dict[str, Any]) -> None:
             responses = operation.setdefault("responses", {})
             for status, description in extra.items():
                 responses.setdefault(str(status), {"description": description, "content": content})
+            if "504" in responses:  # a forward: it takes the client's own deadline
+                operation.setdefault("parameters", []).append(TIMEOUT_HEADER)
+
+
+TIMEOUT_HEADER: dict[str, Any] = {
+    "name": "X-Request-Timeout",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "number", "exclusiveMinimum": 0},
+    "description": "This forward's deadline in seconds, queueing and compute together (the "
+    "server's RNN_SERVE_REQUEST_TIMEOUT_S caps it). Past it the answer is 504 and the "
+    "forward's remaining time slices do not run.",
+}
 
 
 def openapi_factory(app: FastAPI) -> Callable[[], dict[str, Any]]:

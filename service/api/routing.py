@@ -26,7 +26,7 @@ from starlette.types import Scope
 
 from service.api.problems import oip_error_answer, problem_answer, response_of
 from service.dataplane import Answer, DataPlane
-from service.errors import ClientDisconnected, ServiceError
+from service.errors import ClientDisconnected, InvalidInput, ServiceError
 
 
 class InternalError(ServiceError):
@@ -55,6 +55,24 @@ class LeanRequest(Request):
             if key == name:
                 return str(value.decode("latin-1"))
         return None
+
+    @property
+    def timeout_s(self) -> float | None:
+        """The client's own deadline for this forward: the X-Request-Timeout header, in seconds
+        (the server's RNN_SERVE_REQUEST_TIMEOUT_S caps it); None without the header."""
+        value = self.header(b"x-request-timeout")
+        if value is None:
+            return None
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = -1.0
+        if not 0 < seconds < float("inf"):
+            raise InvalidInput.at(
+                ("header", "X-Request-Timeout"),
+                f"X-Request-Timeout: expected a positive number of seconds, got {value[:40]!r}",
+            )
+        return seconds
 
     @property
     def key_id(self) -> str | None:

@@ -77,7 +77,9 @@ async def open_session(name: ModelNamePath, request: Request) -> SessionInfo:
 async def session_forward(request: LeanRequest) -> Answer:
     codec = V1Forward(lean_json_body(request), SessionChunk)
     session_id = request.path_params["session_id"]
-    return await request.plane.chunk(session_id, codec, request.log_fields, request.key_id)
+    return await request.plane.chunk(
+        session_id, codec, request.log_fields, request.key_id, request.timeout_s
+    )
 
 
 @router.get(

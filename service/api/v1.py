@@ -44,7 +44,7 @@ _JSON_ERRORS = problems.responses(400, 413, 415, 422)
 )
 async def forward_inline(request: LeanRequest) -> Answer:
     codec = V1Forward(lean_json_body(request), InlineForwardRequest)
-    return await request.plane.infer(codec, None, request.log_fields)
+    return await request.plane.infer(codec, None, request.log_fields, None, request.timeout_s)
 
 
 @forwards.post(
@@ -56,7 +56,9 @@ async def forward_inline(request: LeanRequest) -> Answer:
 async def forward_model(request: LeanRequest) -> Answer:
     codec = V1Forward(lean_json_body(request), ForwardRequest)
     name = request.path_params["name"]
-    return await request.plane.infer(codec, name, request.log_fields, request.key_id)
+    return await request.plane.infer(
+        codec, name, request.log_fields, request.key_id, request.timeout_s
+    )
 
 
 async def model_info(request: Request, spec: ModelSpec) -> ModelInfo:

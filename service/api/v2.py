@@ -104,7 +104,9 @@ async def model_ready(request: LeanRequest) -> Answer:
 async def infer(request: LeanRequest) -> Answer:
     codec = OIPInfer(request.raw_body, request.header(HEADER.encode()))
     name = request.path_params["name"]
-    return await request.plane.infer(codec, name, request.log_fields, request.key_id)
+    return await request.plane.infer(
+        codec, name, request.log_fields, request.key_id, request.timeout_s
+    )
 
 
 __all__ = ["ErrorBody", "router"]

@@ -214,13 +214,29 @@ def check_raw_finite(arr: np.ndarray[Any, Any], dtype: DType, loc: Loc) -> None:
         raise _fail(loc, f"expected finite {dtype} values, got NaN or infinity")
 
 
+_B64_CHUNK = 3 << 20  # bytes base64-encoded in one call (a multiple of 3: no padding inside)
+
+
+def _b64(arr: np.ndarray[Any, Any]) -> str:
+    """Base64 of a contiguous array's bytes; a large one in pieces of a few milliseconds each, so
+    that a thread encoding it lets the event loop's thread run in between (each call holds the
+    GIL)."""
+    raw = arr.reshape(-1).view(np.uint8).data
+    if raw.nbytes <= _B64_CHUNK:
+        return binascii.b2a_base64(raw, newline=False).decode()
+    return "".join(
+        binascii.b2a_base64(raw[i : i + _B64_CHUNK], newline=False).decode("ascii")
+        for i in range(0, raw.nbytes, _B64_CHUNK)
+    )
+
+
 def encode_tensor(arr: np.ndarray[Any, Any], dtype: DType, encoding: Encoding) -> Any:
     """A result array -> its wire form; orjson serialises the arrays without Python floats."""
     if encoding == "b64":
         return {
             "shape": list(arr.shape),
             "dtype": dtype,
-            "b64": binascii.b2a_base64(np.ascontiguousarray(arr).data, newline=False).decode(),
+            "b64": _b64(np.ascontiguousarray(arr)),
         }
     values = bf16_bits_to_f32(arr) if dtype == "bfloat16" else arr
     values = np.ascontiguousarray(values)

@@ -98,6 +98,11 @@ def output_shapes(config: RNNConfig, job: ForwardJob) -> list[tuple[int, ...]]:
     return [(*out, config.output_size), *states]
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def _error_header(exc: ServiceError) -> Header:
     return {
         "err": type(exc).__name__,
@@ -192,8 +197,7 @@ class RemoteBackend:
     async def _call(self, header: Header, payload: bytes = b"") -> tuple[Header, bytes]:
         if self._conn is None:
             raise NotReady("the engine process is not reachable")
-        rid = next(self._ids)
-        header["rid"] = rid
+        rid = header.setdefault("rid", next(self._ids))
         future: asyncio.Future[tuple[Header, bytes]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
         self._conn.send(header, payload)
@@ -285,11 +289,16 @@ class RemoteBackend:
     ) -> tuple[ForwardResult, Header]:
         job_header, where, payload, out = self._job_header(spec, job)
         header.update(job_header)
+        header["rid"] = rid = next(self._ids)
         try:
             call = asyncio.ensure_future(self._call(header, payload))
             try:
                 reply, data = await asyncio.shield(call)
             except asyncio.CancelledError:
+                # a deadline or a client gone: the engine drops the job (or its next slices)
+                if self._conn is not None and not call.done():
+                    self._conn.send({"op": "cancel", "target": rid})
+                call.add_done_callback(_retrieve)  # its answer is nobody's now
                 # the engine may still write into the block: give it back only once it answered
                 if where is not None:
                     block, size = where
@@ -371,10 +380,10 @@ class _Connection(_Frames):
         self.backend, self.registry = backend, registry
         self.arena: Attached | None = None
         self.specs: dict[int, ModelSpec] = {}
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: dict[int, asyncio.Task[None]] = {}  # by request id
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for task in self.tasks:
+        for task in self.tasks.values():
             task.cancel()
         if self.arena is not None:
             self.arena.close()
@@ -390,10 +399,15 @@ class _Connection(_Frames):
                 version = (tuple(version[0]), tuple(version[1]) if version[1] else None)
             config = RNNConfig.model_validate(header["config"])
             self.specs[header["id"]] = ModelSpec(header["name"], config, version)
+        elif op == "cancel":  # the front-end gave up on a call (a deadline, a client gone)
+            running = self.tasks.get(header["target"])
+            if running is not None:
+                running.cancel()
         else:
+            rid = header["rid"]
             task = asyncio.ensure_future(self._answer(header, payload))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self.tasks[rid] = task
+            task.add_done_callback(lambda _: self.tasks.pop(rid, None))
 
     def _tensor(self, d: Tensor | None, payload: bytes, inline: bool, at: list[int]) -> Any:
         if d is None:
@@ -485,6 +499,9 @@ class _Connection(_Frames):
             with contextlib.suppress(NotReady):
                 self.send({"rid": rid, **_error_header(exc)})
         except asyncio.CancelledError:
+            # the front-end waits for an answer before it reuses the arena block: give one
+            with contextlib.suppress(NotReady):
+                self.send({"rid": rid, **_error_header(errors.ClientDisconnected("cancelled"))})
             raise
         except Exception:
             log.exception("engine call %s failed", header.get("op"))
