@@ -499,7 +499,10 @@ class _Connection(_Frames):
             with contextlib.suppress(NotReady):
                 self.send({"rid": rid, **_error_header(exc)})
         except asyncio.CancelledError:
-            # the front-end waits for an answer before it reuses the arena block: give one
+            # the front-end waits for an answer before it reuses the arena block: give one. (A
+            # batch already running in the worker may still read this job's input from the
+            # block; rows of a batch are independent, so only this discarded answer could see
+            # a reused block's bytes.)
             with contextlib.suppress(NotReady):
                 self.send({"rid": rid, **_error_header(errors.ClientDisconnected("cancelled"))})
             raise
