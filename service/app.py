@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -85,6 +87,17 @@ class App(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+def _stop_frontend() -> None:
+    """The engine's connection was lost: the process that runs the engine (and supervises this
+    front-end) died or is stopping. Shut down as on SIGTERM rather than answer 503 forever as
+    an orphan holding the listening socket."""
+    logging.getLogger("rnn_serve").error(
+        "lost the engine (pid %d's parent is now %d): this front-end stops", os.getpid(),
+        os.getppid(),
+    )  # fmt: skip
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
@@ -99,7 +112,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         backend: Backend
         if settings.engine_socket:  # a front-end process: the engine is another process's
             registry = Registry(settings, torch.device("cpu"), metrics, serving=False)
-            remote = RemoteBackend(settings.engine_socket, settings.shm_arena_bytes)
+            remote = RemoteBackend(
+                settings.engine_socket, settings.shm_arena_bytes, on_engine_lost=_stop_frontend
+            )
             try:
                 await remote.connect()
             except BaseException:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import struct
 import threading
 from collections.abc import Callable, Sequence
@@ -150,9 +151,16 @@ class _Client(_Frames):
 class RemoteBackend:
     """`Backend` over the engine socket, with tensors in this front-end's shared-memory arena."""
 
-    def __init__(self, path: str, arena_bytes: int) -> None:
+    def __init__(
+        self, path: str, arena_bytes: int, on_engine_lost: Callable[[], None] | None = None
+    ) -> None:
         self.path = path
         self.arena = Arena(arena_bytes)
+        # The engine lives in the process that started this one: a lost connection means it
+        # is gone (killed, crashed) and will not come back; the front-end should go too.
+        self._on_engine_lost = on_engine_lost
+        self._closing = False
+        self._parent = os.getppid()
         self._conn: _Client | None = None
         self._pending: dict[int, asyncio.Future[tuple[Header, bytes]]] = {}
         self._ids = itertools.count()
@@ -171,11 +179,14 @@ class RemoteBackend:
             except (FileNotFoundError, ConnectionRefusedError):
                 if loop.time() > deadline:
                     raise
+                if os.getppid() != self._parent:
+                    raise NotReady("the engine's process is gone") from None
                 await asyncio.sleep(0.05)
         self._conn = conn
         conn.send({"op": "hello", "arena": self.arena.name})
 
     async def close(self) -> None:
+        self._closing = True
         if self._conn is not None and self._conn.transport is not None:
             self._conn.transport.close()
         self._on_lost()
@@ -187,6 +198,8 @@ class RemoteBackend:
             future.set_result((header, payload))
 
     def _on_lost(self) -> None:
+        if self._conn is not None and not self._closing and self._on_engine_lost is not None:
+            self._on_engine_lost()
         self._conn = None
         self._specs.clear()  # a new connection starts a new table
         pending, self._pending = self._pending, {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -75,3 +76,45 @@ def test_two_frontends_one_engine(tmp_path: Path) -> None:
     log = (tmp_path / "server.log").read_text()
     assert "Traceback" not in log, log
     assert "leaked" not in log, log
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_frontends_stop_when_the_engine_process_dies(tmp_path: Path) -> None:
+    """SIGKILL the process that runs the engine: its front-ends must not linger as orphans
+    holding the port (they lose the engine's socket and stop as on SIGTERM)."""
+    env = {"RNN_SERVE_FRONTENDS": "2", "RNN_SERVE_LOG_LEVEL": "warning"}
+    with server_process(tmp_path / "models", tmp_path / "server.log", **env) as (url, proc):
+        prefixes: set[str] = set()  # both front-ends serving (connected to the engine)
+        deadline = time.monotonic() + 60
+        while len(prefixes) < 2:
+            assert time.monotonic() < deadline, "the second front-end never answered"
+            with httpx.Client(base_url=url, timeout=30) as c:  # a new connection each time
+                prefixes.add(c.get("/v1/models").headers["x-request-id"][:16])
+        frontends = [
+            p for p in _children(proc.pid)
+            if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()
+            and b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()
+        ]  # fmt: skip
+        assert len(frontends) == 2, frontends
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 20
+        while any(_alive(p) for p in frontends):
+            assert time.monotonic() < deadline, "front-ends outlived their engine"
+            time.sleep(0.1)
+    assert "lost the engine" in (tmp_path / "server.log").read_text()
