@@ -142,7 +142,7 @@ class Settings(BaseSettings):
         gt=0,
         description="A longer unidirectional forward runs in time slices of about this many "
         "MACs (~15 ms on one CPU core), other requests' forwards running between them "
-        "(bench.fairness: small requests' p99 45 ms at 1e8, 36-83 ms at 2e8, 2.5 s unsliced).",
+        "(bench.fairness: small requests' p99 45-92 ms at 1e8, 36-83 ms at 2e8, 2.5-3 s unsliced).",
     )
     inline_configs: bool = Field(
         default=True,
