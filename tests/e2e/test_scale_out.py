@@ -162,3 +162,87 @@ def test_sigterm_and_sigkill_behind_nginx(
                     next(lb_iter2, None)
         finally:
             next(lb_iter, None)
+
+
+SEED = {"input_size": 10, "hidden_size": 20, "num_layers": 2}
+CHUNKS_SERVED = (
+    r'^rnn_serve_requests_total\{method="POST",route="/v1/sessions/\{session_id\}/forward",'
+    r'status="200"\} ([0-9.e+]+)$'
+)
+
+
+def _v1_stream(lb: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A session opened with no id of the client's, fed 6 chunks: (output, input)."""
+    x = np.random.default_rng(seed).standard_normal((18, 1, 10)).astype(np.float32)
+    outs = []
+    with httpx.Client(base_url=lb, timeout=30) as c:
+        r = c.post("/v1/models/default/sessions", json={})
+        assert r.status_code == 201, r.text
+        sid = r.json()["session_id"]
+        for i in range(0, 18, 3):
+            r = c.post(f"/v1/sessions/{sid}/forward",
+                       json={"input": b64(x[i : i + 3]), "output_encoding": "b64"})  # fmt: skip
+            assert r.status_code == 200, (sid, i, r.status_code, r.text)
+            outs.append(decode(r.json()["output"]))
+        assert c.delete(f"/v1/sessions/{sid}").status_code == 204
+    return np.concatenate(outs), x
+
+
+def _oip_sequence(lb: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """An OIP sequence of 5 infers, its id in the body and in X-Sequence-ID."""
+    x = np.random.default_rng(seed).standard_normal((15, 10)).astype(np.float32)
+    outs = []
+    sequence = f"seq-{seed}"
+    with httpx.Client(base_url=lb, timeout=30, headers={"X-Sequence-ID": sequence}) as c:
+        for k, i in enumerate(range(0, 15, 3)):
+            chunk = x[i : i + 3]
+            body = {
+                "inputs": [{"name": "input", "shape": list(chunk.shape), "datatype": "FP32",
+                            "data": chunk.ravel().tolist()}],
+                "parameters": {"sequence_id": sequence, "sequence_start": k == 0,
+                               "sequence_end": k == 4},
+            }  # fmt: skip
+            r = c.post("/v2/models/default/infer", json=body)
+            assert r.status_code == 200, (sequence, k, r.status_code, r.text)
+            out = next(o for o in r.json()["outputs"] if o["name"] == "output")
+            outs.append(np.asarray(out["data"], dtype=np.float32).reshape(out["shape"]))
+    return np.concatenate(outs), x
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx is not installed (.ci/run installs it)")
+def test_sessions_and_sequences_stick_to_their_replica_with_no_client_ids(tmp_path: Path) -> None:
+    """32 v1 sessions opened without X-Session-ID and 16 OIP sequences, all at once through the
+    shipped nginx with two replicas: every chunk reaches the replica holding its state (before
+    the load balancer made the ids, about half failed), and every stream equals the oracle."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.oracle import forward, seeded_params
+
+    repo = tmp_path / "models"
+    env = {"RNN_SERVE_LOG_LEVEL": "warning"}
+    params = seeded_params(SEED)
+    with (
+        server_process(repo, tmp_path / "a.log", **env) as (a, _),
+        server_process(repo, tmp_path / "b.log", **env) as (b, _),
+    ):
+        lb_iter = nginx(tmp_path / "nginx", [a.removeprefix("http://"), b.removeprefix("http://")])
+        lb = next(lb_iter)
+        try:
+            with ThreadPoolExecutor(48) as pool:
+                streams = [pool.submit(_v1_stream, lb, s) for s in range(32)]
+                sequences = [pool.submit(_oip_sequence, lb, 100 + s) for s in range(16)]
+                for f in [*streams, *sequences]:
+                    got, x = f.result()
+                    want, _, _ = forward(params, SEED, x)
+                    np.testing.assert_allclose(got, want.reshape(got.shape), atol=1e-5)
+            # both replicas held some: the hash spread them
+            served = {
+                url: sum(
+                    float(v) for v in re.findall(
+                        CHUNKS_SERVED, httpx.get(f"{url}/metrics").text, re.M)
+                )
+                for url in (a, b)
+            }  # fmt: skip
+            assert all(n > 0 for n in served.values()), served
+        finally:
+            next(lb_iter, None)
