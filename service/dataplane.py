@@ -10,13 +10,17 @@ and knows nothing of HTTP (compare KServe's `DataPlane` under its REST and gRPC 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+import numpy as np
+
 from service.engine.backend import Backend, SessionView
 from service.engine.codec import WireTensor
+from service.engine.portable import SessionState
 from service.engine.runner import ForwardResult
 from service.engine.validate import C0, H0, ForwardJob, Inputs, validate_forward
 from service.errors import (
@@ -50,6 +54,7 @@ class Decoded:
 
     inputs: Inputs
     sequence: Sequence | None = None
+    start_step: int | None = None  # the step a session chunk expects to start at
 
 
 @dataclass(slots=True)
@@ -85,7 +90,10 @@ class Codec(Protocol):
 
 
 class StateCodec(Protocol):
-    """A protocol's wire format for opening a session: an optional initial state."""
+    """A protocol's wire format for opening a session: an optional initial state, or an
+    exported one to resume."""
+
+    def decode_import(self, config: RNNConfig, max_elements: int) -> SessionState | None: ...
 
     def decode_state(
         self, config: RNNConfig, max_elements: int
@@ -95,6 +103,17 @@ class StateCodec(Protocol):
 
 
 LogFields = MutableMapping[str, Any]
+
+
+def _digest(job: ForwardJob) -> str:
+    """A chunk's identity for exactly-once retries: its input's dtype, shape, bytes, lengths."""
+    x = job.input.array
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{job.input.dtype}{x.shape}{job.lengths}".encode())
+    h.update(np.ascontiguousarray(x).data)
+    return h.hexdigest()
+
+
 _ENCODE_ON_LOOP_MAX = 1 << 18  # output elements encoded on the event loop itself
 
 
@@ -207,6 +226,13 @@ class DataPlane:
             inputs = replace(inputs, h0=None, c0=None)  # taken by the session when it opened
         job = validate_forward(spec.config, inputs)
         self._admit(spec.config, job)
+        expect = None
+        if decoded.start_step is not None:
+            if session_id is None:
+                raise InvalidInput.at(
+                    ("body", "start_step"), "start_step is for session and sequence chunks"
+                )
+            expect = (decoded.start_step, _digest(job))
         self._stages.decode.observe(time.perf_counter() - started)
 
         deadline = self._timeout_s if timeout_s is None else min(timeout_s, self._timeout_s)
@@ -230,7 +256,7 @@ class DataPlane:
                 result = await self.backend.forward(spec, job)
             else:
                 close = sequence is not None and sequence.end
-                result, view = await self.backend.chunk(session_id, spec, job, close, owner)
+                result, view = await self.backend.chunk(session_id, spec, job, close, owner, expect)
         except asyncio.CancelledError:
             if not expiry.fired:
                 raise  # not the deadline's doing: a client gone, or the server stopping
@@ -302,6 +328,9 @@ class DataPlane:
         session_id: str | None,
         owner: str | None = None,
     ) -> SessionView:
+        state = codec.decode_import(spec.config, self._max_elements)
+        if state is not None:
+            return await self.backend.import_session(spec, state, session_id, owner)
         h0, c0, batch_size = codec.decode_state(spec.config, self._max_elements)
         return await self.backend.open_session(spec, (h0, c0), batch_size, session_id, owner=owner)
 

@@ -19,6 +19,9 @@ class FieldError:
 class ServiceError(Exception):
     """Base of every error that is the client's or the load's fault, never a bug."""
 
+    #: members added to the problem body (RFC 9457 extensions), e.g. a session's current step
+    extensions: dict[str, int | str] = {}
+
     def __init__(self, detail: str, errors: Sequence[FieldError] = ()) -> None:
         super().__init__(detail)
         self.detail = detail
@@ -53,8 +56,27 @@ class SessionNotFound(ServiceError):
     """No open session with this id (never opened, closed, expired or ended)."""
 
 
+class SessionLost(ServiceError):
+    """The session was held by a replica that died before it could hand its state over (410).
+    It is never restarted from zero: the client resumes from a state it exported."""
+
+
 class ModelConflict(ServiceError):
     """The name is taken by a model with another config."""
+
+
+class StepConflict(ModelConflict):
+    """A session chunk expected to start at another step than the session is at (a gap, a stale
+    retry): the answer carries `current_step`, so the client knows where the stream stands."""
+
+    def __init__(self, detail: str, current_step: int) -> None:
+        super().__init__(detail)
+        self.current_step = current_step
+        self.extensions = {"current_step": current_step}
+
+
+class StateMismatch(ModelConflict):
+    """A session state made under other weights (or another model) than the ones served."""
 
 
 class Overloaded(ServiceError):

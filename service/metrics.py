@@ -70,6 +70,17 @@ class Metrics:
             "rnn_serve_session_evictions", "Idle sessions ended to make room for others' state.",
             registry=r,
         )  # fmt: skip
+        self.session_replays = Counter(
+            "rnn_serve_session_replays",
+            "Retried session chunks answered from the kept answer (not applied twice).",
+            registry=r,
+        )  # fmt: skip
+        self.session_handoffs = Counter(
+            "rnn_serve_session_handoffs",
+            "Sessions handed to another replica (out) or taken from one (in), and sessions "
+            "found lost with a replica that died (lost).",
+            ["direction"], registry=r,
+        )  # fmt: skip
         self.session_chunk_seconds = Histogram(
             "rnn_serve_session_chunk_seconds", "Latency of one session chunk (queue and compute).",
             buckets=_LATENCY_BUCKETS, registry=r,

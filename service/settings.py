@@ -159,6 +159,18 @@ class Settings(BaseSettings):
         description="Bytes of state all sessions may hold together; past it, the least recently "
         "used idle sessions are ended (and a session bigger than the budget alone is refused).",
     )
+    session_handoff: bool = Field(
+        default=True,
+        description="Sessions move between replicas that share the model repository: a replica "
+        "that stops writes their state under <repository>/.sessions, and one asked for a "
+        "session another holds takes it over (docs/sessions.md).",
+    )
+    session_handoff_wait_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="How long a replica waits for a live peer to hand a session over (503 after).",
+    )
 
     # Registry and model repository.
     model_repository: Path = Field(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ async def wait_ready(client: httpx.AsyncClient, within: float = 30.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def open_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def open_client(settings: Settings) -> AsyncGenerator[httpx.AsyncClient, None]:
     app = create_app(settings)
     async with (
         LifespanManager(app, startup_timeout=60) as manager,

@@ -72,7 +72,13 @@ def merge(base: Any, patch: Any) -> Any:
 
 def test_kubernetes_manifests_validate() -> None:
     k8s = ROOT / "deploy" / "k8s"
-    docs = [d for d in yaml.safe_load_all((k8s / "rnn-serve.yaml").read_text()) if d]
+    docs = [
+        d
+        for name in ("rnn-serve.yaml", "ingress.yaml")
+        for d in yaml.safe_load_all((k8s / name).read_text())
+        if d
+    ]
+    assert {d["kind"] for d in docs} >= {"Deployment", "Service", "Ingress", "ConfigMap"}
     for doc in docs:
         kubernetes_validate.validate(doc, "1.31", strict=True)
     deployment = next(d for d in docs if d["kind"] == "Deployment")

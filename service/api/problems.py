@@ -34,7 +34,10 @@ PROBLEMS: dict[type[e.ServiceError], tuple[int, str]] = {
     e.Forbidden: (403, "forbidden"),
     e.ModelNotFound: (404, "model-not-found"),
     e.SessionNotFound: (404, "session-not-found"),
+    e.SessionLost: (410, "session-lost"),
     e.ModelConflict: (409, "model-conflict"),
+    e.StepConflict: (409, "step-conflict"),
+    e.StateMismatch: (409, "state-mismatch"),
     e.PayloadTooLarge: (413, "payload-too-large"),
     e.UnsupportedMediaType: (415, "unsupported-media-type"),
     e.InvalidInput: (422, "invalid-input"),
@@ -69,7 +72,13 @@ def _headers(exc: e.ServiceError) -> dict[str, str] | None:
     return {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
 
 
-def problem_body(status: int, slug: str, detail: str, errors: Iterable[e.FieldError] = ()) -> bytes:
+def problem_body(
+    status: int,
+    slug: str,
+    detail: str,
+    errors: Iterable[e.FieldError] = (),
+    extensions: dict[str, int | str] | None = None,
+) -> bytes:
     return orjson.dumps(
         {
             "type": f"urn:rnn-serve:problem:{slug}",
@@ -77,6 +86,7 @@ def problem_body(status: int, slug: str, detail: str, errors: Iterable[e.FieldEr
             "status": status,
             "detail": detail,
             "errors": [{"loc": list(err.loc), "msg": err.msg} for err in errors],
+            **(extensions or {}),
         }
     )
 
@@ -99,9 +109,8 @@ def problem_response(
 def problem_answer(exc: e.ServiceError) -> Answer:
     """A domain error as problem+json (the v1 API)."""
     status, slug = status_of(exc)
-    return Answer(
-        problem_body(status, slug, exc.detail, exc.errors), MEDIA_TYPE, _headers(exc) or {}, status
-    )
+    body = problem_body(status, slug, exc.detail, exc.errors, exc.extensions)
+    return Answer(body, MEDIA_TYPE, _headers(exc) or {}, status)
 
 
 def oip_error_answer(exc: e.ServiceError) -> Answer:
@@ -111,7 +120,8 @@ def oip_error_answer(exc: e.ServiceError) -> Answer:
     if len(exc.errors) == 1 and exc.errors[0].msg not in detail:
         detail = f"{detail}: {exc.errors[0].msg}"
     status = 400 if status in _OIP_CLIENT_ERRORS else status
-    return Answer(orjson.dumps({"error": detail}), "application/json", _headers(exc) or {}, status)
+    body = orjson.dumps({"error": detail, **exc.extensions})
+    return Answer(body, "application/json", _headers(exc) or {}, status)
 
 
 def response_of(answer: Answer) -> Response:

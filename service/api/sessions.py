@@ -3,9 +3,12 @@ the data plane like every forward (service.dataplane)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime
+from typing import Literal
 
+import orjson
 from fastapi import Request, Response
 
 from service.api import problems, routing
@@ -17,9 +20,11 @@ from service.api.routing import LeanRequest, LeanRoute
 from service.codecs.v1 import V1Forward, V1OpenSession
 from service.dataplane import Answer, DataPlane
 from service.engine.backend import Backend, SessionView
-from service.schemas.api import ChunkResponse, OpenSession, SessionChunk, SessionInfo
+from service.engine.portable import to_json, to_safetensors
+from service.schemas.api import ChunkResponse, ExportedState, OpenSession, SessionChunk, SessionInfo
 
 router = routing.router("/v1", "sessions")
+STATE_MEDIA_TYPE = "application/octet-stream"  # a state as a safetensors file
 chunks = routing.router("/v1", "sessions", LeanRoute)
 # An id offered by a client or a load balancer is taken only if it could hold 128 random bits,
 # as the server's own do (22 URL-safe base64 characters).
@@ -47,13 +52,20 @@ def _backend(request: Request) -> Backend:
     summary="Open a streaming session",
     status_code=201,
     openapi_extra={**json_body_schema(OpenSession), **requires(INFERENCE)},
-    responses={201: {"model": SessionInfo}, **problems.responses(400, 404, 413, 415, 422, 429)},
+    responses={
+        201: {"model": SessionInfo},
+        **problems.responses(400, 404, 409, 413, 415, 422, 429, 503),
+    },
 )
 async def open_session(name: ModelNamePath, request: Request) -> SessionInfo:
     plane: DataPlane = request.state.plane
     spec = plane.model(name)  # 404 before reading the body
-    codec = V1OpenSession(await json_body(request))
-    # A client-chosen id lets a load balancer hash it from the very first request.
+    content_type = request.headers.get("content-type")
+    if (content_type or "").split(";", 1)[0].strip().lower() == STATE_MEDIA_TYPE:
+        codec = V1OpenSession(await request.body(), binary=True)  # an exported state, whole
+    else:
+        codec = V1OpenSession(await json_body(request))
+    # The id a load balancer made (and hashed on), or one the client chose.
     proposed = request.headers.get("x-session-id")
     key = proposed if proposed and SESSION_ID.fullmatch(proposed) else None
     return info(await plane.open_session(spec, codec, key, request.scope.get("key_id")))
@@ -71,7 +83,7 @@ async def open_session(name: ModelNamePath, request: Request) -> SessionInfo:
     },
     responses={
         200: {"model": ChunkResponse},
-        **problems.responses(400, 404, 409, 413, 415, 422, 429, 503, 504, 507),
+        **problems.responses(400, 404, 409, 410, 413, 415, 422, 429, 503, 504, 507),
     },
 )
 async def session_forward(request: LeanRequest) -> Answer:
@@ -86,7 +98,7 @@ async def session_forward(request: LeanRequest) -> Answer:
     "/sessions/{session_id}",
     summary="A session's state",
     openapi_extra=requires(INFERENCE),
-    responses=problems.responses(404, 422),
+    responses=problems.responses(404, 410, 422, 503),
 )
 async def get_session(session_id: str, request: Request) -> SessionInfo:
     return info(await _backend(request).session(session_id, request.scope.get("key_id")))
@@ -103,3 +115,43 @@ async def get_session(session_id: str, request: Request) -> SessionInfo:
 async def close_session(session_id: str, request: Request) -> Response:
     await _backend(request).close_session(session_id, request.scope.get("key_id"))
     return Response(status_code=204)
+
+
+@router.get(
+    "/sessions/{session_id}/state",
+    summary="Export a session's state (to resume it anywhere, later, or after a loss)",
+    openapi_extra=requires(INFERENCE),
+    responses={
+        200: {
+            "model": ExportedState,
+            "content": {STATE_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+            "description": "JSON by default; a safetensors file with ?format=safetensors or "
+            "Accept: application/octet-stream.",
+        },
+        **problems.responses(404, 409, 410, 422, 503),
+    },
+)
+async def export_state(
+    session_id: str, request: Request, format: Literal["json", "safetensors"] | None = None
+) -> Response:
+    state = await _backend(request).export_state(session_id, request.scope.get("key_id"))
+    binary = format == "safetensors" or (
+        format is None and STATE_MEDIA_TYPE in request.headers.get("accept", "")
+    )
+    if binary:
+        data = await asyncio.to_thread(to_safetensors, state)
+        disposition = f'attachment; filename="session-state-{state.steps}.safetensors"'
+        return Response(data, media_type=STATE_MEDIA_TYPE,
+                        headers={"Content-Disposition": disposition})  # fmt: skip
+    return Response(orjson.dumps(to_json(state)), media_type="application/json")
+
+
+@router.post(
+    "/sessions/{session_id}/fork",
+    summary="Fork a session: a new one with a copy of its state and step count",
+    status_code=201,
+    openapi_extra=requires(INFERENCE),
+    responses={201: {"model": SessionInfo}, **problems.responses(404, 409, 410, 422, 429, 503)},
+)
+async def fork_session(session_id: str, request: Request) -> SessionInfo:
+    return info(await _backend(request).fork_session(session_id, request.scope.get("key_id")))

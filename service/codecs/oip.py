@@ -179,7 +179,13 @@ class OIPInfer:
                 bool(self._params.get("sequence_start")),
                 bool(self._params.get("sequence_end")),
             )
-        return Decoded(inputs, sequence)
+        start_step = self._params.get("start_step")  # rnn-serve's: exactly-once requests
+        if start_step is not None and (type(start_step) is not int or start_step < 0):
+            raise InvalidInput.at(
+                ("body", "parameters", "start_step"),
+                f"expected a non-negative integer, got {start_step!r}",
+            )
+        return Decoded(inputs, sequence, start_step)
 
     def _wants_binary(self, name: str) -> bool:
         default = bool(self._params.get("binary_data_output", False))

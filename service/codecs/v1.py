@@ -13,8 +13,9 @@ import orjson
 from service.codecs.envelope import loads, may_hide_bools, parse
 from service.dataplane import Answer, Decoded, Served
 from service.engine.codec import WireTensor, decode_tensor, encode_tensor
+from service.engine.portable import SessionState, from_json, from_safetensors
 from service.engine.validate import C0, H0, INPUT, Inputs
-from service.errors import Loc
+from service.errors import InvalidInput, Loc
 from service.schemas.api import ForwardRequest, InlineForwardRequest, OpenSession, SessionChunk
 from service.schemas.config import RNNConfig
 
@@ -38,7 +39,7 @@ class V1Forward:
         x = decode_tensor(req.input, INPUT, config.dtype, max_elements, check_bools=bools)
         h0 = _tensor(getattr(req, "h0", None), H0, config, max_elements, bools)
         c0 = _tensor(getattr(req, "c0", None), C0, config, max_elements, bools)
-        return Decoded(Inputs(x, h0, c0, req.lengths))
+        return Decoded(Inputs(x, h0, c0, req.lengths), None, getattr(req, "start_step", None))
 
     def encode(self, served: Served) -> Answer:
         """`{"model", "output", "h_n", ["c_n"], shapes, "dtype", "device"}`, plus `session_id`
@@ -64,11 +65,26 @@ class V1Forward:
 
 
 class V1OpenSession:
-    """A session's opening body: an optional initial state and batch size."""
+    """A session's opening body: an optional initial state and batch size, or an exported
+    state to resume (as JSON in `state`, or a whole safetensors body: `binary`)."""
 
-    def __init__(self, body: bytes) -> None:
-        self.req = parse(OpenSession, loads(body))
-        self._check_bools = may_hide_bools(body, 0)
+    def __init__(self, body: bytes, binary: bool = False) -> None:
+        self._binary = body if binary else None
+        self.req = OpenSession() if binary else parse(OpenSession, loads(body))
+        self._check_bools = False if binary else may_hide_bools(body, 0)
+
+    def decode_import(self, config: RNNConfig, max_elements: int) -> SessionState | None:
+        """The exported state to resume, if the body is one."""
+        if self._binary is not None:
+            state, _, _ = from_safetensors(self._binary)
+            return state
+        if self.req.state is None:
+            return None
+        if self.req.h0 is not None or self.req.c0 is not None or self.req.batch_size is not None:
+            raise InvalidInput.at(
+                ("body", "state"), "give an exported state, or h0/c0/batch_size, not both"
+            )
+        return from_json(self.req.state, config.dtype, max_elements, ("body", "state"))
 
     def decode_state(
         self, config: RNNConfig, max_elements: int

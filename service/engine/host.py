@@ -17,6 +17,7 @@ import anyio.to_thread
 from service.engine.backend import LocalBackend
 from service.engine.device import configure_torch, resolve_device
 from service.engine.engine import Engine
+from service.engine.handoff import Handoff
 from service.engine.sessions import SessionStore
 from service.errors import ModelConflict, ServiceError
 from service.metrics import Metrics
@@ -59,6 +60,16 @@ class EngineHost:
             metrics, settings.session_ttl_s, settings.max_sessions, settings.max_session_state_bytes
         )
         self.backend = LocalBackend(self.engine, self.sessions, self.registry)
+        self.handoff: Handoff | None = None
+        if settings.session_handoff:
+            try:
+                self.handoff = Handoff(
+                    settings.model_repository, self.sessions, self.registry, metrics,
+                    self.backend.digest, settings.session_handoff_wait_s,
+                )  # fmt: skip
+            except OSError as exc:  # e.g. a read-only repository: sessions just cannot move
+                log.warning("sessions cannot move between replicas: %s", exc)
+            self.backend.handoff = self.handoff
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -69,6 +80,8 @@ class EngineHost:
             asyncio.create_task(self.sessions.sweep(every)),
             asyncio.create_task(self._warm()),
         ]
+        if self.handoff is not None:
+            self._tasks.append(asyncio.create_task(self.handoff.run()))
 
     async def _warm(self) -> None:
         try:
@@ -95,4 +108,6 @@ class EngineHost:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.handoff is not None:  # after the last chunk: every session's state, for a peer
+            await self.handoff.give_all()
         await self.engine.close()

@@ -27,8 +27,9 @@ import numpy as np
 import orjson
 
 from service import errors
-from service.engine.backend import Backend, LocalBackend, SessionView
+from service.engine.backend import Backend, Expect, LocalBackend, SessionView
 from service.engine.codec import CARRIER, WireTensor
+from service.engine.portable import SessionState
 from service.engine.runner import ForwardResult
 from service.engine.shm import Arena, Attached
 from service.engine.validate import ForwardJob
@@ -110,6 +111,7 @@ def _error_header(exc: ServiceError) -> Header:
         "detail": exc.detail,
         "errors": [[list(e.loc), e.msg] for e in exc.errors],
         "retry_after": getattr(exc, "retry_after", None),
+        "ext": exc.extensions,
     }
 
 
@@ -120,6 +122,10 @@ def _error_of(header: Header) -> ServiceError:
     exc = cls.__new__(cls)
     fields = [errors.FieldError(tuple(loc), msg) for loc, msg in header["errors"]]
     ServiceError.__init__(exc, header["detail"], fields)
+    if header.get("ext"):
+        exc.extensions = dict(header["ext"])
+        if "current_step" in exc.extensions:
+            exc.current_step = int(exc.extensions["current_step"])  # type: ignore[attr-defined]
     if header.get("retry_after") is not None:
         exc.retry_after = float(header["retry_after"])  # type: ignore[attr-defined]
     return exc
@@ -133,6 +139,30 @@ def _view(header: Header) -> SessionView:
 def _view_header(view: SessionView) -> Header:
     return {"id": view.id, "model": view.model, "steps": view.steps, "batch": view.batch_size,
             "expires": view.expires_at}  # fmt: skip
+
+
+def _state_frame(state: SessionState) -> tuple[Header, bytes]:
+    """A state as a header (tags, tensor shapes) and a payload (its tensors' bytes)."""
+    parts = [np.ascontiguousarray(p) for p in state.parts]
+    header = {
+        "model": state.model, "digest": state.weights_digest, "mode": state.mode,
+        "dtype": state.dtype, "steps": state.steps, "batched": state.batched,
+        "batch": state.batch, "shapes": [list(p.shape) for p in parts],
+    }  # fmt: skip
+    return header, b"".join(p.tobytes() for p in parts)
+
+
+def _state_of(h: Header, payload: bytes) -> SessionState:
+    dtype = _carrier(h["dtype"])
+    parts, at = [], 0
+    for shape in h["shapes"]:
+        n = _nbytes(h["dtype"], shape)
+        parts.append(np.frombuffer(payload, dtype, n // dtype.itemsize, at).reshape(shape).copy())
+        at += n
+    return SessionState(
+        h["model"], h["digest"], h["mode"], h["dtype"], h["steps"], tuple(parts), h["batched"],
+        h["batch"],
+    )  # fmt: skip
 
 
 # --- the front-end's side -----------------------------------------------------------------------
@@ -335,11 +365,33 @@ class RemoteBackend:
         job: ForwardJob,
         close: bool = False,
         owner: str | None = None,
+        expect: Expect = None,
     ) -> tuple[ForwardResult, SessionView]:
-        result, reply = await self._run(
-            {"op": "chunk", "session": session_id, "close": close, "owner": owner}, spec, job
-        )
+        header = {"op": "chunk", "session": session_id, "close": close, "owner": owner,
+                  "expect": expect}  # fmt: skip
+        result, reply = await self._run(header, spec, job)
         return result, _view(reply)
+
+    async def import_session(
+        self,
+        spec: ModelSpec,
+        state: SessionState,
+        session_id: str | None = None,
+        owner: str | None = None,
+    ) -> SessionView:
+        header, payload = _state_frame(state)
+        call = {"op": "import", "spec": self._spec_id(spec), "state": header, "owner": owner,
+                "session": session_id}  # fmt: skip
+        reply, _ = await self._call(call, payload)
+        return _view(reply)
+
+    async def export_state(self, session_id: str, owner: str | None = None) -> SessionState:
+        reply, data = await self._call({"op": "export", "session": session_id, "owner": owner})
+        return _state_of(reply["state"], data)
+
+    async def fork_session(self, session_id: str, owner: str | None = None) -> SessionView:
+        reply, _ = await self._call({"op": "fork", "session": session_id, "owner": owner})
+        return _view(reply)
 
     async def open_session(
         self,
@@ -474,11 +526,26 @@ class _Connection(_Frames):
                 )
                 self._reply_result(header, result, {})
             elif op == "chunk":
+                expect = header.get("expect")
                 result, view = await backend.chunk(
                     header["session"], self.specs[header["spec"]], self._job(header, payload),
-                    header["close"], header["owner"],
+                    header["close"], header["owner"], None if expect is None else tuple(expect),
                 )  # fmt: skip
                 self._reply_result(header, result, {"session": _view_header(view)})
+            elif op == "import":
+                state = _state_of(header["state"], payload)
+                view = await backend.import_session(
+                    self.specs[header["spec"]], state, header["session"], header["owner"]
+                )
+                self.send({"rid": rid, "session": _view_header(view)})
+            elif op == "export":
+                state_header, data = _state_frame(
+                    await backend.export_state(header["session"], header["owner"])
+                )
+                self.send({"rid": rid, "state": state_header}, data)
+            elif op == "fork":
+                view = await backend.fork_session(header["session"], header["owner"])
+                self.send({"rid": rid, "session": _view_header(view)})
             elif op == "open":
                 at = [0]
                 state0 = [self._tensor(d, payload, header["inline"], at) for d in header["state0"]]

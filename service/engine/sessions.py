@@ -14,6 +14,17 @@ budget, or that cannot fit because every other session is busy, is refused with 
 ends when its model is deleted (404 afterwards), and when the model's weights are re-uploaded:
 the next chunk is refused with 409 and the session is gone, since its state was computed with
 weights that no longer exist.
+
+Exactly-once chunks: a chunk may say the step it expects to start at (`expect`: that step and a
+digest of its input). A chunk at the session's step runs, and its answer is kept; the same chunk
+again (a retry whose first try was applied) gets that answer back and the state does not advance
+twice; any other step is a 409 (`StepConflict`) carrying the session's current step. The kept
+answer counts against the state budget.
+
+Portable state: `snapshot` copies a session's state to the host (for export and handoff); `open`
+takes one back (`steps` carried over); `fork` copies a session, state and step, under a new id
+that starts with its root's id and a dot, so a load balancer that hashes on the root sends the
+fork's chunks where its state is.
 """
 
 from __future__ import annotations
@@ -25,8 +36,11 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from service.engine.codec import CARRIER, WireTensor
-from service.engine.runner import ForwardResult, State
+from service.engine.portable import SessionState
+from service.engine.runner import ForwardResult, State, to_numpy
 from service.engine.validate import (
     H0,
     ForwardJob,
@@ -34,11 +48,31 @@ from service.engine.validate import (
     check_state_shapes,
     state_parts,
 )
-from service.errors import InvalidInput, ModelConflict, Overloaded, SessionNotFound
+from service.errors import (
+    InvalidInput,
+    ModelConflict,
+    Overloaded,
+    SessionNotFound,
+    StepConflict,
+)
 from service.metrics import Metrics
 from service.registry import ModelSpec
 from service.registry.repository import Version
 from service.schemas.config import RNNConfig
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The last chunk applied with an expected step: what a retry of it gets back."""
+
+    start: int  # the step it started at
+    digest: str  # of its input and lengths
+    result: ForwardResult  # its answer (host arrays only)
+
+    @property
+    def nbytes(self) -> int:
+        r = self.result
+        return r.output.nbytes + r.h_n.nbytes + (0 if r.c_n is None else r.c_n.nbytes)
 
 
 @dataclass(eq=False)
@@ -58,6 +92,7 @@ class Session:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     state_bytes: int = 0  # what its state takes (counted against the store's budget)
     owner: str | None = None  # the API key that opened it (None: the server has no keys)
+    last: Replay | None = None  # the last chunk sent with an expected step, for its retries
 
     @property
     def initial_state(self) -> tuple[WireTensor, ...] | None:
@@ -76,6 +111,21 @@ def state_bytes(config: RNNConfig, batch: int) -> int:
     return config.state_rows * batch * sum(config.state_sizes) * itemsize
 
 
+def snapshot(session: Session, entry: ModelSpec, digest: str) -> SessionState:
+    """The session's state copied to the host (call with its lock held, or between chunks)."""
+    if session.state is not None:
+        parts = tuple(to_numpy(p) for p in session.state)
+    elif session.state0 is not None:
+        parts = tuple(np.array(t.array) for t in session.state0)
+    else:
+        parts = ()
+    config = entry.config
+    return SessionState(
+        session.model, digest, config.mode, config.dtype, session.steps, parts,
+        session.batched, session.batch if session.batched else None,
+    )  # fmt: skip
+
+
 class SessionStore:
     def __init__(
         self, metrics: Metrics, ttl_s: float, max_sessions: int, max_state_bytes: int = 1 << 62
@@ -86,6 +136,22 @@ class SessionStore:
         self.max_state_bytes = max_state_bytes
         self._sessions: OrderedDict[str, Session] = OrderedDict()  # least recently used first
         self._state_bytes = 0
+        # told of every session added and dropped (service.engine.handoff keeps its markers)
+        self.on_open: Callable[[Session], None] | None = None
+        self.on_drop: Callable[[Session], None] | None = None
+
+    def sessions(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    def release(self, session: Session) -> None:
+        """Forget a session whose state was handed to another replica (no on_drop: the marker
+        is the new holder's now)."""
+        if self._sessions.get(session.id) is session:
+            hook, self.on_drop = self.on_drop, None
+            try:
+                self._drop(session.id)
+            finally:
+                self.on_drop = hook
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -99,9 +165,11 @@ class SessionStore:
         key: str | None = None,
         replace: bool = False,
         owner: str | None = None,
+        steps: int = 0,
     ) -> Session:
         """A new session. `key` picks the id (a client's X-Session-ID, or the OIP's sequence_id,
-        which restarts the sequence: `replace`)."""
+        which restarts the sequence: `replace`). `steps`: the steps an imported state has
+        consumed already."""
         self.expire()
         if entry.config.bidirectional:
             raise InvalidInput.at(
@@ -118,8 +186,13 @@ class SessionStore:
                 f"{self.max_sessions} sessions are open (RNN_SERVE_MAX_SESSIONS); close some"
             )
         session = Session(
-            key or secrets.token_urlsafe(16), entry.name, entry.version, self.ttl_s, owner=owner
-        )  # 128 random bits
+            key or secrets.token_urlsafe(16),
+            entry.name,
+            entry.version,
+            self.ttl_s,
+            owner=owner,
+            steps=steps,
+        )  # fmt: skip  (128 random bits)
         parts = state_parts(entry.config, h0, c0)
         if parts is not None:
             ndim = parts[0].ndim
@@ -142,9 +215,33 @@ class SessionStore:
             session.batched, session.batch = True, batch_size
         if session.state0 is not None:  # held on the host until the first chunk
             self._reserve(session, sum(t.array.nbytes for t in session.state0))
+        self._add(session)
+        return session
+
+    def _add(self, session: Session) -> None:
         self._sessions[session.id] = session
         self._metrics.open_sessions.set(len(self._sessions))
-        return session
+        if self.on_open is not None:
+            self.on_open(session)
+
+    def fork(self, source: Session) -> Session:
+        """A new session with a copy of `source`'s state and step count (call between its
+        chunks: with its lock held). Its id is `<root>.<random>`: the root's id first."""
+        self.expire()
+        if len(self._sessions) >= self.max_sessions:
+            raise Overloaded(
+                f"{self.max_sessions} sessions are open (RNN_SERVE_MAX_SESSIONS); close some"
+            )
+        root = source.id.split(".", 1)[0]
+        fork = Session(
+            f"{root}.{secrets.token_urlsafe(12)}", source.model, source.version, source.ttl,
+            source.batched, source.batch, source.state0,
+            None if source.state is None else tuple(p.clone() for p in source.state),
+            source.steps, owner=source.owner,
+        )  # fmt: skip
+        self._reserve(fork, source.state_bytes)
+        self._add(fork)
+        return fork
 
     def get(self, session_id: str, owner: str | None = None) -> Session:
         """The session, if it is open and `owner`'s (another key's session is as good as
@@ -161,6 +258,10 @@ class SessionStore:
             )
         self._sessions.move_to_end(session_id)
         return session
+
+    def get_held(self, session_id: str) -> Session | None:
+        """The session if this store holds it, whoever owns it (no expiry check)."""
+        return self._sessions.get(session_id)
 
     def close(self, session_id: str, owner: str | None = None) -> None:
         self.get(session_id, owner)
@@ -185,6 +286,8 @@ class SessionStore:
     def _drop(self, session_id: str) -> Session | None:
         session = self._sessions.pop(session_id, None)
         if session is not None:
+            if self.on_drop is not None:
+                self.on_drop(session)
             self._state_bytes -= session.state_bytes
             self._metrics.open_sessions.set(len(self._sessions))
             self._metrics.session_state_bytes.set(self._state_bytes)
@@ -221,16 +324,37 @@ class SessionStore:
         current: ModelSpec,
         job: ForwardJob,
         run: Callable[[ForwardJob], Awaitable[ForwardResult]],
+        expect: tuple[int, str] | None = None,
     ) -> ForwardResult:
-        """Run the next chunk with the session's state; chunks of one session never overlap."""
+        """Run the next chunk with the session's state; chunks of one session never overlap.
+        `expect`: the step the chunk expects to start at and its digest (exactly once)."""
         async with session.lock:  # asyncio.Lock wakes waiters first come, first served
             if self._sessions.get(session.id) is not session:
-                raise SessionNotFound(f"session {session.id!r} was closed meanwhile")
+                raise SessionNotFound(
+                    f"session {session.id!r} was closed, or moved to another replica, meanwhile"
+                )
             if current.version != session.version:
                 self._drop(session.id)
                 raise ModelConflict(
                     f"the weights of model {session.model!r} changed; session {session.id!r} "
                     "was ended, open a new one"
+                )
+            if expect is not None and expect[0] != session.steps:
+                last = session.last
+                if last is not None and (last.start, last.digest) == expect:
+                    session.last_used = time.monotonic()
+                    self._metrics.session_replays.inc()
+                    return last.result  # a retry of the chunk just applied: its answer again
+                start, now = expect[0], session.steps
+                why = (
+                    "chunks before it are missing"
+                    if start > now
+                    else "it was applied already (a retry with another body?) or is out of order"
+                )
+                raise StepConflict(
+                    f"session {session.id!r} is at step {now}; this chunk expects to start at "
+                    f"step {start}: {why}. Send the chunk that starts at step {now}",
+                    now,
                 )
             if session.batched is not None and (job.batched, job.batch) != (
                 session.batched,
@@ -249,6 +373,14 @@ class SessionStore:
             session.state = result.state
             session.steps += job.seq_len
             session.last_used = time.monotonic()
+            session.last = None
+            if expect is not None:
+                replay = Replay(expect[0], expect[1], replace(result, state=None))
+                try:
+                    self._reserve(session, state_bytes(current.config, job.batch) + replay.nbytes)
+                    session.last = replay
+                except Overloaded:  # no room to keep it: a retry learns the step, not the answer
+                    pass
             self._metrics.session_chunk_seconds.observe(time.perf_counter() - started)
             return result
 

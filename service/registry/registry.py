@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import threading
@@ -242,6 +243,22 @@ class Registry:
         if stored is not None:
             return stored[0]
         return weights_bytes(self.module(name))  # a hand-made folder with only config.json
+
+    def weights_digest(self, spec: ModelSpec) -> str:
+        """`sha256:<hex>` of the model's config and weights file: what a session's state was
+        computed under (disk I/O: call off the event loop)."""
+        digest = hashlib.sha256(spec.config.canonical_key.encode())
+        stored = self.repo.read_weights(spec.name)
+        if stored is None:
+            digest.update(b"seeded")
+        else:
+            data, stamp = stored
+            if spec.version is not None and spec.version[1] not in (None, stamp):
+                raise ModelConflict(
+                    f"the weights of model {spec.name!r} changed meanwhile; try again"
+                )
+            digest.update(data)
+        return f"sha256:{digest.hexdigest()}"
 
     def is_loaded(self, entry: ModelSpec) -> bool:
         with self._lock:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -124,6 +124,12 @@ class OpenSession(BaseModel):
     batch_size: int | None = Field(
         default=None, ge=1, description="N, if known; otherwise the first chunk fixes it."
     )
+    state: dict[str, Any] | None = Field(
+        default=None,
+        description="A state exported by GET /v1/sessions/{id}/state (its JSON form), to resume "
+        "exactly: the session starts at its step count. Refused with 409 if it was made under "
+        "other weights. Not with h0, c0 or batch_size.",
+    )
 
 
 class SessionChunk(BaseModel):
@@ -132,6 +138,14 @@ class SessionChunk(BaseModel):
     input: Tensor = Field(description="The next chunk: (L_chunk, N, input_size), or 2-D.")
     lengths: list[int] | None = None
     output_encoding: Encoding = "nested"
+    start_step: int | None = Field(
+        default=None,
+        ge=0,
+        description="The step this chunk expects to start at (the session's `steps` before "
+        "it): exactly-once chunks. A retry of the last chunk applied (same start_step, same "
+        "input) gets its answer again, without advancing the state twice; any other step is a "
+        "409 whose `current_step` says where the session is.",
+    )
 
 
 class SessionInfo(BaseModel):
@@ -145,3 +159,18 @@ class SessionInfo(BaseModel):
 class ChunkResponse(ForwardResponse):
     session_id: str
     steps: int
+
+
+class ExportedState(BaseModel):
+    """A session's state, tagged with what it was made under (GET /v1/sessions/{id}/state)."""
+
+    format: str = Field(description="'rnn-serve.session-state/1'.")
+    model: str
+    weights_digest: str = Field(description="sha256 of the model's config and weights.")
+    mode: str
+    dtype: DType
+    steps: int = Field(description="Time steps the state has consumed.")
+    batched: bool | None = Field(description="null while unknown (no chunk, no initial state).")
+    batch_size: int | None
+    h: Tensor | None = Field(default=None, description="The hidden state (base64 form).")
+    c: Tensor | None = Field(default=None, description="LSTM only: the cell state.")

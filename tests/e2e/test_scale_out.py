@@ -24,6 +24,7 @@ from tests.server import free_port, server_process
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "nginx" / "rnn-serve.conf.template"
+INGRESS = ROOT / "deploy" / "k8s" / "ingress.yaml"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 
 
@@ -32,13 +33,46 @@ def render(template: str, values: dict[str, str]) -> str:
     return re.sub(r"\$\{([A-Z0-9_]+)\}", lambda m: values[m.group(1)], template)
 
 
-def nginx(prefix: Path, upstreams: list[str]) -> Iterator[str]:
+def ingress_site(upstreams: list[str], listen: str) -> str:
+    """What ingress-nginx makes of deploy/k8s/ingress.yaml, reduced to what routes: the
+    controller's http-snippet maps, the sessions Ingress's hash, snippet and paths."""
+    import yaml
+
+    config, sessions, _ = yaml.safe_load_all(INGRESS.read_text())
+    notes = sessions["metadata"]["annotations"]
+    servers = "".join(f"server {u} max_fails=1 fail_timeout=5s; " for u in upstreams)
+    hashed = (
+        "proxy_pass http://sessions; proxy_next_upstream off; "
+        + notes["nginx.ingress.kubernetes.io/configuration-snippet"]
+    )
+    locations = "".join(
+        f"location ~ {p['path']} {{ {hashed} }}\n"
+        for p in sessions["spec"]["rules"][0]["http"]["paths"]
+    )
+    return f"""{config["data"]["http-snippet"]}
+upstream sessions {{ hash {notes["nginx.ingress.kubernetes.io/upstream-hash-by"]} consistent;
+    {servers} }}
+upstream rest {{ {servers} }}
+server {{
+    listen {listen};
+    {locations}
+    location / {{ proxy_pass http://rest; }}
+}}
+"""
+
+
+def nginx(prefix: Path, upstreams: list[str], ingress: bool = False) -> Iterator[str]:
+    """nginx on a free port with the compose template (or, `ingress`, the k8s Ingress's
+    routing) in front of `upstreams`; yields its URL."""
     port = free_port()
     (prefix / "logs").mkdir(parents=True, exist_ok=True)
-    site = render(TEMPLATE.read_text(), {
-        "RNN_SERVE_UPSTREAM_1": upstreams[0], "RNN_SERVE_UPSTREAM_2": upstreams[1],
-        "RNN_SERVE_LISTEN": f"127.0.0.1:{port}",
-    })  # fmt: skip
+    if ingress:
+        site = ingress_site(upstreams, f"127.0.0.1:{port}")
+    else:
+        site = render(TEMPLATE.read_text(), {
+            "RNN_SERVE_UPSTREAM_1": upstreams[0], "RNN_SERVE_UPSTREAM_2": upstreams[1],
+            "RNN_SERVE_LISTEN": f"127.0.0.1:{port}",
+        })  # fmt: skip
     (prefix / "site.conf").write_text(site)
     (prefix / "nginx.conf").write_text(f"""
 worker_processes 1;
@@ -210,22 +244,27 @@ def _oip_sequence(lb: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.skipif(NGINX is None, reason="nginx is not installed (.ci/run installs it)")
-def test_sessions_and_sequences_stick_to_their_replica_with_no_client_ids(tmp_path: Path) -> None:
+@pytest.mark.parametrize("balancer", ["compose", "k8s-ingress"])
+def test_sessions_and_sequences_stick_to_their_replica_with_no_client_ids(
+    tmp_path: Path, balancer: str
+) -> None:
     """32 v1 sessions opened without X-Session-ID and 16 OIP sequences, all at once through the
-    shipped nginx with two replicas: every chunk reaches the replica holding its state (before
-    the load balancer made the ids, about half failed), and every stream equals the oracle."""
+    shipped nginx (or the k8s Ingress's routing) with two replicas: every chunk reaches the
+    replica holding its state (before the load balancer made the ids, about half failed), and
+    every stream equals the oracle. Handoff is off: affinity alone must do it."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tests.oracle import forward, seeded_params
 
     repo = tmp_path / "models"
-    env = {"RNN_SERVE_LOG_LEVEL": "warning"}
+    env = {"RNN_SERVE_LOG_LEVEL": "warning", "RNN_SERVE_SESSION_HANDOFF": "false"}
     params = seeded_params(SEED)
     with (
         server_process(repo, tmp_path / "a.log", **env) as (a, _),
         server_process(repo, tmp_path / "b.log", **env) as (b, _),
     ):
-        lb_iter = nginx(tmp_path / "nginx", [a.removeprefix("http://"), b.removeprefix("http://")])
+        upstreams = [a.removeprefix("http://"), b.removeprefix("http://")]
+        lb_iter = nginx(tmp_path / "nginx", upstreams, ingress=balancer == "k8s-ingress")
         lb = next(lb_iter)
         try:
             with ThreadPoolExecutor(48) as pool:

@@ -1,0 +1,172 @@
+"""Portable session state: what `GET /v1/sessions/{id}/state` exports, what an opening may take
+back, and what a replica writes when it hands its sessions over (`service.engine.handoff`).
+
+One value, `SessionState`, and two wire forms of it:
+- safetensors (`application/octet-stream`): tensors `h` (and `c` for LSTM) in the model's dtype
+  (bfloat16 as its bit patterns, `U16`), the tags in the file's string metadata;
+- JSON: the same tags, and the tensors in the v1 API's base64 form (`{shape, dtype, b64}`).
+
+The tags say what the state is worth resuming under: the model's name, a digest of its config and
+weights (`weights_digest`: state made under other weights is refused), and the number of time
+steps it has consumed. Nothing here is pickled; a safetensors header is JSON and bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from safetensors import SafetensorError
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from service.engine.codec import CARRIER, WireTensor, decode_tensor, encode_tensor
+from service.errors import InvalidInput, MalformedBody
+from service.schemas.config import DType
+
+FORMAT = "rnn-serve.session-state/1"
+PART_NAMES = ("h", "c")
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """A session's state on the host, with what it was made under."""
+
+    model: str
+    weights_digest: str
+    mode: str
+    dtype: DType
+    steps: int
+    # (h,) or (h, c): (D*num_layers, N, H) batched or (D*num_layers, H) unbatched; () when the
+    # session has neither run a chunk nor taken an initial state (its state is zeros)
+    parts: tuple[np.ndarray[Any, Any], ...]
+    batched: bool | None  # None while the chunks' form is unknown (no state, no chunk yet)
+    batch: int | None  # N for batched streams
+
+    def wire_parts(self) -> tuple[WireTensor, ...] | None:
+        if not self.parts:
+            return None
+        return tuple(WireTensor(p, self.dtype, True) for p in self.parts)
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "format": FORMAT,
+            "model": self.model,
+            "weights_digest": self.weights_digest,
+            "mode": self.mode,
+            "dtype": self.dtype,
+            "steps": str(self.steps),
+            "batched": {None: "unknown", True: "true", False: "false"}[self.batched],
+            "batch_size": "" if self.batch is None else str(self.batch),
+        }
+
+
+def to_safetensors(
+    state: SessionState,
+    extra_tags: Mapping[str, str] | None = None,
+    extra_tensors: Mapping[str, np.ndarray[Any, Any]] | None = None,
+) -> bytes:
+    tensors = {
+        name: np.ascontiguousarray(p) for name, p in zip(PART_NAMES, state.parts, strict=False)
+    }
+    tensors.update(extra_tensors or {})
+    return bytes(st_save(tensors, metadata={**state.tags(), **(extra_tags or {})}))
+
+
+def _int(tags: Mapping[str, str], name: str, loc: tuple[str, ...]) -> int:
+    raw = tags.get(name, "")
+    if not raw.isdigit() or len(raw) > 18:
+        raise InvalidInput.at((*loc, name), f"expected a non-negative integer, got {raw!r}")
+    return int(raw)
+
+
+def _of_tags(
+    tags: Mapping[str, Any], parts: tuple[np.ndarray[Any, Any], ...], loc: tuple[str, ...]
+) -> SessionState:
+    if tags.get("format") != FORMAT:
+        raise InvalidInput.at(
+            (*loc, "format"), f"expected {FORMAT!r} (a state exported by rnn-serve)"
+        )
+    for name in ("model", "weights_digest", "mode", "dtype"):
+        if not isinstance(tags.get(name), str) or not tags[name]:
+            raise InvalidInput.at((*loc, name), "expected a non-empty string")
+    dtype = tags["dtype"]
+    if dtype not in CARRIER:
+        raise InvalidInput.at((*loc, "dtype"), f"expected one of {sorted(CARRIER)}, got {dtype!r}")
+    forms: dict[str, bool | None] = {"unknown": None, "true": True, "false": False}
+    if str(tags.get("batched")) not in forms:
+        raise InvalidInput.at((*loc, "batched"), "expected 'true', 'false' or 'unknown'")
+    batched = forms[str(tags.get("batched"))]
+    batch = None
+    if batched:
+        batch = _int(tags, "batch_size", loc)
+    for name, p in zip(PART_NAMES, parts, strict=False):
+        if p.dtype != CARRIER[dtype]:
+            raise InvalidInput.at((*loc, name), f"expected {dtype} values, got {p.dtype}")
+    if batched is None and parts:
+        raise InvalidInput.at((*loc, "batched"), "a state with tensors is batched or not")
+    return SessionState(
+        str(tags["model"]), str(tags["weights_digest"]), str(tags["mode"]), dtype,
+        _int(tags, "steps", loc), parts, batched, batch,
+    )  # fmt: skip
+
+
+def from_safetensors(
+    data: bytes, loc: tuple[str, ...] = ("body",)
+) -> tuple[SessionState, dict[str, str], dict[str, np.ndarray[Any, Any]]]:
+    """A state from its safetensors form, with the file's other tags and tensors."""
+    try:
+        tensors = st_load(data)  # checks the header and every tensor's bounds
+        # safetensors' numpy API drops the metadata: read it from the (checked) JSON header
+        header = orjson.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+    except (SafetensorError, ValueError, TypeError) as exc:
+        raise MalformedBody(f"the body is not a safetensors file: {exc}") from None
+    tags = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(tags, dict):
+        raise MalformedBody("the safetensors file has no metadata: not an exported state")
+    parts = tuple(tensors.pop(n) for n in PART_NAMES if n in tensors)
+    return _of_tags(tags, parts, loc), tags, tensors
+
+
+def to_json(state: SessionState) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        **state.tags(),
+        "steps": state.steps,
+        "batched": state.batched,
+        "batch_size": state.batch,
+    }
+    for name, p in zip(PART_NAMES, state.parts, strict=False):
+        body[name] = encode_tensor(p, state.dtype, "b64")
+    return body
+
+
+def from_json(
+    obj: Mapping[str, Any], dtype: DType, max_elements: int, loc: tuple[str, ...]
+) -> SessionState:
+    """A state from its JSON form (decoded as the model's `dtype`)."""
+    if obj.get("format") != FORMAT:
+        raise InvalidInput.at(
+            (*loc, "format"), f"expected {FORMAT!r} (a state exported by rnn-serve)"
+        )
+    tags = {k: v for k, v in obj.items() if k not in PART_NAMES}
+    steps, batched, batch = tags.get("steps"), tags.get("batched"), tags.get("batch_size")
+    if type(steps) is not int or steps < 0:
+        raise InvalidInput.at((*loc, "steps"), f"expected a non-negative integer, got {steps!r}")
+    if batched not in (None, True, False):
+        raise InvalidInput.at((*loc, "batched"), "expected true, false or null")
+    if batched and (type(batch) is not int or batch < 0):
+        raise InvalidInput.at((*loc, "batch_size"), "expected a non-negative integer")
+    tags.update(
+        steps=str(steps),
+        batched={None: "unknown", True: "true", False: "false"}[batched],
+        batch_size="" if batch is None else str(batch),
+    )
+    parts = []
+    for name in PART_NAMES:
+        if obj.get(name) is not None:
+            t = decode_tensor(obj[name], (*loc, name), dtype, max_elements)
+            parts.append(t.array)
+    return _of_tags(tags, tuple(parts), loc)
