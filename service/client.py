@@ -8,12 +8,27 @@
 Forwards use the Open Inference Protocol's binary tensor extension by default (raw bytes, no
 JSON numbers either way). 429 and 503 answers are retried with exponential backoff, honouring
 Retry-After; errors raise typed exceptions carrying the server's detail.
+
+Streaming sessions (the server holds the state between chunks):
+
+    with rnn.open_session("default") as s:            # or hx=h0, batch_size=N, state=exported
+        out1, h1 = s.forward(x[:10])                   # exactly once, retried safely
+        saved = s.export()                             # safetensors bytes: keep it somewhere
+        branch = s.fork()                              # a copy of the state, its own stream
+    s2 = rnn.open_session("default", state=saved)      # resumes at the exported step
+
+Each chunk carries the step it expects to start at (`start_step`), so a chunk whose answer was
+lost (a timeout, a connection reset, a replica that stopped) is resent and applied once: the
+server answers a resent chunk from the answer it kept. A session whose replica was killed
+raises `SessionLost` (410): resume it from a state you exported. OIP sequences:
+`rnn.sequence("default", "my-id")` streams over the Open Inference Protocol with the same retries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -27,13 +42,18 @@ import orjson
 
 __all__ = [
     "AsyncClient",
+    "AsyncSession",
     "BadRequest",
     "Client",
     "Conflict",
     "NotFound",
     "Overloaded",
     "RNNServeError",
+    "Sequence",
     "ServerError",
+    "Session",
+    "SessionLost",
+    "StepConflict",
     "Unauthorized",
     "b64_tensor",
     "from_b64_tensor",
@@ -89,6 +109,19 @@ class Conflict(RNNServeError):
     """409: the name is taken by another config."""
 
 
+class StepConflict(Conflict):
+    """409 from a session: the chunk expected another step; `current_step` is the session's."""
+
+    @property
+    def current_step(self) -> int | None:
+        return self.body.get("current_step") if isinstance(self.body, dict) else None
+
+
+class SessionLost(RNNServeError):
+    """410: the replica holding the session was killed before it could hand the state over.
+    Resume with `open_session(model, state=...)` from a state you exported."""
+
+
 class Overloaded(RNNServeError):
     """429 or 503 still after the retries."""
 
@@ -114,7 +147,9 @@ def _raise_for(response: httpx.Response) -> None:
     elif status == 404:
         cls = NotFound
     elif status == 409:
-        cls = Conflict
+        cls = StepConflict if isinstance(body, dict) and "current_step" in body else Conflict
+    elif status == 410:
+        cls = SessionLost
     elif status in (429, 503):
         cls = Overloaded
     elif status < 500:
@@ -142,6 +177,7 @@ class _Infer:
     hx: Any = None  # h0, or (h0, c0) for an LSTM
     lengths: Any = None
     dtype: str | None = None  # OIP datatype, e.g. "BF16"; default from the input's dtype
+    parameters: dict[str, Any] = field(default_factory=dict)  # e.g. the sequence extension's
     torch_out: bool = field(default=False, init=False)
 
     def encode(self) -> tuple[bytes, dict[str, str]]:
@@ -164,7 +200,8 @@ class _Infer:
             inputs.append({"name": "lengths", "shape": [len(raw) // 8], "datatype": "INT64",
                            "parameters": {"binary_data_size": len(raw)}})  # fmt: skip
             chunks.append(raw)
-        head = orjson.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}})
+        params = {"binary_data_output": True, **self.parameters}
+        head = orjson.dumps({"inputs": inputs, "parameters": params})
         headers = {
             "Inference-Header-Content-Length": str(len(head)),
             "Content-Type": "application/octet-stream",
@@ -220,9 +257,11 @@ def _delay(response: httpx.Response, attempt: int, backoff: float) -> float:
 
 
 class _Base:
-    def __init__(self, retries: int, backoff: float) -> None:
+    def __init__(self, retries: int, backoff: float, stream_retries: int = 8) -> None:
         self.retries = retries
         self.backoff = backoff
+        # session chunks are resent more patiently: a handoff between replicas takes seconds
+        self.stream_retries = stream_retries
 
 
 def _headers(api_key: str | None, headers: Mapping[str, str] | None) -> dict[str, str]:
@@ -289,6 +328,159 @@ def _delete(name: str) -> _Call[None]:
     return _Call("DELETE", f"/v1/models/{name}", lambda r: None)
 
 
+# --- sessions -------------------------------------------------------------------------------------
+# A chunk carries start_step, so resending it is safe: these answers, and transport errors
+# (a timeout, a reset connection, a replica that stopped), are retried.
+_RESEND = (429, 502, 503, 504)
+
+
+def _session_info(response: httpx.Response) -> dict[str, Any]:
+    return dict(response.json())
+
+
+def _open(model: str, hx: Any, batch_size: int | None, state: Any) -> _Call[dict[str, Any]]:
+    url = f"/v1/models/{model}/sessions"
+    if isinstance(state, bytes | bytearray):  # a safetensors export
+        kwargs: dict[str, Any] = {
+            "content": bytes(state),
+            "headers": {"Content-Type": "application/octet-stream"},
+        }
+        return _Call("POST", url, _session_info, kwargs)
+    if state is not None:
+        return _Call("POST", url, _session_info, {"json": {"state": dict(state)}})
+    body: dict[str, Any] = {}
+    h0, c0 = hx if isinstance(hx, tuple | list) else (hx, None)
+    for name, value in (("h0", h0), ("c0", c0)):
+        if value is not None:
+            arr, _ = _as_numpy(value)
+            body[name] = b64_tensor(arr, str(arr.dtype) if arr.dtype != np.uint16 else "float32")
+    if batch_size is not None:
+        body["batch_size"] = batch_size
+    return _Call("POST", url, _session_info, {"json": body})
+
+
+def _chunk_body(input: Any, lengths: Any, start_step: int) -> tuple[dict[str, Any], bool]:
+    arr, was_torch = _as_numpy(input)
+    dtype = str(arr.dtype) if arr.dtype in (np.float16, np.float32, np.float64) else "float32"
+    body: dict[str, Any] = {
+        "input": b64_tensor(arr, dtype),
+        "output_encoding": "b64",
+        "start_step": start_step,
+    }
+    if lengths is not None:
+        body["lengths"] = [int(n) for n in lengths]
+    return body, was_torch
+
+
+def _chunk_answer(response: httpx.Response, torch_out: bool) -> tuple[Any, Any, int]:
+    """(output, h_n or (h_n, c_n), steps) of a chunk's answer."""
+    body = response.json()
+    found: dict[str, Any] = {
+        k: from_b64_tensor(body[k]) for k in ("output", "h_n", "c_n") if body.get(k)
+    }
+    if torch_out:
+        import torch
+
+        found = {k: torch.from_numpy(v.copy()) for k, v in found.items()}
+    hx = (found["h_n"], found["c_n"]) if "c_n" in found else found["h_n"]
+    return found["output"], hx, int(body["steps"])
+
+
+def _sequence_infer(
+    sequence_id: str | int, input: Any, hx: Any, lengths: Any, params: dict[str, Any]
+) -> tuple[_Infer, dict[str, Any]]:
+    infer = _Infer(input, hx, lengths, None, {"sequence_id": sequence_id, **params})
+    content, headers = infer.encode()
+    # the header a load balancer hashes a sequence on (the body's id is out of its reach)
+    headers["X-Sequence-ID"] = str(sequence_id)
+    return infer, {"content": content, "headers": headers}
+
+
+class Session:
+    """A streaming session (sync): `forward` feeds the next chunk; the server holds the state.
+    Chunks are exactly-once: each says the step it starts at, and is resent on a lost answer."""
+
+    def __init__(self, client: Client, info: dict[str, Any]) -> None:
+        self._client = client
+        self.id: str = info["session_id"]
+        self.model: str = info["model"]
+        self.steps: int = int(info["steps"])
+        self.batch_size: int | None = info.get("batch_size")
+
+    def __repr__(self) -> str:
+        return f"Session({self.id!r}, model={self.model!r}, steps={self.steps})"
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def forward(self, input: Any, lengths: Any = None) -> tuple[Any, Any]:
+        """The next chunk: `output, h_n` (or `output, (h_n, c_n)`) as torch returns them."""
+        body, torch_out = _chunk_body(input, lengths, self.steps)
+        response = self._client._resend("POST", f"/v1/sessions/{self.id}/forward", {"json": body})
+        _raise_for(response)
+        output, hx, self.steps = _chunk_answer(response, torch_out)
+        return output, hx
+
+    def export(self, format: str = "safetensors") -> Any:
+        """The state, tagged with the model, its weights digest and the step count: bytes (a
+        safetensors file), or with format="json" a dict. Open a session with it to resume."""
+        call = _Call("GET", f"/v1/sessions/{self.id}/state",
+                     (lambda r: r.content) if format == "safetensors" else _json_dict,
+                     {"params": {"format": format}})  # fmt: skip
+        return self._client._do(call)
+
+    def fork(self) -> Session:
+        """A new session with a copy of this one's state and step count."""
+        info = self._client._do(_Call("POST", f"/v1/sessions/{self.id}/fork", _session_info))
+        return Session(self._client, info)
+
+    def info(self) -> dict[str, Any]:
+        return self._client._do(_Call("GET", f"/v1/sessions/{self.id}", _session_info))
+
+    def close(self) -> None:
+        """End the session (idempotent: a session already gone is not an error)."""
+        with contextlib.suppress(NotFound, SessionLost):
+            self._client._do(_Call("DELETE", f"/v1/sessions/{self.id}", lambda r: None))
+
+
+class Sequence:
+    """An OIP sequence (sync): the same stream over /v2/models/{name}/infer's sequence
+    parameters, with its id in the X-Sequence-ID header for the load balancer."""
+
+    def __init__(self, client: Client, model: str, sequence_id: str | int) -> None:
+        self._client, self.model, self.id = client, model, sequence_id
+        self.steps = 0
+        self._started = False
+
+    def forward(
+        self, input: Any, hx: Any = None, lengths: Any = None, *, end: bool = False
+    ) -> tuple[Any, Any]:
+        """The next chunk (`hx`: an initial state, first chunk only); `end` closes the
+        sequence after it."""
+        params: dict[str, Any] = {"start_step": self.steps}
+        if not self._started:
+            params["sequence_start"] = True
+        if end:
+            params["sequence_end"] = True
+        infer, kwargs = _sequence_infer(self.id, input, hx, lengths, params)
+        response = self._client._resend("POST", f"/v2/models/{self.model}/infer", kwargs)
+        _raise_for(response)
+        self._started = True
+        output, out_hx = infer.decode(response)
+        self.steps = _sequence_steps(response)
+        return output, out_hx
+
+
+def _sequence_steps(response: httpx.Response) -> int:
+    """The steps a sequence has consumed, from the answer's parameters."""
+    length = int(response.headers.get("inference-header-content-length", len(response.content)))
+    head = orjson.loads(response.content[:length])
+    return int(head["parameters"]["sequence_steps"])
+
+
 class Client(_Base):
     """Synchronous client."""
 
@@ -299,11 +491,12 @@ class Client(_Base):
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 0.1,
+        stream_retries: int = 8,
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        super().__init__(retries, backoff)
+        super().__init__(retries, backoff, stream_retries)
         self._http = httpx.Client(
             base_url=base_url,
             timeout=timeout,
@@ -362,6 +555,42 @@ class Client(_Base):
     def delete_model(self, name: str) -> None:
         self._do(_delete(name))
 
+    def _resend(self, method: str, url: str, kwargs: dict[str, Any]) -> httpx.Response:
+        """A request that is safe to resend (an exactly-once chunk), resent on transport
+        errors and on 429/502/503/504 with backoff."""
+        for attempt in range(self.stream_retries + 1):
+            try:
+                response = self._http.request(method, url, **kwargs)
+            except httpx.TransportError:
+                if attempt == self.stream_retries:
+                    raise
+                time.sleep(self.backoff * 2**attempt)
+                continue
+            if response.status_code not in _RESEND or attempt == self.stream_retries:
+                return response
+            time.sleep(_delay(response, attempt, self.backoff))
+        raise AssertionError("unreachable")
+
+    def open_session(
+        self,
+        model: str = "default",
+        hx: Any = None,
+        *,
+        batch_size: int | None = None,
+        state: Any = None,
+    ) -> Session:
+        """Open a streaming session: from zeros, from `hx` (h0, or (h0, c0) for an LSTM), or
+        resuming `state` (what `Session.export` returned: bytes or a dict)."""
+        return Session(self, self._do(_open(model, hx, batch_size, state)))
+
+    def session(self, session_id: str) -> Session:
+        """A handle on an open session (e.g. one opened by another process)."""
+        return Session(self, self._do(_Call("GET", f"/v1/sessions/{session_id}", _session_info)))
+
+    def sequence(self, model: str, sequence_id: str | int) -> Sequence:
+        """An OIP sequence on `model` (opened by its first forward)."""
+        return Sequence(self, model, sequence_id)
+
 
 class AsyncClient(_Base):
     """Asynchronous client; the same methods, awaited."""
@@ -373,11 +602,12 @@ class AsyncClient(_Base):
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 0.1,
+        stream_retries: int = 8,
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        super().__init__(retries, backoff)
+        super().__init__(retries, backoff, stream_retries)
         self._http = httpx.AsyncClient(
             base_url=base_url,
             timeout=timeout,
@@ -431,3 +661,70 @@ class AsyncClient(_Base):
 
     async def delete_model(self, name: str) -> None:
         await self._do(_delete(name))
+
+    async def _resend(self, method: str, url: str, kwargs: dict[str, Any]) -> httpx.Response:
+        for attempt in range(self.stream_retries + 1):
+            try:
+                response = await self._http.request(method, url, **kwargs)
+            except httpx.TransportError:
+                if attempt == self.stream_retries:
+                    raise
+                await asyncio.sleep(self.backoff * 2**attempt)
+                continue
+            if response.status_code not in _RESEND or attempt == self.stream_retries:
+                return response
+            await asyncio.sleep(_delay(response, attempt, self.backoff))
+        raise AssertionError("unreachable")
+
+    async def open_session(
+        self,
+        model: str = "default",
+        hx: Any = None,
+        *,
+        batch_size: int | None = None,
+        state: Any = None,
+    ) -> AsyncSession:
+        return AsyncSession(self, await self._do(_open(model, hx, batch_size, state)))
+
+    async def session(self, session_id: str) -> AsyncSession:
+        call = _Call("GET", f"/v1/sessions/{session_id}", _session_info)
+        return AsyncSession(self, await self._do(call))
+
+
+class AsyncSession:
+    """A streaming session (async): the same calls as `Session`, awaited."""
+
+    def __init__(self, client: AsyncClient, info: dict[str, Any]) -> None:
+        self._client = client
+        self.id: str = info["session_id"]
+        self.model: str = info["model"]
+        self.steps: int = int(info["steps"])
+        self.batch_size: int | None = info.get("batch_size")
+
+    async def __aenter__(self) -> AsyncSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def forward(self, input: Any, lengths: Any = None) -> tuple[Any, Any]:
+        body, torch_out = _chunk_body(input, lengths, self.steps)
+        url = f"/v1/sessions/{self.id}/forward"
+        response = await self._client._resend("POST", url, {"json": body})
+        _raise_for(response)
+        output, hx, self.steps = _chunk_answer(response, torch_out)
+        return output, hx
+
+    async def export(self, format: str = "safetensors") -> Any:
+        call = _Call("GET", f"/v1/sessions/{self.id}/state",
+                     (lambda r: r.content) if format == "safetensors" else _json_dict,
+                     {"params": {"format": format}})  # fmt: skip
+        return await self._client._do(call)
+
+    async def fork(self) -> AsyncSession:
+        call = _Call("POST", f"/v1/sessions/{self.id}/fork", _session_info)
+        return AsyncSession(self._client, await self._client._do(call))
+
+    async def close(self) -> None:
+        with contextlib.suppress(NotFound, SessionLost):
+            await self._client._do(_Call("DELETE", f"/v1/sessions/{self.id}", lambda r: None))

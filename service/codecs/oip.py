@@ -223,6 +223,8 @@ class OIPInfer:
         }
         if self.req.id is not None:
             answer["id"] = self.req.id
+        if served.session is not None:  # a sequence: the steps it has consumed (start_step's)
+            answer["parameters"] = {"sequence_steps": served.session.steps}
         head = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
         if not chunks:
             return Answer(head)
