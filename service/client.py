@@ -284,6 +284,13 @@ class _Call(Generic[T]):
     url: str
     parse: Callable[[httpx.Response], T]
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # safe to send again when its answer is lost (reads, deletes, session opens: an open whose
+    # answer was lost leaves a session nobody uses, which expires)
+    resend: bool = False
+
+    @property
+    def resendable(self) -> bool:
+        return self.resend or self.method in ("GET", "DELETE")
 
 
 def _forward(
@@ -345,9 +352,9 @@ def _open(model: str, hx: Any, batch_size: int | None, state: Any) -> _Call[dict
             "content": bytes(state),
             "headers": {"Content-Type": "application/octet-stream"},
         }
-        return _Call("POST", url, _session_info, kwargs)
+        return _Call("POST", url, _session_info, kwargs, resend=True)
     if state is not None:
-        return _Call("POST", url, _session_info, {"json": {"state": dict(state)}})
+        return _Call("POST", url, _session_info, {"json": {"state": dict(state)}}, resend=True)
     body: dict[str, Any] = {}
     h0, c0 = hx if isinstance(hx, tuple | list) else (hx, None)
     for name, value in (("h0", h0), ("c0", c0)):
@@ -356,7 +363,7 @@ def _open(model: str, hx: Any, batch_size: int | None, state: Any) -> _Call[dict
             body[name] = b64_tensor(arr, str(arr.dtype) if arr.dtype != np.uint16 else "float32")
     if batch_size is not None:
         body["batch_size"] = batch_size
-    return _Call("POST", url, _session_info, {"json": body})
+    return _Call("POST", url, _session_info, {"json": body}, resend=True)
 
 
 def _chunk_body(input: Any, lengths: Any, start_step: int) -> tuple[dict[str, Any], bool]:
@@ -434,7 +441,9 @@ class Session:
 
     def fork(self) -> Session:
         """A new session with a copy of this one's state and step count."""
-        info = self._client._do(_Call("POST", f"/v1/sessions/{self.id}/fork", _session_info))
+        info = self._client._do(
+            _Call("POST", f"/v1/sessions/{self.id}/fork", _session_info, resend=True)
+        )
         return Session(self._client, info)
 
     def info(self) -> dict[str, Any]:
@@ -514,6 +523,10 @@ class Client(_Base):
         self._http.close()
 
     def _do(self, call: _Call[T]) -> T:
+        if call.resendable:
+            response = self._resend(call.method, call.url, call.kwargs)
+            _raise_for(response)
+            return call.parse(response)
         for attempt in range(self.retries + 1):
             response = self._http.request(call.method, call.url, **call.kwargs)
             if response.status_code not in (429, 503) or attempt == self.retries:
@@ -625,6 +638,10 @@ class AsyncClient(_Base):
         await self._http.aclose()
 
     async def _do(self, call: _Call[T]) -> T:
+        if call.resendable:
+            response = await self._resend(call.method, call.url, call.kwargs)
+            _raise_for(response)
+            return call.parse(response)
         for attempt in range(self.retries + 1):
             response = await self._http.request(call.method, call.url, **call.kwargs)
             if response.status_code not in (429, 503) or attempt == self.retries:
@@ -722,7 +739,7 @@ class AsyncSession:
         return await self._client._do(call)
 
     async def fork(self) -> AsyncSession:
-        call = _Call("POST", f"/v1/sessions/{self.id}/fork", _session_info)
+        call = _Call("POST", f"/v1/sessions/{self.id}/fork", _session_info, resend=True)
         return AsyncSession(self._client, await self._client._do(call))
 
     async def close(self) -> None:

@@ -32,8 +32,9 @@ def running_server(repository: Path, log_path: Path, **env: str) -> Iterator[str
 def server_process(
     repository: Path, log_path: Path, **env: str
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """The server's URL and its process (for signal tests)."""
-    port = free_port()
+    """The server's URL and its process (for signal tests); on env's RNN_SERVE_PORT (a restart
+    in place of one stopped) or a free port."""
+    port = int(env.pop("RNN_SERVE_PORT", 0)) or free_port()
     script = Path(sys.executable).with_name("rnn-serve")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "service"]
     with log_path.open("ab") as log:

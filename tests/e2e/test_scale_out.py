@@ -285,3 +285,135 @@ def test_sessions_and_sequences_stick_to_their_replica_with_no_client_ids(
             assert all(n > 0 for n in served.values()), served
         finally:
             next(lb_iter, None)
+
+
+class Stream(threading.Thread):
+    """One real-time stream through the load balancer, with the Python client: a session opened
+    with no id of the client's, chunks of 5 steps every 0.1 s until told to stop (and at least
+    `least`), a checkpoint (exported state) every 5 chunks. A SessionLost resumes from the last
+    checkpoint and resends the chunks after it. Keeps every answer, to check against the
+    oracle."""
+
+    def __init__(self, lb: str, seed: int, stop: threading.Event, least: int = 10) -> None:
+        super().__init__(daemon=True)
+        self.lb, self.stop_event, self.least = lb, stop, least
+        self.rng = np.random.default_rng(seed)
+        self.inputs: list[np.ndarray] = []
+        self.outputs: list[np.ndarray] = []
+        self.resumed = 0
+        self.steps_seen = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from service.client import Client, SessionLost
+
+        try:
+            with Client(self.lb, backoff=0.05, stream_retries=12, timeout=30) as rnn:
+                session = rnn.open_session("default")
+                checkpoint, at = session.export(), 0
+                while len(self.inputs) < self.least or not self.stop_event.is_set():
+                    if len(self.outputs) == len(self.inputs):
+                        x = self.rng.standard_normal((5, 1, 10)).astype(np.float32)
+                        self.inputs.append(x)
+                    k = len(self.outputs)
+                    try:
+                        out, _ = session.forward(self.inputs[k])
+                    except SessionLost:
+                        self.resumed += 1
+                        session = rnn.open_session("default", state=checkpoint)
+                        assert session.steps == 5 * at
+                        del self.outputs[at:]  # resent from the checkpoint on
+                        continue
+                    self.outputs.append(out)
+                    if len(self.outputs) % 5 == 0:
+                        checkpoint, at = session.export(), len(self.outputs)
+                    time.sleep(0.1)
+                self.steps_seen = session.steps
+                session.close()
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+
+def _counter(url: str, name: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+]+)$", text, re.M))
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx is not installed (.ci/run installs it)")
+def test_streams_survive_a_rolling_restart_and_resume_after_sigkill(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """32 streams through nginx and two replicas, no ids chosen by the client. (1) One replica
+    gets a rolling restart (SIGTERM, then started again on its port): its sessions move to the
+    other through the shared repository and back; every stream's output equals the oracle's
+    forward over its whole input — 0 chunks lost or applied twice. (2) 32 new streams; one
+    replica is SIGKILLed: its streams get 410 and resume from their exported state, exactly."""
+    from tests.oracle import forward, seeded_params
+
+    repo = tmp_path / "models"
+    env = {"RNN_SERVE_LOG_LEVEL": "warning", "RNN_SERVE_SESSION_HANDOFF_WAIT_S": "2"}
+    params = seeded_params(SEED)
+
+    def check(streams: list[Stream]) -> None:
+        for s in streams:
+            s.join(120)
+            assert s.error is None, repr(s.error)
+            x = np.concatenate(s.inputs)
+            assert len(s.outputs) == len(s.inputs)
+            assert s.steps_seen == x.shape[0]  # the server applied every chunk exactly once
+            want, _, _ = forward(params, SEED, x)
+            np.testing.assert_allclose(np.concatenate(s.outputs), want, atol=1e-5)
+
+    with (
+        server_process(repo, tmp_path / "a.log", **env) as (a, proc_a),
+        server_process(repo, tmp_path / "b.log", **env) as (b, proc_b),
+    ):
+        port_a = a.rsplit(":", 1)[1]
+        lb_iter = nginx(tmp_path / "nginx", [a.removeprefix("http://"), b.removeprefix("http://")])
+        lb = next(lb_iter)
+        try:
+            stop = threading.Event()
+            streams = [Stream(lb, s, stop) for s in range(32)]
+            for s in streams:
+                s.start()
+            time.sleep(1.0)
+            proc_a.send_signal(signal.SIGTERM)
+            proc_a.wait(30)
+            with server_process(repo, tmp_path / "a2.log", RNN_SERVE_PORT=port_a, **env) as (a2, _):
+                # nginx tries A again 5 s (fail_timeout) after its last failure: then A's share
+                # of the ring comes back to it, and the sessions move back from B
+                time.sleep(6.5)
+                stop.set()
+                check(streams)
+                moved = _counter(b, "rnn_serve_session_handoffs_total")
+                back = _counter(a2, "rnn_serve_session_handoffs_total")
+                replays = _counter(a2, "rnn_serve_session_replays_total") + _counter(
+                    b, "rnn_serve_session_replays_total"
+                )
+                chunks = sum(len(s.inputs) for s in streams)
+                assert moved > 0  # B took A's sessions over, and gave some back
+                assert back > 0
+                assert all(s.resumed == 0 for s in streams)  # nothing was lost on SIGTERM
+
+                # (2) SIGKILL: B dies holding sessions; its streams resume from their exports
+                stop = threading.Event()
+                streams = [Stream(lb, 100 + s, stop, least=30) for s in range(32)]
+                for s in streams:
+                    s.start()
+                time.sleep(1.0)
+                proc_b.kill()
+                proc_b.wait(30)
+                time.sleep(1.0)
+                stop.set()
+                check(streams)
+                resumed = sum(s.resumed > 0 for s in streams)
+                assert resumed > 0  # B held some: they got 410 and resumed from their state
+                with capsys.disabled():
+                    print(
+                        f"\nsessions: rolling restart, 32 streams, {chunks} chunks: 0 lost, 0 "
+                        f"applied twice (handoffs B {moved:g}, A {back:g}; {replays:g} resent "
+                        f"chunks answered from the kept answer); SIGKILL: {resumed} streams got "
+                        "410 and resumed exactly from their exported state"
+                    )
+        finally:
+            next(lb_iter, None)
