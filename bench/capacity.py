@@ -1,0 +1,204 @@
+"""Capacity: how many real-time streams one server sustains within a p99 budget.
+
+Each stream sends a chunk of 10 steps of the seed model (10 features, base64) every 50 ms (20
+chunks/s), open loop: chunk k is due at t0 + k * 50 ms whatever happened before, and its latency
+is counted from when it was due (so a server that falls behind is charged for it: no coordinated
+omission). The number of streams ramps up until the p99 passes the budget (50 ms).
+
+- sessions: the server holds the state; each chunk carries `start_step` (exactly once);
+- stateless: the equivalent without sessions — each chunk goes to /v1/models/default/forward with
+  `h0` = the `h_n` of the stream's previous answer (the client ships the state both ways).
+
+The load generator is one process of raw HTTP/1.1 over keep-alive connections (uvloop, bodies
+built from pre-encoded bytes, no HTTP library), so that it is cheap; it reports its own CPU use and
+how late it sent chunks against their schedule, to show it is not the bottleneck.
+
+    python -m bench.capacity [--budget-ms 50] [--step-s 8] [--levels 20,40,...] [--url URL]
+
+Without --url it starts `rnn-serve` as `make run` does. Writes bench/capacity.json; `python -m
+bench.run --report` puts it in bench/REPORT.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from bench.run import BENCH, cpu_seconds, free_port, server
+from service.client import b64_tensor
+
+PERIOD_S = 0.05  # 20 chunks/s
+STEPS = 10
+LEVELS = [20, 40, 60, 80, 100, 120, 140, 160, 200, 240, 280, 320, 380, 440, 500]
+
+
+def _request(path: str, body: bytes) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, bytes]:
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    return status, await reader.readexactly(length)
+
+
+class Level:
+    """One step of the ramp: `streams` streams for `seconds`, the first second not counted."""
+
+    def __init__(self, streams: int, seconds: float) -> None:
+        self.streams, self.seconds = streams, seconds
+        self.latencies: list[float] = []
+        self.lags: list[float] = []  # how late a chunk was sent against its schedule
+        self.errors = 0
+        self.sent = 0
+
+
+async def stream(
+    host: str, port: int, mode: str, level: Level, t0: float, phase: float, seed: int
+) -> None:
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection(host, port)
+    x = np.random.default_rng(seed).standard_normal((STEPS, 1, 10)).astype(np.float32)
+    x_b64 = orjson.dumps(b64_tensor(x))
+    try:
+        if mode == "sessions":
+            status, body = await _exchange(
+                reader, writer, _request("/v1/models/default/sessions", b"{}")
+            )
+            assert status == 201, body
+            sid = orjson.loads(body)["session_id"]
+            path = f"/v1/sessions/{sid}/forward"
+        else:
+            path = "/v1/models/default/forward"
+            h0 = orjson.dumps(b64_tensor(np.zeros((2, 1, 20), np.float32)))
+        start, stop, k = t0 + phase, t0 + level.seconds, 0
+        while True:
+            due = start + k * PERIOD_S
+            if due >= stop:
+                break
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if mode == "sessions":
+                body = b'{"input":%s,"output_encoding":"b64","start_step":%d}' % (x_b64, k * STEPS)
+            else:
+                body = b'{"input":%s,"h0":%s,"output_encoding":"b64"}' % (x_b64, h0)
+            sent = loop.time()
+            status, answer = await _exchange(reader, writer, _request(path, body))
+            done = loop.time()
+            if status != 200:
+                level.errors += 1
+            elif mode == "stateless":  # the state goes back out with the next chunk
+                h0 = orjson.dumps(orjson.loads(answer)["h_n"])
+            if due >= t0 + 1.0:
+                level.latencies.append(done - due)
+                level.lags.append(sent - due)
+                level.sent += 1
+            k += 1
+    finally:
+        writer.close()
+
+
+async def run_level(host: str, port: int, mode: str, streams: int, seconds: float) -> Level:
+    level = Level(streams, seconds)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time() + 0.5  # time to connect and open the sessions
+    await asyncio.gather(
+        *(stream(host, port, mode, level, t0, PERIOD_S * i / streams, i) for i in range(streams))
+    )
+    return level
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q) * 1000) if values else float("nan")
+
+
+def ramp(
+    url: str, pid: int | None, mode: str, levels: list[int], seconds: float, budget_ms: float
+) -> list[dict[str, Any]]:
+    import uvloop
+
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    rows = []
+    for streams in levels:
+        cpu0, server0, wall0 = time.process_time(), cpu_seconds(pid) if pid else 0.0, time.time()
+        level = uvloop.run(run_level(host, int(port), mode, streams, seconds))
+        wall = time.time() - wall0
+        gen_cpu = (time.process_time() - cpu0) / wall
+        server_cpu = ((cpu_seconds(pid) - server0) / wall) if pid else float("nan")
+        row = {
+            "mode": mode, "streams": streams, "target_chunks_per_s": streams / PERIOD_S,
+            "chunks_per_s": level.sent / (seconds - 1.0), "p50_ms": _pct(level.latencies, 50),
+            "p99_ms": _pct(level.latencies, 99), "send_lag_p99_ms": _pct(level.lags, 99),
+            "errors": level.errors, "generator_cpu": gen_cpu, "server_cpu": server_cpu,
+        }  # fmt: skip
+        rows.append(row)
+        print(
+            f"{mode:9s} {streams:4d} streams: {row['chunks_per_s']:7.1f}/{row['target_chunks_per_s']:.0f} "
+            f"chunks/s  p50 {row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:7.2f} ms  send lag p99 "
+            f"{row['send_lag_p99_ms']:6.2f} ms  errors {level.errors}  generator {gen_cpu:.0%} "
+            f"of a core, server {server_cpu:.0%}",
+            flush=True,
+        )  # fmt: skip
+        if row["p99_ms"] > budget_ms or level.errors:
+            break
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="a running server (default: start one)")
+    parser.add_argument("--budget-ms", type=float, default=50.0)
+    parser.add_argument("--step-s", type=float, default=8.0)
+    parser.add_argument("--levels", default=",".join(map(str, LEVELS)))
+    parser.add_argument("--modes", default="sessions,stateless")
+    args = parser.parse_args()
+    levels = [int(v) for v in args.levels.split(",")]
+    # one connection per stream, for the generator and the server
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    results: dict[str, Any] = {"budget_ms": args.budget_ms, "step_s": args.step_s, "rows": []}
+    for mode in args.modes.split(","):
+        if args.url:
+            results["rows"] += ramp(args.url, None, mode, levels, args.step_s, args.budget_ms)
+            continue
+        work = Path(tempfile.mkdtemp(prefix="rnn-serve-capacity-"))
+        port = free_port()
+        script = Path(sys.executable).with_name("rnn-serve")
+        command = [str(script), "--host", "127.0.0.1", "--port", str(port)]
+        env = {"RNN_SERVE_MODEL_REPOSITORY": str(work / "models"), "RNN_SERVE_LOG_LEVEL": "warning"}
+        with server(command, port, env, work / "server.log") as (url, pid):
+            results["rows"] += ramp(url, pid, mode, levels, args.step_s, args.budget_ms)
+    for mode in args.modes.split(","):
+        ok = [r for r in results["rows"] if r["mode"] == mode
+              and r["p99_ms"] <= args.budget_ms and not r["errors"]]  # fmt: skip
+        results[f"capacity_{mode}"] = max((r["streams"] for r in ok), default=0)
+        print(f"{mode}: {results[f'capacity_{mode}']} streams within p99 {args.budget_ms:g} ms")
+    results["cpus"] = os.cpu_count()
+    (BENCH / "capacity.json").write_text(json.dumps(results, indent=1))
+    print(f"wrote {BENCH / 'capacity.json'}")
+
+
+if __name__ == "__main__":
+    main()
