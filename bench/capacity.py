@@ -176,7 +176,7 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(v) for v in args.levels.split(",")]
     # one connection per stream, for the generator and the server
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     results: dict[str, Any] = {"budget_ms": args.budget_ms, "step_s": args.step_s, "rows": []}
     for mode in args.modes.split(","):

@@ -51,10 +51,20 @@ class Engine:
         self._modules = modules
         self._slice_macs = settings.slice_macs
         self._cuda: torch.device | None = None  # set by `serve_on` when the device is a GPU
-        # torch's intra-op threads are process-wide: set once in configure_torch().
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnn-engine")
+        # torch's intra-op thread count (configure_torch) is OpenMP's, which is per thread: a
+        # thread that never sets it runs with one OpenMP thread per core, and the extra ones
+        # spin-wait after every forward — 60% of the server's CPU in libgomp under real-time
+        # streams (perf), 2.5x the CPU a chunk needs. Each torch thread sets it first.
+        threads = torch.get_num_threads()
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="rnn-engine",
+            initializer=torch.set_num_threads, initargs=(threads,),
+        )  # fmt: skip
         # Builds and loads run here, never on the worker: forwards of built models go on.
-        self._builds = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnn-build")
+        self._builds = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="rnn-build",
+            initializer=torch.set_num_threads, initargs=(threads,),
+        )  # fmt: skip
         self.batcher = Batcher(
             self._executor,
             self._run,
