@@ -147,7 +147,7 @@ def ramp(
         wall = time.time() - wall0
         gen_cpu = (time.process_time() - cpu0) / wall
         server_cpu = ((cpu_seconds(pid) - server0) / wall) if pid else float("nan")
-        row = {
+        row: dict[str, Any] = {
             "mode": mode, "streams": streams, "target_chunks_per_s": streams / PERIOD_S,
             "chunks_per_s": level.sent / (seconds - 1.0), "p50_ms": _pct(level.latencies, 50),
             "p99_ms": _pct(level.latencies, 99), "send_lag_p99_ms": _pct(level.lags, 99),
@@ -161,7 +161,7 @@ def ramp(
             f"of a core, server {server_cpu:.0%}",
             flush=True,
         )  # fmt: skip
-        if row["p99_ms"] > budget_ms or level.errors:
+        if _pct(level.latencies, 99) > budget_ms or level.errors:
             break
     return rows
 
