@@ -550,6 +550,7 @@ def write_report(
         "|---|---|---|---|",
         *[f"| {r['mode']} | {r['chunks_per_s']:.1f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |" for r in streaming],
         "",
+        *capacity_section(),
         "## All runs",
         "",
         "| scenario | server | concurrency | req/s | p50 ms | p90 ms | p99 ms | CPU ms/req | seqs/forward | non-2xx |",
@@ -564,6 +565,37 @@ def write_report(
     plot(results)
     print("\n".join(lines[8 : 10 + len(checks)]))
     print(f"wrote {BENCH / 'REPORT.md'} and {BENCH / 'throughput.png'}")
+
+
+def capacity_section() -> list[str]:
+    """The capacity benchmark's figures (`python -m bench.capacity` writes bench/capacity.json)."""
+    path = BENCH / "capacity.json"
+    if not path.exists():
+        return []
+    cap = json.loads(path.read_text())
+    budget = cap["budget_ms"]
+    return [
+        "## Capacity: real-time streams within a p99 budget",
+        "",
+        f"Streams of the seed model, each sending a chunk of 10 steps every 50 ms (20 chunks/s), "
+        f"open loop (latency counted from when a chunk was due), ramped until the p99 passed "
+        f"{budget:g} ms; {cap['step_s']:g} s a level, the first second not counted "
+        "(`python -m bench.capacity`). sessions: the server holds the state, chunks carry "
+        "start_step; stateless: /v1/models/default/forward with h0 = the previous answer's h_n. "
+        "The load generator (one process, raw HTTP/1.1 on keep-alive connections) shares the "
+        f"machine's {cap.get('cpus', '?')} CPUs with the server: its own CPU and how late it sent "
+        "chunks are in the table, to show it was not the bottleneck.",
+        "",
+        f"**sessions: {cap.get('capacity_sessions', 0)} streams; stateless: "
+        f"{cap.get('capacity_stateless', 0)} streams** within p99 {budget:g} ms.",
+        "",
+        "| mode | streams | chunks/s (target) | p50 ms | p99 ms | send lag p99 ms | errors | generator CPU | server CPU |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *[f"| {r['mode']} | {r['streams']} | {r['chunks_per_s']:.0f} ({r['target_chunks_per_s']:.0f}) | "
+          f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['send_lag_p99_ms']:.2f} | {r['errors']} | "
+          f"{r['generator_cpu']:.0%} | {r['server_cpu']:.0%} |" for r in cap["rows"]],
+        "",
+    ]  # fmt: skip
 
 
 def comparison(results: list[Result], compared: str) -> list[str]:

@@ -37,9 +37,11 @@ class V1Forward:
     def decode(self, config: RNNConfig, max_elements: int) -> Decoded:
         req, bools = self.req, self._check_bools
         x = decode_tensor(req.input, INPUT, config.dtype, max_elements, check_bools=bools)
-        h0 = _tensor(getattr(req, "h0", None), H0, config, max_elements, bools)
-        c0 = _tensor(getattr(req, "c0", None), C0, config, max_elements, bools)
-        return Decoded(Inputs(x, h0, c0, req.lengths), None, getattr(req, "start_step", None))
+        if isinstance(req, SessionChunk):
+            return Decoded(Inputs(x, None, None, req.lengths), None, req.start_step)
+        h0 = _tensor(req.h0, H0, config, max_elements, bools)
+        c0 = _tensor(req.c0, C0, config, max_elements, bools)
+        return Decoded(Inputs(x, h0, c0, req.lengths))
 
     def encode(self, served: Served) -> Answer:
         """`{"model", "output", "h_n", ["c_n"], shapes, "dtype", "device"}`, plus `session_id`
