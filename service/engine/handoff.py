@@ -66,6 +66,13 @@ CLEAN_EVERY_S = 60.0
 Digest = Callable[[ModelSpec], Awaitable[str]]
 
 
+class _Foreign(Exception):
+    """A state file that is not the caller's session (another key's)."""
+
+
+_GONE = Session("", "", None, 0.0)  # a state file was there, but its session is over
+
+
 def file_key(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()[:40]
 
@@ -144,7 +151,12 @@ class Handoff:
         wanted = False
         try:
             while True:
-                session = await self._claim(session_id, key, owner)
+                try:
+                    session = await self._claim(session_id, key, owner)
+                except _Foreign:
+                    return None  # another key's session is as good as unknown
+                if session is _GONE:
+                    return None
                 if session is not None:
                     return session
                 marker = _read(self.owners / key)
@@ -181,6 +193,8 @@ class Handoff:
                     (self.wants / key).unlink()
 
     async def _claim(self, session_id: str, key: str, owner: str | None) -> Session | None:
+        """The session resumed from its state file; None if there is none; _GONE if there was
+        one but the session is over (expired, its model deleted): 404, as for any ended one."""
         claimed = self.states / f".{key}.claim-{self.instance}"
         try:
             os.rename(self.states / key, claimed)  # atomic: one replica wins
@@ -188,22 +202,25 @@ class Handoff:
             return None
         try:
             session = await self._resume(session_id, claimed.read_bytes(), owner)
-        except (Overloaded, NotReady):
-            os.rename(claimed, self.states / key)  # leave it for a later try
+        except (Overloaded, NotReady, _Foreign):
+            os.rename(claimed, self.states / key)  # leave it for a later try, or its owner
             raise
         except BaseException:
             claimed.unlink(missing_ok=True)
             raise
         claimed.unlink(missing_ok=True)
-        if session is not None:
-            self.metrics.session_handoffs.labels("in").inc()
-            log.info("session %s resumed here at step %d", key, session.steps)
+        if session is None:
+            with contextlib.suppress(OSError):
+                (self.owners / key).unlink()
+            return _GONE
+        self.metrics.session_handoffs.labels("in").inc()
+        log.info("session %s resumed here at step %d", key, session.steps)
         return session
 
     async def _resume(self, session_id: str, data: bytes, owner: str | None) -> Session | None:
         state, tags, extra = from_safetensors(data)
         if tags.get("id") != session_id or tags.get("owner", "") != (owner or ""):
-            return None
+            raise _Foreign  # another key's (or a hash collision): not this caller's to take
         remaining = float(tags.get("expires_at", "0")) - time.time()
         if remaining <= 0:
             return None  # it would have expired: gone, as expired sessions are

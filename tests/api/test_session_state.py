@@ -352,3 +352,28 @@ async def test_a_session_whose_replica_died_is_410(tmp_path: Path, anyio_backend
         # another key's session is never confirmed: a marker owned by someone else is 404
         (repo / ".sessions" / "owners" / key).write_text("gone-123-abc\nsomeone\n")
         assert (await c.get(f"/v1/sessions/{sid}")).status_code == 404
+
+
+async def test_expiry_and_caps_hold_across_handoff(tmp_path: Path, anyio_backend: str) -> None:
+    """A session handed over keeps its expiry (past it, it is gone: 404), and counts against
+    the taker's caps: a full replica answers 429 and leaves the state for a later try."""
+    repo = tmp_path / "shared"
+    x = np.random.default_rng(8).standard_normal((6, 1, 10)).astype(np.float32)
+    async for a in open_client(make_settings(model_repository=repo, session_ttl_s=1.0)):
+        short = await open_session(a)
+        await chunk(a, short, x[:3])
+    await asyncio.sleep(1.2)  # its idle time ran out while nobody held it
+    async for a in open_client(make_settings(model_repository=repo)):
+        kept = await open_session(a)
+        first = decode((await chunk(a, kept, x[:3], start_step=0)).json()["output"])
+    # A stopped: both states are on disk; B holds one session of its own and may hold one
+    async for b in open_client(make_settings(model_repository=repo, max_sessions=1)):
+        assert (await chunk(b, short, x[3:])).status_code == 404
+        mine = await open_session(b)
+        r = await chunk(b, kept, x[3:], start_step=3)
+        assert r.status_code == 429, r.text
+        assert (await b.delete(f"/v1/sessions/{mine}")).status_code == 204
+        r = await chunk(b, kept, x[3:], start_step=3)
+        assert r.status_code == 200, r.text
+        got = np.concatenate([first, decode(r.json()["output"])])
+        np.testing.assert_allclose(got, oracle(x), atol=1e-5)
