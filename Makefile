@@ -3,8 +3,9 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
-HOST   ?= 127.0.0.1
-PORT   ?= 8000
+# make run ARGS="--port 9000 --log-level debug": flags for rnn-serve (every setting is one); the
+# RNN_SERVE_* environment variables are honoured as they are.
+ARGS   ?=
 
 .PHONY: run test check fmt openapi bench bench-fairness soak clean
 
@@ -23,7 +24,7 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	touch $(VENV)/.runtime $@
 
 run: $(VENV)/.runtime
-	$(BIN)/rnn-serve --host $(HOST) --port $(PORT)
+	$(BIN)/rnn-serve $(ARGS)
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,5 +1,9 @@
 """`python -m service` / `rnn-serve`: serve with uvicorn (uvloop + httptools).
 
+Every setting is a flag (`--max-queue 4096`) and an environment variable (RNN_SERVE_MAX_QUEUE);
+a flag wins over the variable, which wins over `.env`. `rnn-serve models ...` runs the operator
+commands against a running server (service.ops).
+
 With one front-end, this process serves HTTP and runs the engine. With several, this process
 runs the engine (registry, batcher, worker thread, sessions) on a thread of its own, serves it
 on a Unix socket, and uvicorn's supervisor runs the front-end processes on the shared listening
@@ -11,18 +15,61 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
+from importlib import metadata
 
+from pydantic import ValidationError
+from pydantic_settings import CliSettingsSource
+
+from service import __version__
 from service.settings import Settings, frontends_for
 
 
+def version() -> str:
+    def of(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return f"rnn-serve {__version__} (torch {of('torch')}, fastapi {of('fastapi')})"
+
+
+def settings_from(argv: list[str]) -> Settings:
+    """Settings from flags, environment and .env; a bad value exits with one line per field."""
+    parser = argparse.ArgumentParser(
+        prog="rnn-serve",
+        description="Serve PyTorch RNNs over HTTP (v1 and the Open Inference Protocol).",
+        epilog="Every flag is also an environment variable: --max-queue is RNN_SERVE_MAX_QUEUE. "
+        "Operator commands against a running server: rnn-serve models --help.",
+    )
+    parser.add_argument("--version", action="version", version=version())
+    source: CliSettingsSource[Settings] = CliSettingsSource(
+        Settings, root_parser=parser, cli_kebab_case=True, cli_prog_name="rnn-serve"
+    )
+    try:
+        return Settings(_cli_settings_source=source(args=argv))
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"])
+            flag = "--" + name.replace("_", "-")
+            env = "RNN_SERVE_" + name.split(".")[0].upper()
+            print(
+                f"rnn-serve: invalid setting {flag} / {env}: {error['msg']} "
+                f"(got {error.get('input')!r})",
+                file=sys.stderr,
+            )
+        raise SystemExit(2) from None
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="rnn-serve", description=__doc__)
-    parser.add_argument("--host", help="bind address (RNN_SERVE_HOST)")
-    parser.add_argument("--port", type=int, help="port (RNN_SERVE_PORT)")
-    args = parser.parse_args(argv)
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    settings = Settings(**overrides)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["models"]:
+        from service.ops import main as operator_main
+
+        raise SystemExit(operator_main(argv[1:]))
+    settings = settings_from(argv)
     warn_if_open(settings)
     frontends = frontends_for(settings)
     if frontends > 1:

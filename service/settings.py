@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.schemas.config import RNNConfig
@@ -20,7 +20,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"  # any case: INFO works
     log_format: Literal["json", "text"] = "json"
     shutdown_timeout_s: float = Field(
         default=30.0, gt=0, description="On SIGTERM: time to finish in-flight and queued requests."
@@ -194,6 +194,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Bytes of parameters kept built on the device; least recently used dropped.",
     )
+
+    @field_validator("log_level", "log_format", "cuda_fp32_precision", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        """INFO, Info and info are one level (operators write all three)."""
+        return value.lower() if isinstance(value, str) else value
 
 
 def frontends_for(settings: Settings) -> int:
