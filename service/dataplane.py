@@ -31,7 +31,7 @@ from service.errors import (
     PayloadTooLarge,
     SessionNotFound,
 )
-from service.metrics import Metrics
+from service.metrics import Metrics, StageTimers, model_label
 from service.registry import ModelSpec, Registry
 from service.schemas.api import check_model_name
 from service.schemas.config import RNNConfig
@@ -158,7 +158,7 @@ class DataPlane:
         self._inline_configs = settings.inline_configs
         self._timeout_s = settings.request_timeout_s
         self._slow = slow if slow is not None else SlowRequests(settings.disconnect_check_after_s)
-        self._stages = metrics.stages
+        self._metrics = metrics
 
     # --- models ---------------------------------------------------------------------------------
     def model(self, name: str) -> ModelSpec:
@@ -219,6 +219,27 @@ class DataPlane:
         timeout_s: float | None = None,
     ) -> Answer:
         """The pipeline, once for every protocol: decode, validate, queue and run, encode."""
+        timers = self._metrics.stages_for(model_label(spec.name, spec.inline))
+        try:
+            answer = await self._pipeline(spec, codec, started, log, timers, session_id, owner,
+                                          timeout_s)  # fmt: skip
+        except BaseException:
+            timers.fail.inc()
+            raise
+        timers.served()
+        return answer
+
+    async def _pipeline(
+        self,
+        spec: ModelSpec,
+        codec: Codec,
+        started: float,
+        log: LogFields,
+        timers: StageTimers,
+        session_id: str | None,
+        owner: str | None,
+        timeout_s: float | None,
+    ) -> Answer:
         decoded = codec.decode(spec.config, self._max_elements)
         inputs, sequence = decoded.inputs, decoded.sequence
         if sequence is not None:
@@ -233,7 +254,7 @@ class DataPlane:
                     ("body", "start_step"), "start_step is for session and sequence chunks"
                 )
             expect = (decoded.start_step, _digest(job))
-        self._stages.decode.observe(time.perf_counter() - started)
+        timers.decode.observe(time.perf_counter() - started)
 
         deadline = self._timeout_s if timeout_s is None else min(timeout_s, self._timeout_s)
         view = None
@@ -293,7 +314,7 @@ class DataPlane:
             answer = await asyncio.to_thread(codec.encode, served)
         else:
             answer = codec.encode(served)
-        self._stages.encode.observe(time.perf_counter() - encode_started)
+        timers.encode.observe(time.perf_counter() - encode_started)
         return answer
 
     def _admit(self, config: RNNConfig, job: ForwardJob) -> None:

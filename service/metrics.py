@@ -8,12 +8,31 @@ files there, and whichever process answers /metrics reports the sum over all of 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.samples import Sample
 
-__all__ = ["CONTENT_TYPE", "Metrics"]
+__all__ = ["CONTENT_TYPE", "Metrics", "StageTimers", "model_label"]
+
+
+def model_label(name: str, inline: bool) -> str:
+    """The `model` label: the registered name; "inline" for every inline config (their keys
+    are unbounded, and a label's values must not be)."""
+    return "inline" if inline else name
+
 
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0
@@ -21,13 +40,22 @@ _LATENCY_BUCKETS = (
 
 
 class StageTimers:
-    """The per-stage histogram children, looked up once (labels() costs a lock and a dict)."""
+    """One model's metric children, looked up once (labels() costs a lock and a dict)."""
 
-    def __init__(self, histogram: Histogram) -> None:
-        self.decode = histogram.labels("decode")
-        self.queue = histogram.labels("queue")
-        self.compute = histogram.labels("compute")
-        self.encode = histogram.labels("encode")
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        histogram = metrics.stage_seconds
+        self.decode = histogram.labels("decode", model)
+        self.queue = histogram.labels("queue", model)
+        self.compute = histogram.labels("compute", model)
+        self.encode = histogram.labels("encode", model)
+        self.success = metrics.inferences.labels(model, "success")
+        self.fail = metrics.inferences.labels(model, "fail")
+        self.executions = metrics.executions.labels(model)
+        self._last = metrics.last_inference.labels(model)
+
+    def served(self) -> None:
+        self.success.inc()
+        self._last.set(time.time())
 
 
 class Metrics:
@@ -39,14 +67,38 @@ class Metrics:
             ["method", "route", "status"], registry=r,
         )  # fmt: skip
         self.request_seconds = Histogram(
-            "rnn_serve_request_seconds", "HTTP request latency by route.",
+            "rnn_serve_request_duration_seconds", "HTTP request latency by route.",
             ["route"], buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
-        self.stage_seconds = Histogram(
-            "rnn_serve_stage_seconds", "Forward latency split into decode, queue, compute, encode.",
-            ["stage"], buckets=_LATENCY_BUCKETS, registry=r,
+        self.in_flight = Gauge(
+            "rnn_serve_requests_in_flight", "HTTP requests being served now.", registry=r,
+            multiprocess_mode="livesum",
         )  # fmt: skip
-        self.stages = StageTimers(self.stage_seconds)
+        self.queue_depth = Gauge(
+            "rnn_serve_queue_depth", "Forwards waiting in the batcher's queues.", registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.stage_seconds = Histogram(
+            "rnn_serve_stage_seconds",
+            "Forward latency split into decode, queue, compute, encode, by model.",
+            ["stage", "model"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.inferences = Counter(
+            "rnn_serve_model_inferences",
+            "Forwards (and session chunks) by model and outcome (success, fail).",
+            ["model", "outcome"], registry=r,
+        )  # fmt: skip
+        self.executions = Counter(
+            "rnn_serve_model_executions",
+            "Forwards run on the device by model (a batch of requests is one).",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.last_inference = Gauge(
+            "rnn_serve_model_last_inference_timestamp_seconds",
+            "When the model last answered a forward (Unix seconds).",
+            ["model"], registry=r, multiprocess_mode="max",
+        )  # fmt: skip
+        self._timers: dict[str, StageTimers] = {}
         self.batch_size = Histogram(
             "rnn_serve_batch_sequences", "Sequences per forward run on the device.",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r,
@@ -99,9 +151,34 @@ class Metrics:
             multiprocess_mode="livesum",
         )  # fmt: skip
 
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # process_* (CPU, memory, fds) and python_gc_* of this process; with several
+            # processes, render() adds the engine process's instead
+            r.register(PROCESS_COLLECTOR)
+            r.register(GC_COLLECTOR)
+
+    def stages_for(self, model: str) -> StageTimers:
+        timers = self._timers.get(model)
+        if timers is None:
+            timers = self._timers[model] = StageTimers(self, model)
+        return timers
+
+    def _merged(self) -> CollectorRegistry:
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return self.registry
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        # the process that holds the models and the device: the front-ends' parent
+        engine_pid = os.getppid() if os.environ.get("RNN_SERVE_ENGINE_SOCKET") else os.getpid()
+        ProcessCollector(pid=lambda: engine_pid, registry=merged)
+        return merged
+
     def render(self) -> bytes:
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            merged = CollectorRegistry()
-            MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
-            return generate_latest(merged)
-        return generate_latest(self.registry)
+        return generate_latest(self._merged())
+
+    def samples(self, name: str) -> Iterator[Sample]:
+        """Every sample of the metric family `name` (summed over processes): for the OIP
+        statistics extension."""
+        for family in self._merged().collect():
+            if family.name == name:
+                yield from family.samples

@@ -97,27 +97,32 @@ class Edge:
         if request_id is None:
             request_id = self.ids.new()
         scope["request_id"] = request_id
-        found = _NO_MATCH if scope.get("root_path") else self._match(scope)
-        route = found.route.path if found.route is not None else "unmatched"
-        refusal = None
-        if self.keys is not None and found.scope is not None:
-            try:
-                scope["key_id"] = self.keys.check(_header(scope, b"authorization"), found.scope)
-            except ServiceError as exc:
-                refusal = found.route.render_error(exc) if found.lean else problem_answer(exc)
-        if refusal is not None:
-            await _send_answer(send, refusal, request_id, close=False)
-            status = refusal.status
-        elif not found.lean:
-            status, route = await self._pass_on(scope, receive, send, request_id)
-        else:
-            lean = found.route
-            scope["route"], scope["endpoint"] = lean, lean.endpoint
-            scope["path_params"] = dict(found.path_params)
-            answer, close = await self._serve(lean, scope, receive)
-            await _send_answer(send, answer, request_id, close)
-            status = answer.status
-        self._record(scope, route, status, start, request_id)
+        in_flight = self.metrics.in_flight
+        in_flight.inc()
+        try:
+            found = _NO_MATCH if scope.get("root_path") else self._match(scope)
+            route = found.route.path if found.route is not None else "unmatched"
+            refusal = None
+            if self.keys is not None and found.scope is not None:
+                try:
+                    scope["key_id"] = self.keys.check(_header(scope, b"authorization"), found.scope)
+                except ServiceError as exc:
+                    refusal = found.route.render_error(exc) if found.lean else problem_answer(exc)
+            if refusal is not None:
+                await _send_answer(send, refusal, request_id, close=False)
+                status = refusal.status
+            elif not found.lean:
+                status, route = await self._pass_on(scope, receive, send, request_id)
+            else:
+                lean = found.route
+                scope["route"], scope["endpoint"] = lean, lean.endpoint
+                scope["path_params"] = dict(found.path_params)
+                answer, close = await self._serve(lean, scope, receive)
+                await _send_answer(send, answer, request_id, close)
+                status = answer.status
+            self._record(scope, route, status, start, request_id)
+        finally:
+            in_flight.dec()
 
     def _match(self, scope: Scope) -> _Match:
         """The route the router would run (the first full match), remembered by path."""

@@ -10,11 +10,14 @@ from anyio import to_thread
 
 from service import __version__
 from service.api import routing
-from service.api.auth import INFERENCE, requires
+from service.api.auth import ADMIN, INFERENCE, requires
 from service.api.openapi import NAME_PARAM
 from service.api.routing import LeanRequest, OIPRoute
-from service.codecs.oip import HEADER, OIPInfer, metadata
+from service.codecs.oip import HEADER, VERSION, OIPInfer, input_names, metadata, output_names
 from service.dataplane import Answer
+from service.errors import ModelNotFound
+from service.metrics import Metrics
+from service.registry import ModelSpec
 from service.schemas.oip import (
     ErrorBody,
     InferResponse,
@@ -27,7 +30,7 @@ from service.schemas.oip import (
 
 router = routing.router("/v2", "v2 (Open Inference Protocol)", OIPRoute)
 
-EXTENSIONS = ["binary_tensor_data", "sequence"]
+EXTENSIONS = ["binary_tensor_data", "sequence", "model_repository", "statistics"]
 _ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
 
 
@@ -108,5 +111,252 @@ async def infer(request: LeanRequest) -> Answer:
         codec, name, request.log_fields, request.key_id, request.timeout_s
     )
 
+
+# --- versioned paths: the one version the metadata advertises ------------------------------------
+VERSION_PARAM: dict[str, Any] = {
+    "parameters": [
+        *NAME_PARAM["parameters"],
+        {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}},
+    ]
+}
+
+
+def _versioned(request: LeanRequest) -> None:
+    """404 for a version other than the one every model has (the metadata's `versions`)."""
+    version = request.path_params.get("version")
+    if version is not None and version != VERSION:
+        name = request.path_params["name"]
+        raise ModelNotFound(f"model {name!r} has no version {version!r}; its versions: [{VERSION}]")
+
+
+@router.get(
+    "/models/{name}/versions/{version}",
+    summary="Model metadata (versioned path)",
+    responses={200: {"model": ModelMetadata}, **_responses(400, 404)},
+    openapi_extra={**VERSION_PARAM, **requires(INFERENCE)},
+)
+async def model_version_metadata(request: LeanRequest) -> Answer:
+    _versioned(request)
+    return await model_metadata(request)
+
+
+@router.get(
+    "/models/{name}/versions/{version}/ready",
+    summary="Model readiness (versioned path)",
+    responses={200: {"model": ModelReady}, **_responses(400, 404)},
+    openapi_extra={**VERSION_PARAM, **requires(INFERENCE)},
+)
+async def model_version_ready(request: LeanRequest) -> Answer:
+    _versioned(request)
+    return await model_ready(request)
+
+
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Inference (versioned path)",
+    openapi_extra={
+        **VERSION_PARAM,
+        **requires(INFERENCE),
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+    },
+    responses={
+        200: {"model": InferResponse, "content": {"application/octet-stream": {}}},
+        **_responses(400, 404, 413, 429, 503, 504, 507),
+    },
+)
+async def version_infer(request: LeanRequest) -> Answer:
+    _versioned(request)
+    return await infer(request)
+
+
+# --- model configuration (what tritonclient's get_model_config reads) ----------------------------
+def _config(spec: ModelSpec, max_batch: int) -> dict[str, Any]:
+    meta = metadata(spec)
+    tensors = {t.name: t for t in [*meta.inputs, *meta.outputs]}
+
+    def entry(name: str) -> dict[str, Any]:
+        t = tensors[name]
+        return {"name": name, "data_type": f"TYPE_{t.datatype}", "dims": t.shape,
+                "optional": name != "input"}  # fmt: skip
+
+    return {
+        "name": spec.name,
+        "platform": meta.platform,
+        "backend": "rnn-serve",
+        "version_policy": {"specific": {"versions": [int(VERSION)]}},
+        "max_batch_size": 0,  # batch dimensions are in dims (-1): the server batches itself
+        "dynamic_batching": {"max_queue_delay_microseconds": 0, "max_batch_sequences": max_batch},
+        "sequence_batching": {"control_input": [], "state": []},
+        "input": [entry(n) for n in input_names(spec.config)],
+        "output": [entry(n) for n in output_names(spec.config)],
+        "parameters": {
+            k: {"string_value": str(v)} for k, v in spec.config.model_dump(mode="json").items()
+        },
+    }
+
+
+@router.get(
+    "/models/{name}/config",
+    summary="Model configuration (Triton's form)",
+    responses=_responses(400, 404),
+    openapi_extra={**NAME_PARAM, **requires(INFERENCE)},
+)
+async def model_config(request: LeanRequest) -> Answer:
+    spec = await to_thread.run_sync(request.plane.model, request.path_params["name"])
+    max_batch = request.scope["state"]["settings"].max_batch_sequences
+    return _json(orjson.dumps(_config(spec, max_batch)))
+
+
+# --- the model repository extension ------------------------------------------------------------
+@router.post(
+    "/repository/index",
+    summary="Model repository index: every model, and whether it is loaded on the device",
+    openapi_extra=requires(INFERENCE),
+    responses=_responses(400),
+)
+async def repository_index(request: LeanRequest) -> Answer:
+    plane = request.plane
+    specs = await to_thread.run_sync(plane.registry.list)
+    index = []
+    for spec in sorted(specs, key=lambda s: s.name):
+        loaded = await plane.backend.is_loaded(spec)
+        index.append({
+            "name": spec.name, "version": VERSION, "state": "READY" if loaded else "UNAVAILABLE",
+            "reason": "" if loaded else "not loaded on the device: a request or load builds it",
+        })  # fmt: skip
+    return _json(orjson.dumps(index))
+
+
+@router.post(
+    "/repository/models/{name}/load",
+    summary="Load a model: build it on the device and warm it",
+    openapi_extra={**NAME_PARAM, **requires(ADMIN)},
+    responses=_responses(400, 404, 503, 507),
+)
+async def repository_load(request: LeanRequest) -> Answer:
+    spec = await to_thread.run_sync(request.plane.model, request.path_params["name"])
+    await request.plane.backend.load(spec)
+    return _json(b"{}")
+
+
+@router.post(
+    "/repository/models/{name}/unload",
+    summary="Unload a model: free its device memory (it stays registered; a request reloads it)",
+    openapi_extra={**NAME_PARAM, **requires(ADMIN)},
+    responses=_responses(400, 404),
+)
+async def repository_unload(request: LeanRequest) -> Answer:
+    spec = await to_thread.run_sync(request.plane.model, request.path_params["name"])
+    await request.plane.backend.unload(spec)
+    return _json(b"{}")
+
+
+# --- the statistics extension --------------------------------------------------------------------
+def _stats(metrics: Metrics, names: list[str]) -> dict[str, Any]:
+    """Triton's statistics form, read from the Prometheus metrics (so with several front-end
+    processes it counts all of them)."""
+    per: dict[str, dict[tuple[str, str], float]] = {n: {} for n in names}
+    for sample in metrics.samples("rnn_serve_stage_seconds"):
+        model = sample.labels.get("model")
+        if model in per and sample.name.endswith(("_sum", "_count")):
+            key = (sample.labels["stage"], sample.name.rsplit("_", 1)[1])
+            per[model][key] = per[model].get(key, 0.0) + sample.value
+    counts: dict[tuple[str, str], float] = {}
+    for family in ("rnn_serve_model_inferences", "rnn_serve_model_executions"):
+        for sample in metrics.samples(family):
+            if sample.name.endswith("_total"):
+                tag = sample.labels.get("outcome", "execution")
+                key = (sample.labels["model"], tag)
+                counts[key] = counts.get(key, 0.0) + sample.value
+    last = {
+        s.labels["model"]: s.value
+        for s in metrics.samples("rnn_serve_model_last_inference_timestamp_seconds")
+    }
+
+    def duration(model: str, stage: str) -> dict[str, int]:
+        got = per[model]
+        return {"count": int(got.get((stage, "count"), 0)),
+                "ns": int(got.get((stage, "sum"), 0.0) * 1e9)}  # fmt: skip
+
+    stats = []
+    for name in names:
+        stages = {s: duration(name, s) for s in ("decode", "queue", "compute", "encode")}
+        success = int(counts.get((name, "success"), 0))
+        stats.append({
+            "name": name, "version": VERSION,
+            "last_inference": int(last.get(name, 0.0) * 1000),
+            "inference_count": success, "execution_count": int(counts.get((name, "execution"), 0)),
+            "inference_stats": {
+                "success": {"count": success, "ns": sum(d["ns"] for d in stages.values())},
+                "fail": {"count": int(counts.get((name, "fail"), 0)), "ns": 0},
+                "queue": stages["queue"], "compute_input": stages["decode"],
+                "compute_infer": stages["compute"], "compute_output": stages["encode"],
+                "cache_hit": {"count": 0, "ns": 0}, "cache_miss": {"count": 0, "ns": 0},
+            },
+            "batch_stats": [],
+        })  # fmt: skip
+    return {"model_stats": stats}
+
+
+async def _stats_answer(request: LeanRequest, name: str | None) -> Answer:
+    plane = request.plane
+    if name is None:
+        names = sorted(s.name for s in await to_thread.run_sync(plane.registry.list))
+    else:
+        names = [(await to_thread.run_sync(plane.model, name)).name]
+    metrics: Metrics = request.scope["state"]["metrics"]
+    return _json(orjson.dumps(await to_thread.run_sync(_stats, metrics, names)))
+
+
+@router.get(
+    "/models/stats",
+    summary="Inference statistics of every model (counts; queue and compute durations)",
+    openapi_extra=requires(INFERENCE),
+    responses=_responses(400),
+)
+async def all_stats(request: LeanRequest) -> Answer:
+    return await _stats_answer(request, None)
+
+
+@router.get(
+    "/models/{name}/stats",
+    summary="A model's inference statistics",
+    openapi_extra={**NAME_PARAM, **requires(INFERENCE)},
+    responses=_responses(400, 404),
+)
+async def model_stats(request: LeanRequest) -> Answer:
+    return await _stats_answer(request, request.path_params["name"])
+
+
+@router.get(
+    "/models/{name}/versions/{version}/stats",
+    summary="A model's inference statistics (versioned path)",
+    openapi_extra={**VERSION_PARAM, **requires(INFERENCE)},
+    responses=_responses(400, 404),
+)
+async def model_version_stats(request: LeanRequest) -> Answer:
+    _versioned(request)
+    return await _stats_answer(request, request.path_params["name"])
+
+
+@router.api_route(
+    "/{rest:path}",
+    methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"],
+    include_in_schema=False,
+)
+async def unknown(request: LeanRequest) -> Answer:
+    """Every other /v2 path: the protocol's {"error"} body (tritonclient decodes no other)."""
+    method, path = request.scope["method"], request.scope["path"]
+    return _json(orjson.dumps({"error": f"no route {method} {path}"}), 404)
+
+
+# /v2/models/stats before /v2/models/{name}, which would take "stats" for a model's name
+router.routes.sort(key=lambda r: getattr(r, "path", "") != "/v2/models/stats")
 
 __all__ = ["ErrorBody", "router"]

@@ -112,6 +112,14 @@ class Backend(Protocol):
         """Whether the model's module is built on the device now."""
         ...
 
+    async def load(self, spec: ModelSpec) -> None:
+        """Build the model's module on the device and run one tiny forward (warm it)."""
+        ...
+
+    async def unload(self, spec: ModelSpec) -> bool:
+        """Drop the model's module from the device; False if it was not built."""
+        ...
+
 
 class LocalBackend:
     """The engine and the sessions in this process."""
@@ -248,3 +256,9 @@ class LocalBackend:
 
     async def is_loaded(self, spec: ModelSpec) -> bool:
         return self.registry.is_loaded(spec)
+
+    async def load(self, spec: ModelSpec) -> None:
+        await self.engine.warmup(spec)
+
+    async def unload(self, spec: ModelSpec) -> bool:
+        return await asyncio.to_thread(self.registry.unload, spec)

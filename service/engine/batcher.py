@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from service.engine.runner import ForwardResult
 from service.engine.validate import ForwardJob
 from service.errors import DeadlineExceeded, Overloaded, ShuttingDown
-from service.metrics import Metrics
+from service.metrics import Metrics, model_label
 from service.registry import ModelSpec
 
 BatchRunner = Callable[[ModelSpec, Sequence[ForwardJob]], list[ForwardResult]]
@@ -79,6 +79,7 @@ class Batcher:
         self._build_executor = build_executor
         self._queues: dict[Hashable, _Queue] = {}  # in turn order: served ones move to the back
         self._queued = 0
+        self._depth = metrics.queue_depth
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -113,6 +114,7 @@ class Batcher:
         future: asyncio.Future[ForwardResult] = asyncio.get_running_loop().create_future()
         queue.items.append(_Pending(job, future, time.perf_counter()))
         self._queued += 1
+        self._depth.set(self._queued)
         self._wakeup.set()
         return await future  # cancelling the caller cancels `future`: the dispatcher drops it
 
@@ -131,7 +133,9 @@ class Batcher:
             if not batch:
                 continue
             started = time.perf_counter()
-            queue_stage = self._metrics.stages.queue
+            queue_stage = self._metrics.stages_for(
+                model_label(queue.spec.name, queue.spec.inline)
+            ).queue
             for p in batch:
                 queue_stage.observe(started - p.enqueued)
             jobs = [p.job for p in batch]
@@ -222,6 +226,7 @@ class Batcher:
             macs += head_macs
         if not queue.items:
             self._queues.pop(key, None)
+        self._depth.set(self._queued)
         return batch
 
     def _drop_dead(self, queue: _Queue) -> None:

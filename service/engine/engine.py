@@ -18,7 +18,7 @@ from service.engine.runner import ForwardResult, run_batch
 from service.engine.slicing import run_sliced, slice_steps
 from service.engine.validate import ForwardJob
 from service.errors import DeviceOutOfMemory
-from service.metrics import Metrics
+from service.metrics import Metrics, model_label
 from service.registry import ModelSpec
 from service.settings import Settings
 
@@ -112,7 +112,9 @@ class Engine:
             raise DeviceOutOfMemory(
                 "the device ran out of memory for this forward; send fewer or shorter sequences"
             ) from None
-        self._metrics.stages.compute.observe(time.perf_counter() - started)
+        timers = self._metrics.stages_for(model_label(spec.name, spec.inline))
+        timers.compute.observe(time.perf_counter() - started)
+        timers.executions.inc()
         if self._cuda is not None:
             self._metrics.device_memory.set(torch.cuda.memory_allocated(self._cuda))
         self._metrics.timesteps.inc(sum(j.steps() for j in jobs))

@@ -435,6 +435,13 @@ class RemoteBackend:
         reply, _ = await self._call({"op": "loaded", "spec": self._spec_id(spec)})
         return bool(reply["loaded"])
 
+    async def load(self, spec: ModelSpec) -> None:
+        await self._call({"op": "load", "spec": self._spec_id(spec)})
+
+    async def unload(self, spec: ModelSpec) -> bool:
+        reply, _ = await self._call({"op": "unload", "spec": self._spec_id(spec)})
+        return bool(reply["unloaded"])
+
 
 # --- the engine's side --------------------------------------------------------------------------
 class _Connection(_Frames):
@@ -569,6 +576,12 @@ class _Connection(_Frames):
             elif op == "ready":
                 ready, reason = await backend.ready()
                 self.send({"rid": rid, "ready": ready, "reason": reason, "device": backend.device})
+            elif op == "load":
+                await backend.load(self.specs[header["spec"]])
+                self.send({"rid": rid})
+            elif op == "unload":
+                unloaded = await backend.unload(self.specs[header["spec"]])
+                self.send({"rid": rid, "unloaded": unloaded})
             elif op == "loaded":
                 self.send(
                     {"rid": rid, "loaded": self.registry.is_loaded(self.specs[header["spec"]])}

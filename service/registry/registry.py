@@ -337,6 +337,17 @@ class Registry:
             self._insert(key, _Built(module, _nbytes(module), None))
             return module
 
+    def unload(self, spec: ModelSpec) -> bool:
+        """Drop the model's built module from the device (the next request builds it again)."""
+        key = f"inline:{spec.config.canonical_key}" if spec.inline else f"model:{spec.name}"
+        with self._lock:
+            removed = self._built.pop(key, None) is not None
+            if removed:
+                self._publish()
+        if removed and self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return removed
+
     def loaded(self) -> tuple[int, int]:
         """(modules built, bytes of their parameters)."""
         with self._lock:

@@ -58,18 +58,32 @@ async def test_metrics_cover_stages_registry_and_memory(client: httpx.AsyncClien
     await client.post("/v1/models/default/forward", json={"input": [[0.0] * 10]})
     text = (await client.get("/metrics")).text
     for needle in (
-        'rnn_serve_stage_seconds_count{stage="decode"}',
-        'rnn_serve_stage_seconds_count{stage="queue"}',
-        'rnn_serve_stage_seconds_count{stage="compute"}',
-        'rnn_serve_stage_seconds_count{stage="encode"}',
+        'rnn_serve_stage_seconds_count{model="default",stage="decode"}',
+        'rnn_serve_stage_seconds_count{model="default",stage="queue"}',
+        'rnn_serve_stage_seconds_count{model="default",stage="compute"}',
+        'rnn_serve_stage_seconds_count{model="default",stage="encode"}',
         "rnn_serve_batch_sequences_bucket",
         "rnn_serve_timesteps_total",
         'rnn_serve_registry_events_total{event="build"}',
         "rnn_serve_loaded_modules",
         "rnn_serve_open_sessions",
         'rnn_serve_requests_total{method="POST",route="/v1/models/{name}/forward",status="200"}',
+        'rnn_serve_request_duration_seconds_count{route="/v1/models/{name}/forward"}',
+        'rnn_serve_model_inferences_total{model="default",outcome="success"}',
+        'rnn_serve_model_executions_total{model="default"}',
+        'rnn_serve_model_last_inference_timestamp_seconds{model="default"}',
+        "rnn_serve_requests_in_flight 1.0",  # the /metrics request itself
+        "rnn_serve_queue_depth 0.0",
+        "process_resident_memory_bytes",
+        "python_gc_collections_total",
     ):
         assert needle in text, needle
+    # inline configs share one label value: their keys are unbounded, a label's values must not be
+    config = {"input_size": 2, "hidden_size": 3}
+    await client.post("/v1/rnn/forward", json={"config": config, "input": [[0.0, 1.0]]})
+    text = (await client.get("/metrics")).text
+    assert 'rnn_serve_model_inferences_total{model="inline",outcome="success"}' in text
+    assert "canonical" not in text
     memory = next(ln for ln in text.splitlines() if ln.startswith("rnn_serve_device_memory_bytes "))
     assert float(memory.split()[1]) > 0  # the default model's parameters, on the CPU
 

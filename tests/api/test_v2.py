@@ -52,7 +52,8 @@ def read_binary(r: httpx.Response) -> dict[str, Any]:
 
 
 async def test_server_and_model_metadata(client: httpx.AsyncClient) -> None:
-    assert (await client.get("/v2")).json()["extensions"] == ["binary_tensor_data", "sequence"]
+    extensions = ["binary_tensor_data", "sequence", "model_repository", "statistics"]
+    assert (await client.get("/v2")).json()["extensions"] == extensions
     assert (await client.get("/v2/health/live")).json() == {"live": True}
     assert (await client.get("/v2/health/ready")).json() == {"ready": True}
     meta = (await client.get("/v2/models/default")).json()

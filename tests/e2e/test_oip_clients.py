@@ -184,3 +184,48 @@ def test_lstm_through_tritonclient_and_the_python_client(live_server: str) -> No
     finally:
         client.close()
     np.testing.assert_allclose(result.as_numpy("c_n"), want_cn, atol=1e-5)
+
+
+def test_tritonclient_surface(live_server: str) -> None:
+    """The calls tritonclient and KServe tooling make besides infer: the model's config, the
+    repository extension (index, load, unload), statistics, versioned paths, errors they can
+    decode on every /v2 path."""
+    client = triton.InferenceServerClient(url=live_server.removeprefix("http://"))
+    x = np.random.default_rng(9).standard_normal((4, 1, 10)).astype(np.float32)
+    inputs = [triton.InferInput("input", list(x.shape), "FP32")]
+    inputs[0].set_data_from_numpy(x)
+    got = client.infer("default", inputs, model_version="1").as_numpy("output")
+    want, _ = rnn_forward(seeded_params(SEED), SEED, x)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+    config = client.get_model_config("default")
+    assert config["name"] == "default"
+    assert [i["name"] for i in config["input"]] == ["input", "h0", "lengths"]
+    assert client.get_model_metadata("default", model_version="1")["versions"] == ["1"]
+    assert client.is_model_ready("default", model_version="1")
+
+    client.load_model("default")
+    index = {m["name"]: m for m in client.get_model_repository_index()}
+    assert index["default"]["state"] == "READY"
+    client.unload_model("default")
+    index = {m["name"]: m for m in client.get_model_repository_index()}
+    assert index["default"]["state"] == "UNAVAILABLE"
+    client.load_model("default")
+
+    stats = client.get_inference_statistics("default")["model_stats"][0]
+    assert stats["name"] == "default"
+    assert stats["inference_count"] >= 1
+    assert stats["execution_count"] >= 1
+    assert stats["last_inference"] > 0
+    assert stats["inference_stats"]["compute_infer"]["count"] >= 1
+    assert stats["inference_stats"]["queue"]["ns"] > 0
+    every = client.get_inference_statistics()["model_stats"]
+    assert "default" in {s["name"] for s in every}
+
+    with pytest.raises(triton.InferenceServerException, match="no version '2'"):
+        client.infer("default", inputs, model_version="2")
+    with pytest.raises(triton.InferenceServerException, match="no route"):
+        client.get_trace_settings()  # not served: still an error tritonclient can read
+    r = httpx.get(f"{live_server}/v2/no/such/path")
+    assert r.status_code == 404
+    assert r.json() == {"error": "no route GET /v2/no/such/path"}
