@@ -45,5 +45,5 @@ WORKDIR /home/rnnserve
 VOLUME ["/data/models"]
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status != 200)"]
+    CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('RNN_SERVE_PORT', '8000'), timeout=2).status != 200)"]
 CMD ["rnn-serve"]

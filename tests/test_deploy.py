@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,92 @@ def test_kubernetes_manifests_validate() -> None:
     container = gpu["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"  # kept from the base
+
+
+def test_torch_threads_match_the_cpu_limit_and_a_pdb_guards_the_replicas() -> None:
+    """Each replica's torch threads are its CPU limit less one (the event loop), in the base and
+    the GPU variant; voluntary disruptions keep a replica serving."""
+    k8s = ROOT / "deploy" / "k8s"
+    docs = list(yaml.safe_load_all((k8s / "rnn-serve.yaml").read_text()))
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    gpu = merge(deployment, yaml.safe_load((k8s / "gpu-patch.yaml").read_text()))
+    for variant in (deployment, gpu):
+        container = variant["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        limit = int(container["resources"]["limits"]["cpu"])
+        assert int(env["RNN_SERVE_TORCH_THREADS"]) == limit - 1
+        assert container["resources"]["requests"]["cpu"] == container["resources"]["limits"]["cpu"]
+    pdb = next(d for d in docs if d["kind"] == "PodDisruptionBudget")
+    assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
+    assert pdb["spec"]["minAvailable"] < deployment["spec"]["replicas"]
+
+
+def test_healthchecks_use_the_configured_port() -> None:
+    """Docker's HEALTHCHECK and compose's run the same probe, on RNN_SERVE_PORT: run it against
+    a server on another port than 8000."""
+    import re
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    probe = re.search(r'HEALTHCHECK .*?CMD \["python", "-c", "(.*?)"\]', dockerfile, re.S)
+    assert probe is not None
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert compose["x-rnn-serve"]["healthcheck"]["test"][-1] == probe.group(1)
+    from tests.server import running_server
+
+    tmp = Path(tempfile.mkdtemp())
+    with running_server(tmp / "models", tmp / "log") as url:
+        port = url.rsplit(":", 1)[1]
+        env = {**os.environ, "RNN_SERVE_PORT": port}
+        assert subprocess.run([sys.executable, "-c", probe.group(1)], env=env).returncode == 0
+        env["RNN_SERVE_PORT"] = "9"  # nothing there: unhealthy
+        assert subprocess.run([sys.executable, "-c", probe.group(1)], env=env,
+                              capture_output=True).returncode != 0  # fmt: skip
+
+
+def test_grafana_dashboard_queries_name_metrics_the_server_exports() -> None:
+    """Valid JSON, and every metric a panel's query names is one /metrics has (after a forward,
+    a session and an OIP infer)."""
+    import re
+
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "rnn-serve.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert len(exprs) >= 10
+    exported = _exported_metric_names()
+    functions = {"sum", "rate", "histogram_quantile", "by", "le", "route", "status", "model",
+                 "outcome", "stage", "direction", "job", "instance"}  # fmt: skip
+    for expr in exprs:
+        names = set(re.findall(r"[a-z_:][a-z0-9_:]*", re.sub(r'"[^"]*"|\[[^\]]*\]', "", expr)))
+        metrics = names - functions
+        assert metrics, expr
+        for name in metrics:
+            assert name in exported, (name, expr)
+
+
+def _exported_metric_names() -> set[str]:
+    import asyncio
+
+    from tests.conftest import make_settings, open_client
+
+    async def scrape() -> str:
+        async for c in open_client(make_settings()):
+            await c.post("/v1/models/default/forward", json={"input": [[0.0] * 10]})
+            sid = (await c.post("/v1/models/default/sessions", json={})).json()["session_id"]
+            await c.post(f"/v1/sessions/{sid}/forward", json={"input": [[0.0] * 10]})
+            await c.post(f"/v1/sessions/{sid}/forward", json={"input": [[0.0] * 10]})
+            return (await c.get("/metrics")).text
+        raise AssertionError("no app")
+
+    text = asyncio.run(scrape())
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            names.add(name)
+            if kind == "histogram":
+                names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+            if kind == "counter":
+                names.add(f"{name}_total" if not name.endswith("_total") else name)
+    return names
 
 
 def test_deployment_probes_match_the_service() -> None:

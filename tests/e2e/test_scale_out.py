@@ -283,6 +283,11 @@ def test_sessions_and_sequences_stick_to_their_replica_with_no_client_ids(
                 for url in (a, b)
             }  # fmt: skip
             assert all(n > 0 for n in served.values()), served
+            if balancer == "compose":  # correlation ids survive the load balancer
+                r = httpx.get(f"{lb}/healthz", headers={"X-Request-ID": "corr-123"})
+                assert r.headers["x-request-id"] == "corr-123"
+                made = httpx.get(f"{lb}/healthz").headers["x-request-id"]
+                assert re.fullmatch(r"[0-9a-f]{32}", made), made  # nginx's $request_id
         finally:
             next(lb_iter, None)
 
