@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # RNN_SERVE_* environment variables are honoured as they are.
 ARGS   ?=
 
-.PHONY: run test check fmt openapi bench bench-fairness soak clean
+.PHONY: run test check fmt openapi bench bench-capacity bench-publish bench-fairness soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,14 @@ bench: $(VENV)/.bench
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python -m bench.run
+
+# Real-time streams within a p99 budget, sessions against stateless (~4 min).
+bench-capacity: $(VENV)/.bench
+	$(BIN)/python -m bench.capacity
+
+# make bench writes bench/out/ (untracked); this makes the last run the committed report.
+bench-publish: $(VENV)/.bench
+	$(BIN)/python -m bench.run --publish
 
 # Small requests while one 150,000-step forward runs, with and without time slices (~2 min).
 bench-fairness: $(VENV)/.bench

@@ -15,8 +15,8 @@ how late it sent chunks against their schedule, to show it is not the bottleneck
 
     python -m bench.capacity [--budget-ms 50] [--step-s 8] [--levels 20,40,...] [--url URL]
 
-Without --url it starts `rnn-serve` as `make run` does. Writes bench/capacity.json; `python -m
-bench.run --report` puts it in bench/REPORT.md.
+Without --url it starts `rnn-serve` as `make run` does. Writes bench/out/capacity.json; `python
+-m bench.run --report` puts it in bench/out/REPORT.md, `make bench-publish` into bench/.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from bench.run import BENCH, cpu_seconds, free_port, server
+from bench.run import OUT, cpu_seconds, free_port, server
 from service.client import b64_tensor
 
 PERIOD_S = 0.05  # 20 chunks/s
@@ -196,8 +196,9 @@ def main() -> None:
         results[f"capacity_{mode}"] = max((r["streams"] for r in ok), default=0)
         print(f"{mode}: {results[f'capacity_{mode}']} streams within p99 {args.budget_ms:g} ms")
     results["cpus"] = os.cpu_count()
-    (BENCH / "capacity.json").write_text(json.dumps(results, indent=1))
-    print(f"wrote {BENCH / 'capacity.json'}")
+    OUT.mkdir(exist_ok=True)
+    (OUT / "capacity.json").write_text(json.dumps(results, indent=1))
+    print(f"wrote {OUT / 'capacity.json'} (make bench-publish copies it into bench/)")
 
 
 if __name__ == "__main__":

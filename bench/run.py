@@ -37,6 +37,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
+OUT = BENCH / "out"  # what a run writes; bench/ holds the published run
 SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))
 COMPARE = os.environ.get("BENCH_COMPARE", "")  # a git ref whose server runs beside ours
 SHAPES = {"seed": (10, 20, 2), "big": (64, 128, 2), "large": (256, 512, 2)}
@@ -561,15 +562,18 @@ def write_report(
         "![requests per second against concurrency, every scenario](throughput.png)",
         "",
     ]  # fmt: skip
-    (BENCH / "REPORT.md").write_text("\n".join(lines))
+    (OUT / "REPORT.md").write_text("\n".join(lines))
     plot(results)
     print("\n".join(lines[8 : 10 + len(checks)]))
-    print(f"wrote {BENCH / 'REPORT.md'} and {BENCH / 'throughput.png'}")
+    print(f"wrote {OUT / 'REPORT.md'} and {OUT / 'throughput.png'} (make bench-publish copies "
+          "them into bench/)")  # fmt: skip
 
 
 def capacity_section() -> list[str]:
     """The capacity benchmark's figures (`python -m bench.capacity` writes bench/capacity.json)."""
-    path = BENCH / "capacity.json"
+    path = OUT / "capacity.json"
+    if not path.exists():
+        path = BENCH / "capacity.json"  # the published run
     if not path.exists():
         return []
     cap = json.loads(path.read_text())
@@ -657,7 +661,7 @@ def plot(results: list[Result]) -> None:
         ax.set_ylabel("requests / s (log)")
     fig.suptitle("rnn-serve, the bare FastAPI no-op and the FastAPI baseline, same bodies, one run")
     fig.tight_layout()
-    fig.savefig(BENCH / "throughput.png", dpi=110)
+    fig.savefig(OUT / "throughput.png", dpi=110)
 
 
 def report_again() -> None:
@@ -670,5 +674,19 @@ def report_again() -> None:
                  saved["codecs"], saved["compared"])  # fmt: skip
 
 
+def publish() -> None:
+    """`python -m bench.run --publish` (make bench-publish): the last run's report, plot and
+    capacity figures become the committed ones in bench/ — on purpose, never as a side effect."""
+    for name in ("REPORT.md", "throughput.png", "capacity.json"):
+        if (OUT / name).exists():
+            shutil.copyfile(OUT / name, BENCH / name)
+            print(f"published bench/{name}")
+
+
 if __name__ == "__main__":
-    report_again() if sys.argv[1:] == ["--report"] else main()
+    if sys.argv[1:] == ["--report"]:
+        report_again()
+    elif sys.argv[1:] == ["--publish"]:
+        publish()
+    else:
+        main()
