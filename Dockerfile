@@ -20,6 +20,7 @@ WORKDIR /src
 RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY service ./service
+COPY clients/python ./clients/python
 RUN pip install .
 
 FROM ${RUNTIME_IMAGE} AS runtime

@@ -30,13 +30,13 @@ test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: $(VENV)/.dev
-	$(BIN)/ruff check service tests bench examples
-	$(BIN)/ruff format --check service tests bench examples
+	$(BIN)/ruff check service clients tests bench examples
+	$(BIN)/ruff format --check service clients tests bench examples
 	$(BIN)/mypy
 
 fmt: $(VENV)/.dev
-	$(BIN)/ruff check --fix service tests bench examples
-	$(BIN)/ruff format service tests bench examples
+	$(BIN)/ruff check --fix service clients tests bench examples
+	$(BIN)/ruff format service clients tests bench examples
 
 $(VENV)/.bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'

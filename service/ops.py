@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
-
-from service.client import RNNServeError, _raise_for
+from rnn_serve_client import RNNServeError, _raise_for
 
 CHUNK = 1 << 20  # bytes per progress step
 

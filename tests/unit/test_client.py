@@ -22,7 +22,7 @@ def _ok(request: httpx.Request) -> httpx.Response:
 def test_retries_429_honouring_retry_after_then_succeeds(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[httpx.Request] = []
     sleeps: list[float] = []
-    monkeypatch.setattr("service.client.time.sleep", sleeps.append)
+    monkeypatch.setattr("rnn_serve_client.time.sleep", sleeps.append)
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(request)
@@ -47,7 +47,7 @@ def test_retries_429_honouring_retry_after_then_succeeds(monkeypatch: pytest.Mon
 
 
 def test_gives_up_after_retries_with_typed_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("service.client.time.sleep", lambda s: None)
+    monkeypatch.setattr("rnn_serve_client.time.sleep", lambda s: None)
     transport = httpx.MockTransport(lambda r: httpx.Response(503, json={"error": "draining"}))
     with (
         Client("http://rnn", transport=transport, retries=2) as c,
@@ -62,3 +62,33 @@ def test_gives_up_after_retries_with_typed_errors(monkeypatch: pytest.MonkeyPatc
         pytest.raises(ServerError, match="out of memory"),
     ):
         c.get_model("m")
+
+
+def test_connection_errors_are_retried_then_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing was answered: every call may go again (tenacity, with backoff)."""
+    sleeps: list[float] = []
+    monkeypatch.setattr("rnn_serve_client.time.sleep", sleeps.append)
+    calls = []
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) <= 2:
+            raise httpx.ConnectError("refused", request=request)
+        return _ok(request)
+
+    with Client("http://rnn", transport=httpx.MockTransport(flaky), backoff=0.1) as c:
+        c.forward("m", np.zeros((1, 3), np.float32))
+    assert len(calls) == 3
+    assert len(sleeps) == 2
+    assert 0.05 <= sleeps[0] <= 0.1
+    assert 0.1 <= sleeps[1] <= 0.2  # exponential, with jitter
+
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    with (
+        Client("http://rnn", transport=httpx.MockTransport(down), retries=1) as c,
+        pytest.raises(httpx.ConnectError),
+    ):
+        c.list_models()
+    assert Client("http://127.0.0.1:9").ready() is False  # nothing there: not ready, no raise
