@@ -32,6 +32,7 @@ from service.metrics import Metrics
 from service.registry import Registry
 from service.settings import Settings
 from service.slow import SlowRequests
+from service.tracing import tracer_for
 
 log = logging.getLogger("rnn_serve")
 
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # requests still in flight after this long get their connection watched and their deadline
     # armed (the edge and the data plane share the one timer)
     slow = SlowRequests(settings.disconnect_check_after_s)
+    tracer = tracer_for(settings.tracing)  # None unless RNN_SERVE_TRACING=true
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -126,7 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             host = EngineHost(settings, metrics)
             host.start()
             registry, backend = host.registry, host.backend
-        plane = DataPlane(settings, registry, backend, metrics, backend.device, slow)
+        plane = DataPlane(settings, registry, backend, metrics, backend.device, slow, tracer)
         readiness = Readiness()
         watching = asyncio.create_task(follow_readiness(plane, readiness))
         try:
@@ -154,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "max_body_bytes": settings.max_body_bytes,
             "max_weights_bytes": settings.max_weights_bytes,
             "slow": slow,
+            "tracer": tracer,
         },
         # FastAPI's native OpenTelemetry checks its providers on every request; rnn-serve has its
         # own metrics and logs and configures no OpenTelemetry provider.

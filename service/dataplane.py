@@ -14,7 +14,7 @@ import hashlib
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -37,6 +37,10 @@ from service.schemas.api import check_model_name
 from service.schemas.config import RNNConfig
 from service.settings import Settings
 from service.slow import SlowRequests
+from service.tracing import forward_spans
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,9 @@ class DataPlane:
         metrics: Metrics,
         device: str,
         slow: SlowRequests | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
+        self._tracer = tracer
         self.registry = registry
         self.backend = backend
         self.device = device  # the serving device's type, as answers report it
@@ -254,7 +260,8 @@ class DataPlane:
                     ("body", "start_step"), "start_step is for session and sequence chunks"
                 )
             expect = (decoded.start_step, _digest(job))
-        timers.decode.observe(time.perf_counter() - started)
+        decoded_at = time.perf_counter()
+        timers.decode.observe(decoded_at - started)
 
         deadline = self._timeout_s if timeout_s is None else min(timeout_s, self._timeout_s)
         view = None
@@ -272,6 +279,7 @@ class DataPlane:
             expiry.arm()
         else:
             key = slow.enter(expiry.arm)
+        called_at = time.perf_counter()
         try:
             if session_id is None:
                 result = await self.backend.forward(spec, job)
@@ -314,7 +322,15 @@ class DataPlane:
             answer = await asyncio.to_thread(codec.encode, served)
         else:
             answer = codec.encode(served)
-        timers.encode.observe(time.perf_counter() - encode_started)
+        encoded_at = time.perf_counter()
+        timers.encode.observe(encoded_at - encode_started)
+        if self._tracer is not None:
+            marks = (started, decoded_at, called_at, encode_started, encode_started, encoded_at)
+            attributes = {"rnn_serve.model": spec.name, "rnn_serve.sequences": job.batch,
+                          "rnn_serve.batch_sequences": result.batch_sequences}  # fmt: skip
+            if session_id is not None:
+                attributes["rnn_serve.session"] = session_id
+            forward_spans(self._tracer, marks, result.queue_s, result.compute_s, attributes)
         return answer
 
     def _admit(self, config: RNNConfig, job: ForwardJob) -> None:

@@ -22,6 +22,11 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"  # any case: INFO works
     log_format: Literal["json", "text"] = "json"
+    tracing: bool = Field(
+        default=False,
+        description="OpenTelemetry spans per request and forward stage (the tracing extra; "
+        "exporters as OpenTelemetry's OTEL_* variables say).",
+    )
     shutdown_timeout_s: float = Field(
         default=30.0, gt=0, description="On SIGTERM: time to finish in-flight and queued requests."
     )

@@ -27,7 +27,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -40,6 +40,10 @@ from service.errors import ClientDisconnected, PayloadTooLarge, ServiceError
 from service.logs import ACCESS
 from service.metrics import Metrics
 from service.slow import SlowRequests
+from service.tracing import RequestSpan
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("rnn_serve.errors")
 _ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -68,8 +72,10 @@ class Edge:
         keys: Keys | None = None,
         cache_size: int = 4096,
         slow: SlowRequests | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.inner = inner
+        self.tracer = tracer  # OpenTelemetry's, when tracing is on (service.tracing)
         self.routes = routes
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
@@ -99,9 +105,12 @@ class Edge:
         scope["request_id"] = request_id
         in_flight = self.metrics.in_flight
         in_flight.inc()
+        span = None
         try:
             found = _NO_MATCH if scope.get("root_path") else self._match(scope)
             route = found.route.path if found.route is not None else "unmatched"
+            if self.tracer is not None:
+                span = RequestSpan(self.tracer, scope["method"], route, request_id)
             refusal = None
             if self.keys is not None and found.scope is not None:
                 try:
@@ -121,8 +130,13 @@ class Edge:
                 await _send_answer(send, answer, request_id, close)
                 status = answer.status
             self._record(scope, route, status, start, request_id)
+            if span is not None:
+                span.end(status)
+                span = None
         finally:
             in_flight.dec()
+            if span is not None:  # the request failed before it answered
+                span.end(500)
 
     def _match(self, scope: Scope) -> _Match:
         """The route the router would run (the first full match), remembered by path."""

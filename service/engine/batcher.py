@@ -149,7 +149,9 @@ class Batcher:
                         p.future.set_exception(exc)
                 continue
             self._metrics.batch_size.observe(sum(j.batch for j in jobs))
+            computed = time.perf_counter() - started
             for p, result in zip(batch, results, strict=True):
+                result.queue_s, result.compute_s = started - p.enqueued, computed
                 if not p.future.done():
                     p.future.set_result(result)
 

@@ -324,8 +324,9 @@ class RemoteBackend:
                               .reshape(shape))  # fmt: skip
                 offset += n
         return ForwardResult(
-            arrays[0], arrays[1], arrays[2] if len(arrays) > 2 else None, None, reply["bs"]
-        )
+            arrays[0], arrays[1], arrays[2] if len(arrays) > 2 else None, None, reply["bs"],
+            reply.get("q", 0.0), reply.get("c", 0.0),
+        )  # fmt: skip
 
     async def _run(
         self, header: Header, spec: ModelSpec, job: ForwardJob
@@ -509,7 +510,8 @@ class _Connection(_Frames):
 
     def _reply_result(self, header: Header, result: ForwardResult, extra: Header) -> None:
         arrays = [result.output, result.h_n, *([] if result.c_n is None else [result.c_n])]
-        reply: Header = {"rid": header["rid"], "bs": result.batch_sequences, **extra}
+        reply: Header = {"rid": header["rid"], "bs": result.batch_sequences,
+                         "q": result.queue_s, "c": result.compute_s, **extra}  # fmt: skip
         if header["inline"]:
             reply["out"] = [
                 {"t": d["t"], "s": list(a.shape)}

@@ -33,6 +33,8 @@ class ForwardResult:
     c_n: np.ndarray[Any, Any] | None = None  # LSTM only
     state: State | None = None  # the final state on the device, for jobs with keep_state
     batch_sequences: int = 0  # sequences in the forward this job ran in (for logs)
+    queue_s: float = 0.0  # how long it waited in the batcher (traces)
+    compute_s: float = 0.0  # how long the forward it ran in took on the device (traces)
 
 
 def to_torch(t: WireTensor, device: torch.device) -> torch.Tensor:

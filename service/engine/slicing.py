@@ -54,6 +54,7 @@ async def run_sliced(config: RNNConfig, job: ForwardJob, steps: int, run: Run) -
     if state is not None and not job.batched:
         state = tuple(part.unsqueeze(1) for part in state)
     batch_sequences = 0
+    queued = computed = 0.0
     for start in range(0, job.seq_len, steps):
         stop = min(start + steps, job.seq_len)
         active = np.flatnonzero(lengths > start)  # the sequences still going
@@ -75,6 +76,7 @@ async def run_sliced(config: RNNConfig, job: ForwardJob, steps: int, run: Run) -
         )  # fmt: skip
         result = await run(piece)
         batch_sequences = max(batch_sequences, result.batch_sequences)
+        queued, computed = queued + result.queue_s, computed + result.compute_s
         block = result.output.transpose(1, 0, 2) if config.batch_first else result.output
         if whole:
             output[start:stop] = block
@@ -86,7 +88,9 @@ async def run_sliced(config: RNNConfig, job: ForwardJob, steps: int, run: Run) -
             final[:, active[ends]] = got[:, ends]
         assert result.state is not None
         state = _merge(state, result.state, idx)
-    return _answer(config, job, output, finals, state, batch_sequences)
+    answer = _answer(config, job, output, finals, state, batch_sequences)
+    answer.queue_s, answer.compute_s = queued, computed
+    return answer
 
 
 def _columns0(

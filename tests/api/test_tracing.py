@@ -1,0 +1,84 @@
+"""Optional OpenTelemetry tracing, with the SDK's in-memory exporter: one span per request, and
+a forward's decode, queue, compute and encode as its children, in order and inside it. Off by
+default: no span at all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tests.conftest import make_settings, open_client
+
+pytestmark = pytest.mark.anyio
+EXPORTER = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def provider() -> None:
+    # the process's one tracer provider (OpenTelemetry sets it once): spans go to memory
+    sdk = TracerProvider()
+    sdk.add_span_processor(SimpleSpanProcessor(EXPORTER))
+    trace.set_tracer_provider(sdk)
+
+
+def attrs(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+def times(span: ReadableSpan) -> tuple[int, int]:
+    assert span.start_time is not None
+    assert span.end_time is not None
+    return span.start_time, span.end_time
+
+
+async def _forward_and_session(c: httpx.AsyncClient) -> None:
+    r = await c.post("/v1/models/default/forward", json={"input": [[0.0] * 10]})
+    assert r.status_code == 200
+    sid = (await c.post("/v1/models/default/sessions", json={})).json()["session_id"]
+    assert (await c.post(f"/v1/sessions/{sid}/forward", json={"input": [[0.0] * 10]})).is_success
+
+
+async def test_spans_for_requests_and_forward_stages(anyio_backend: str) -> None:
+    async for c in open_client(make_settings(tracing=True)):
+        EXPORTER.clear()
+        await _forward_and_session(c)
+        r = await c.post("/v1/models/default/forward", json={"input": "nope"})
+        assert r.status_code == 422
+    spans = EXPORTER.get_finished_spans()
+    requests = [s for s in spans if s.kind == trace.SpanKind.SERVER]
+    routes = [s.name for s in requests]
+    assert routes == [
+        "POST /v1/models/{name}/forward",
+        "POST /v1/models/{name}/sessions",
+        "POST /v1/sessions/{session_id}/forward",
+        "POST /v1/models/{name}/forward",
+    ]
+    assert [attrs(s)["http.response.status_code"] for s in requests] == [200, 201, 200, 422]
+    forward = requests[0]
+    children = [s for s in spans if s.parent is not None
+                and s.parent.span_id == forward.context.span_id]  # fmt: skip
+    assert [s.name for s in children] == ["decode", "queue", "compute", "encode"]
+    start, end = times(forward)
+    for child in children:
+        assert child.context.trace_id == forward.context.trace_id
+        assert start <= times(child)[0] <= times(child)[1] <= end
+        assert attrs(child)["rnn_serve.model"] == "default"
+    starts = [times(c)[0] for c in children]
+    assert starts == sorted(starts)
+    assert times(children[2])[1] > times(children[2])[0]  # compute: the engine's measured time
+    chunk = [s for s in spans if s.parent is not None
+             and s.parent.span_id == requests[2].context.span_id]  # fmt: skip
+    assert {attrs(s).get("rnn_serve.session") for s in chunk} != {None}
+
+
+async def test_off_by_default(anyio_backend: str) -> None:
+    async for c in open_client(make_settings()):
+        EXPORTER.clear()
+        await _forward_and_session(c)
+    assert EXPORTER.get_finished_spans() == ()
