@@ -55,12 +55,14 @@ class Scenario:
 
 
 TWO = "rnn-serve ×2 front-ends"  # the same server with RNN_SERVE_FRONTENDS=2
+SWEEP = (1, 4, 16, 64)  # every scenario, every server: the plot's x axis
 SCENARIOS = (
-    Scenario("seed 10→20 ×2, L=5, N=3, nested JSON + h0", "seed", 5, 3, "nested", (1, 16, 64), ("rnn-serve", TWO, "baseline", "bare")),
-    Scenario("64→128 ×2, L=50, N=1, nested JSON", "big", 50, 1, "nested", (1, 64), ("rnn-serve", TWO, "baseline", "bare")),
-    Scenario("64→128 ×2, L=50, N=32, nested JSON", "big", 50, 32, "nested", (1, 8), ("rnn-serve", "baseline", "bare")),
-    Scenario("64→128 ×2, L=50, N=32, base64", "big", 50, 32, "b64", (1, 8), ("rnn-serve", "bare")),
-    Scenario("64→128 ×2, L=50, N=32, OIP v2 binary", "big", 50, 32, "binary", (1, 8), ("rnn-serve", "bare")),
+    Scenario("seed 10→20 ×2, L=5, N=3, nested JSON + h0", "seed", 5, 3, "nested", SWEEP, ("rnn-serve", TWO, "baseline", "bare")),
+    Scenario("64→128 ×2, L=50, N=1, nested JSON", "big", 50, 1, "nested", SWEEP, ("rnn-serve", TWO, "baseline", "bare")),
+    Scenario("64→128 ×2, L=50, N=32, nested JSON", "big", 50, 32, "nested", SWEEP, ("rnn-serve", "baseline", "bare")),
+    Scenario("64→128 ×2, L=50, N=32, base64", "big", 50, 32, "b64", SWEEP, ("rnn-serve", "bare")),
+    Scenario("64→128 ×2, L=50, N=32, OIP v2 binary", "big", 50, 32, "binary", SWEEP, ("rnn-serve", "bare")),
+    Scenario("64→128 ×2, L=50, N=32, flat JSON", "big", 50, 32, "flat", SWEEP, ("rnn-serve", "bare")),
 )  # fmt: skip
 # The figure that matters on a GPU (run only when one is there): many single sequences at once.
 GPU_SCENARIOS = (
@@ -166,6 +168,9 @@ def body_for(s: Scenario, target: str) -> tuple[bytes, int | None]:
             }
         ).encode()
         return head + raw, len(head)
+    if s.encoding == "flat":
+        flat = {"shape": list(x.shape), "dtype": "float32", "data": x.ravel().tolist()}
+        return json.dumps({"input": flat, "output_encoding": "flat"}).encode(), None
     if s.encoding == "b64":
         wire: object = {
             "shape": list(x.shape),
@@ -453,7 +458,7 @@ def write_report(
     codecs: dict[str, float],
     compared: str = "",
 ) -> None:
-    seed, big, large_json, large_b64, large_v2 = SCENARIOS
+    seed, big, large_json, large_b64, large_v2, _large_flat = SCENARIOS
 
     def at(s: Scenario, target: str, c: int) -> Result:
         return _get(results, s, target, c)
@@ -561,9 +566,11 @@ def write_report(
         "",
         "![requests per second against concurrency, every scenario](throughput.png)",
         "",
+        "![one payload in each wire form: nested, flat, base64, OIP binary](encodings.png)",
+        "",
     ]  # fmt: skip
     (OUT / "REPORT.md").write_text("\n".join(lines))
-    plot(results)
+    plot(results, floors)
     print("\n".join(lines[8 : 10 + len(checks)]))
     print(f"wrote {OUT / 'REPORT.md'} and {OUT / 'throughput.png'} (make bench-publish copies "
           "them into bench/)")  # fmt: skip
@@ -631,16 +638,17 @@ def comparison(results: list[Result], compared: str) -> list[str]:
     ]
 
 
-def plot(results: list[Result]) -> None:
-    """Requests per second against concurrency: one panel a scenario, one line a server."""
+def plot(results: list[Result], floors: dict[tuple[str, int, int], float]) -> None:
+    """throughput.png: requests per second against concurrency, one panel a scenario, one line a
+    server, with the in-process forward (one at a time) as a dashed line; encodings.png: the
+    four wire forms of one payload side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, grid = plt.subplots(2, 3, figsize=(13, 8.5))
+    fig, grid = plt.subplots(2, 3, figsize=(14, 9))
     axes = list(grid.flat)
-    axes[-1].axis("off")
     styles = {"rnn-serve": "C0", TWO: "C1", "bare": "C2", "baseline": "C3"}
     for ax, s in zip(axes, SCENARIOS, strict=False):
         targets = dict.fromkeys(r.target for r in results if r.scenario == s.name)
@@ -649,8 +657,13 @@ def plot(results: list[Result]) -> None:
                 (r for r in results if r.scenario == s.name and r.target == target),
                 key=lambda r: r.concurrency,
             )
+            label = "bare FastAPI no-op" if target == "bare" else target
             ax.plot([r.concurrency for r in runs], [r.rps for r in runs], marker="o",
-                    color=styles.get(target, "C4"), label=target)  # fmt: skip
+                    color=styles.get(target, "C4"), label=label)  # fmt: skip
+        floor_ms = floors.get((s.model, s.seq_len, s.batch))
+        if floor_ms:
+            ax.axhline(1e3 / floor_ms, color="k", linestyle="--", linewidth=1,
+                       label="in-process forward, one at a time")  # fmt: skip
         ax.set_title(s.name.replace(", ", "\n", 1), fontsize=9)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -659,9 +672,34 @@ def plot(results: list[Result]) -> None:
         ax.legend(fontsize=7)
     for ax in (axes[0], axes[3]):
         ax.set_ylabel("requests / s (log)")
-    fig.suptitle("rnn-serve, the bare FastAPI no-op and the FastAPI baseline, same bodies, one run")
+    fig.suptitle("rnn-serve, the bare FastAPI no-op and the FastAPI baseline: same bodies, one run")
     fig.tight_layout()
     fig.savefig(OUT / "throughput.png", dpi=110)
+    plt.close(fig)
+
+    # The encodings of one payload (64→128, L=50, N=32) side by side.
+    forms = [s for s in SCENARIOS if s.model == "big" and s.batch == 32]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = [s.encoding for s in forms]
+    for ax, c, what in ((left, 1, "p50 ms at c=1 (lower is better)"),
+                        (right, 16, "requests / s at c=16 (higher is better)")):  # fmt: skip
+        values = []
+        for s in forms:
+            r = next((r for r in results if r.scenario == s.name and r.target == "rnn-serve"
+                      and r.concurrency == c), None)  # fmt: skip
+            values.append(0.0 if r is None else (r.p50_ms if c == 1 else r.rps))
+        bars = ax.bar(names, values, color=["C3", "C0", "C2", "C1"][: len(names)])
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+        ax.set_title(what, fontsize=10)
+        ax.grid(True, axis="y", alpha=0.3)
+    floor_ms = floors.get(("big", 50, 32))
+    if floor_ms:
+        left.axhline(floor_ms, color="k", linestyle="--", linewidth=1, label="in-process forward")
+        left.legend(fontsize=8)
+    fig.suptitle("64→128 ×2, L=50, N=32: one payload in each wire form (rnn-serve, one run)")
+    fig.tight_layout()
+    fig.savefig(OUT / "encodings.png", dpi=110)
+    plt.close(fig)
 
 
 def report_again() -> None:
@@ -677,7 +715,7 @@ def report_again() -> None:
 def publish() -> None:
     """`python -m bench.run --publish` (make bench-publish): the last run's report, plot and
     capacity figures become the committed ones in bench/ — on purpose, never as a side effect."""
-    for name in ("REPORT.md", "throughput.png", "capacity.json"):
+    for name in ("REPORT.md", "throughput.png", "encodings.png", "capacity.json"):
         if (OUT / name).exists():
             shutil.copyfile(OUT / name, BENCH / name)
             print(f"published bench/{name}")
