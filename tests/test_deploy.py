@@ -215,3 +215,33 @@ def test_dockerfile_passes_hadolint() -> None:
         pytest.skip("hadolint is not installed")
     result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_kserve_inference_service() -> None:
+    """The KServe predictor: its pod (containers, volumes) validates against the Kubernetes
+    schemas, and what KServe and rnn-serve expect of each other holds: the v2 protocol's health
+    paths as probes, the container listening where RNN_SERVE_PORT says, threads within the CPU
+    limit, the shared claim of deploy/k8s. (KServe's own CRD schema is not vendored here.)"""
+    isvc = yaml.safe_load((ROOT / "deploy" / "kserve" / "inferenceservice.yaml").read_text())
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+    assert isvc["kind"] == "InferenceService"
+    predictor = isvc["spec"]["predictor"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": isvc["metadata"]["name"]},
+        "spec": {"containers": predictor["containers"], "volumes": predictor["volumes"]},
+    }
+    kubernetes_validate.validate(pod, "1.31", strict=True)
+    (container,) = predictor["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    port = int(env["RNN_SERVE_PORT"])
+    assert container["ports"][0]["containerPort"] == port
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": port}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": port}
+    assert int(env["RNN_SERVE_TORCH_THREADS"]) == int(container["resources"]["limits"]["cpu"]) - 1
+    docs = list(yaml.safe_load_all((ROOT / "deploy" / "k8s" / "rnn-serve.yaml").read_text()))
+    claim = next(d for d in docs if d["kind"] == "PersistentVolumeClaim")
+    volumes = {v["name"]: v for v in predictor["volumes"]}
+    assert volumes["models"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert min(predictor["minReplicas"], predictor["maxReplicas"]) >= 1
