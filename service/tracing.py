@@ -2,9 +2,10 @@
 extra installed).
 
 One span per request (`POST /v1/models/{name}/forward`, from the edge, with the route, status and
-request id), and under a forward's four children: `decode`, `queue`, `compute`, `encode`. Queue
-and compute happen in the batcher and the engine (maybe another process): their spans are placed
-from the durations the engine measured, inside the time the data plane waited for them.
+request id; a caller's W3C `traceparent` is continued), and under a forward four children:
+`decode`, `queue`, `compute`, `encode`. Queue and compute happen in the batcher and the engine
+(maybe another process): their spans are placed from the durations the engine measured, inside
+the time the data plane waited for them.
 
 The exporter is OpenTelemetry's to configure (OTEL_EXPORTER_OTLP_ENDPOINT and friends): an SDK
 tracer provider set before the app starts is used as it is; otherwise rnn-serve sets one up with
@@ -57,11 +58,21 @@ class RequestSpan:
 
     __slots__ = ("_span", "_token")
 
-    def __init__(self, tracer: Tracer, method: str, route: str, request_id: str) -> None:
-        from opentelemetry import context, trace
+    def __init__(
+        self,
+        tracer: Tracer,
+        method: str,
+        route: str,
+        request_id: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        from opentelemetry import context, propagate, trace
 
+        # a caller's trace (W3C traceparent) continues here
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers or ()}
         self._span = tracer.start_span(
             f"{method} {route}",
+            context=propagate.extract(carrier),
             kind=trace.SpanKind.SERVER,
             attributes={"http.request.method": method, "http.route": route,
                         "rnn_serve.request_id": request_id},

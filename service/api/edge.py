@@ -110,7 +110,9 @@ class Edge:
             found = _NO_MATCH if scope.get("root_path") else self._match(scope)
             route = found.route.path if found.route is not None else "unmatched"
             if self.tracer is not None:
-                span = RequestSpan(self.tracer, scope["method"], route, request_id)
+                span = RequestSpan(
+                    self.tracer, scope["method"], route, request_id, scope["headers"]
+                )
             refusal = None
             if self.keys is not None and found.scope is not None:
                 try:

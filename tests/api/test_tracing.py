@@ -77,6 +77,19 @@ async def test_spans_for_requests_and_forward_stages(anyio_backend: str) -> None
     assert {attrs(s).get("rnn_serve.session") for s in chunk} != {None}
 
 
+async def test_a_callers_trace_continues(anyio_backend: str) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    parent = "00f067aa0ba902b7"
+    async for c in open_client(make_settings(tracing=True)):
+        EXPORTER.clear()
+        r = await c.get("/healthz", headers={"traceparent": f"00-{trace_id}-{parent}-01"})
+        assert r.status_code == 200
+    (span,) = EXPORTER.get_finished_spans()
+    assert f"{span.context.trace_id:032x}" == trace_id
+    assert span.parent is not None
+    assert f"{span.parent.span_id:016x}" == parent
+
+
 async def test_off_by_default(anyio_backend: str) -> None:
     async for c in open_client(make_settings()):
         EXPORTER.clear()
