@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import httpx
 import numpy as np
 import torch
 
@@ -41,3 +42,17 @@ def decode(t: Any) -> np.ndarray:
 
 
 TOLERANCE = {"float32": 1e-5, "float64": 1e-12, "float16": 2e-2, "bfloat16": 1e-1}
+
+
+async def open_session(c: httpx.AsyncClient, model: str = "default", **body: Any) -> str:
+    """Open a session (201) and return its id."""
+    r = await c.post(f"/v1/models/{model}/sessions", json=body)
+    assert r.status_code == 201, r.text
+    return str(r.json()["session_id"])
+
+
+async def chunk(c: httpx.AsyncClient, sid: str, x: np.ndarray, **body: Any) -> httpx.Response:
+    """Send a session's next chunk (base64 both ways)."""
+    return await c.post(
+        f"/v1/sessions/{sid}/forward", json={"input": b64(x), "output_encoding": "b64", **body}
+    )

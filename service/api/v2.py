@@ -38,6 +38,20 @@ def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"description": "error", **_ERROR} for s in statuses}
 
 
+# an infer's OpenAPI request body and answers (the unversioned and the versioned path)
+INFER_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": InferResponse, "content": {"application/octet-stream": {}}},
+    **_responses(400, 404, 413, 429, 503, 504, 507),
+}
+
+
 def _json(body: bytes, status: int = 200) -> Answer:
     return Answer(body, status=status)
 
@@ -91,18 +105,9 @@ async def model_ready(request: LeanRequest) -> Answer:
     openapi_extra={
         **NAME_PARAM,
         **requires(INFERENCE),
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}},
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            },
-        },
+        "requestBody": INFER_BODY,
     },
-    responses={
-        200: {"model": InferResponse, "content": {"application/octet-stream": {}}},
-        **_responses(400, 404, 413, 429, 503, 504, 507),
-    },
+    responses=INFER_RESPONSES,
 )
 async def infer(request: LeanRequest) -> Answer:
     codec = OIPInfer(request.raw_body, request.header(HEADER.encode()))
@@ -157,18 +162,9 @@ async def model_version_ready(request: LeanRequest) -> Answer:
     openapi_extra={
         **VERSION_PARAM,
         **requires(INFERENCE),
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}},
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            },
-        },
+        "requestBody": INFER_BODY,
     },
-    responses={
-        200: {"model": InferResponse, "content": {"application/octet-stream": {}}},
-        **_responses(400, 404, 413, 429, 503, 504, 507),
-    },
+    responses=INFER_RESPONSES,
 )
 async def version_infer(request: LeanRequest) -> Answer:
     _versioned(request)

@@ -16,22 +16,10 @@ import torch
 from safetensors.torch import save
 
 from tests.conftest import make_settings, open_client
-from tests.helpers import b64, decode
+from tests.helpers import b64, chunk, decode, open_session
 from tests.oracle import forward, full_config, rnn_forward, seeded_params
 
 pytestmark = pytest.mark.anyio
-
-
-async def open_session(c: httpx.AsyncClient, model: str, **body: Any) -> str:
-    r = await c.post(f"/v1/models/{model}/sessions", json=body)
-    assert r.status_code == 201, r.text
-    return str(r.json()["session_id"])
-
-
-async def chunk(c: httpx.AsyncClient, sid: str, x: np.ndarray, **body: Any) -> httpx.Response:
-    return await c.post(
-        f"/v1/sessions/{sid}/forward", json={"input": b64(x), "output_encoding": "b64", **body}
-    )
 
 
 def split(total: int, rng: np.random.Generator) -> list[int]:
