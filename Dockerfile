@@ -21,7 +21,11 @@ RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY clients/python ./clients/python
-RUN pip install .
+# Serving needs neither torch's C++ headers and test binaries nor pip in the image: ~160 MB less
+RUN pip install . \
+    && rm -rf /opt/venv/lib/python3.11/site-packages/torch/include \
+              /opt/venv/lib/python3.11/site-packages/torch/test \
+    && pip uninstall -y -q pip setuptools wheel
 
 FROM ${RUNTIME_IMAGE} AS runtime
 # A CUDA base image has no Python 3.11 where the venv expects it: bring it (no-op otherwise).

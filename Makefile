@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # RNN_SERVE_* environment variables are honoured as they are.
 ARGS   ?=
 
-.PHONY: run test check fmt openapi bench bench-capacity bench-publish bench-fairness soak clean
+.PHONY: run test check fmt openapi image container-test bench bench-capacity bench-publish bench-fairness soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,20 @@ bench-fairness: $(VENV)/.bench
 # Five minutes of mixed load on the real server: RSS, fds and p99 per 30 s window (not in CI).
 soak: $(VENV)/.dev
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+
+# The CPU image from the Dockerfile: docker if an engine runs, else buildah (deploy/podman/image.sh,
+# which makes a Debian base when no registry answers). Installs buildah/podman/runc/mmdebstrap
+# from Debian when missing and we are root.
+CONTAINER_TOOLS := buildah podman runc mmdebstrap podman-compose
+image:
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || command -v buildah >/dev/null \
+		|| { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CONTAINER_TOOLS) >/dev/null; } \
+		|| { echo "make image needs docker, or: apt-get install $(CONTAINER_TOOLS)"; exit 1; }
+	bash deploy/podman/image.sh
+
+# The image for real: healthy, exact, non-root, its volume kept across restarts, SIGTERM drained.
+container-test: $(VENV)/.dev image
+	$(BIN)/python -m pytest -m container tests/container
 
 openapi: $(VENV)/.runtime
 	$(BIN)/python -m service.openapi_export openapi/openapi.json

@@ -1,0 +1,146 @@
+"""The compose stack for real, with podman-compose (`make container-test`): two replicas behind
+nginx with the repository's template and one shared model volume, nginx from the image built on
+the project's Debian base. Load goes through nginx while one replica's container is stopped and
+started again: not one request may fail."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.container.test_image import ENGINE, ROOT, engine, free_port
+
+pytestmark = pytest.mark.container
+COMPOSE = shutil.which("podman-compose")
+NGINX_IMAGE = os.environ.get("NGINX_IMAGE", "localhost/rnn-serve-nginx:bookworm")
+BASE_IMAGE = os.environ.get("BASE_IMAGE", "localhost/rnn-serve-base:bookworm")
+PROJECT = f"rnnserve{os.getpid()}"
+
+
+def probe() -> str:
+    """The Dockerfile's HEALTHCHECK command (python -c ...)."""
+    import re
+
+    found = re.search(r'HEALTHCHECK .*?CMD \["python", "-c", "(.*?)"\]',
+                      (ROOT / "Dockerfile").read_text(), re.S)  # fmt: skip
+    assert found is not None
+    return found.group(1)
+
+
+def compose(
+    *args: str, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    assert COMPOSE is not None
+    return subprocess.run(
+        [COMPOSE, "-p", PROJECT, "-f", str(ROOT / "docker-compose.yml"), *args],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[tuple[str, str]]:
+    if COMPOSE is None or ENGINE is None or "podman" not in ENGINE:
+        pytest.skip("podman-compose is not installed")
+    if engine("image", "exists", NGINX_IMAGE, check=False).returncode != 0:
+        built = subprocess.run(
+            ["buildah", "bud", "--isolation", "chroot", "--network", "host", "--format", "docker",
+             "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", NGINX_IMAGE,
+             str(ROOT / "deploy" / "nginx")],
+            capture_output=True, text=True, timeout=600,
+            env={**os.environ, "CONTAINERS_CONF": str(ROOT / "deploy/podman/containers.conf"),
+                 "CONTAINERS_STORAGE_CONF": str(ROOT / "deploy/podman/storage.conf")},
+        )  # fmt: skip
+        assert built.returncode == 0, built.stderr[-3000:]
+    keys = ROOT / "deploy" / "secrets" / "api-keys"
+    keys.parent.mkdir(exist_ok=True)
+    key = secrets.token_hex(24)
+    keys.write_text(f"admin:{key}\n")
+    port = free_port()
+    env = {
+        **os.environ,
+        "CONTAINERS_CONF": str(ROOT / "deploy" / "podman" / "containers.conf"),
+        "CONTAINERS_STORAGE_CONF": str(ROOT / "deploy" / "podman" / "storage.conf"),
+        "NGINX_IMAGE": NGINX_IMAGE,
+        "RNN_SERVE_PUBLISH_PORT": str(port),
+    }
+    up = compose("up", "-d", "--no-build", env=env)
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                logs = compose("logs", env=env)
+                pytest.fail(f"the stack never became ready: {logs.stdout[-4000:]}")
+            time.sleep(1)
+        yield url, key
+    finally:
+        compose("down", "-v", "-t", "5", env=env)
+        keys.unlink(missing_ok=True)
+
+
+def test_load_through_nginx_while_a_replica_restarts(stack: tuple[str, str]) -> None:
+    url, key = stack
+    headers = {"Authorization": f"Bearer {key}"}
+    x = np.random.default_rng(0).standard_normal((5, 3, 10)).astype(np.float32)
+    body = {"input": x.tolist()}
+    want = np.asarray(httpx.post(f"{url}/v1/models/default/forward", json=body,
+                                 headers=headers, timeout=30).json()["output"])  # fmt: skip
+    stop = threading.Event()
+    counts = {"ok": 0, "failed": 0}
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def load() -> None:
+        with httpx.Client(base_url=url, headers=headers, timeout=30) as c:
+            while not stop.is_set():
+                try:
+                    r = c.post("/v1/models/default/forward", json=body)
+                    # (batched with others, a forward may differ in the last bits: tolerance)
+                    good = r.status_code == 200 and np.allclose(r.json()["output"], want, atol=1e-5)
+                    why = f"{r.status_code} {r.text[:120]}"
+                except httpx.TransportError as exc:
+                    good, why = False, repr(exc)
+                with lock:
+                    counts["ok" if good else "failed"] += 1
+                    if not good:
+                        errors.append(why)
+
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(2)
+        replica = f"{PROJECT}_rnn-serve-1_1"
+        engine("stop", "-t", "30", replica, timeout=90)
+        time.sleep(3)
+        engine("start", replica, timeout=90)
+        # ready again, by the image's own HEALTHCHECK probe (podman-compose 1.0.3 mangles the
+        # compose file's CMD healthcheck into a broken shell line, so `healthcheck run` cannot
+        # be asked here)
+        deadline = time.monotonic() + 120
+        while engine("exec", replica, "python", "-c", probe(), check=False).returncode != 0:
+            assert time.monotonic() < deadline, "the replica did not come back"
+            time.sleep(1)
+        time.sleep(6)  # nginx tries it again after its fail_timeout
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    print(f"\ncompose: {counts['ok']} ok / {counts['failed']} failed while a replica restarted")
+    assert counts["ok"] > 50, counts
+    assert counts["failed"] == 0, (counts, errors[:5])
