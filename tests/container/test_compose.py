@@ -22,6 +22,7 @@ from tests.container.test_image import ENGINE, ROOT, engine, free_port
 pytestmark = pytest.mark.container
 COMPOSE = shutil.which("podman-compose")
 NGINX_IMAGE = os.environ.get("NGINX_IMAGE", "localhost/rnn-serve-nginx:bookworm")
+PROMETHEUS_IMAGE = os.environ.get("PROMETHEUS_IMAGE", "localhost/rnn-serve-prometheus:bookworm")
 BASE_IMAGE = os.environ.get("BASE_IMAGE", "localhost/rnn-serve-base:bookworm")
 PROJECT = f"rnnserve{os.getpid()}"
 
@@ -47,14 +48,15 @@ def compose(
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[tuple[str, str]]:
+def stack() -> Iterator[tuple[str, str, str]]:
     if COMPOSE is None or ENGINE is None or "podman" not in ENGINE:
         pytest.skip("podman-compose is not installed")
-    if engine("image", "exists", NGINX_IMAGE, check=False).returncode != 0:
+    for image, folder in ((NGINX_IMAGE, "nginx"), (PROMETHEUS_IMAGE, "prometheus")):
+        if engine("image", "exists", image, check=False).returncode == 0:
+            continue
         built = subprocess.run(
             ["buildah", "bud", "--isolation", "chroot", "--network", "host", "--format", "docker",
-             "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", NGINX_IMAGE,
-             str(ROOT / "deploy" / "nginx")],
+             "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", image, str(ROOT / "deploy" / folder)],
             capture_output=True, text=True, timeout=600,
             env={**os.environ, "CONTAINERS_CONF": str(ROOT / "deploy/podman/containers.conf"),
                  "CONTAINERS_STORAGE_CONF": str(ROOT / "deploy/podman/storage.conf")},
@@ -64,13 +66,16 @@ def stack() -> Iterator[tuple[str, str]]:
     keys.parent.mkdir(exist_ok=True)
     key = secrets.token_hex(24)
     keys.write_text(f"admin:{key}\n")
-    port = free_port()
+    port, prometheus_port = free_port(), free_port()
     env = {
         **os.environ,
         "CONTAINERS_CONF": str(ROOT / "deploy" / "podman" / "containers.conf"),
         "CONTAINERS_STORAGE_CONF": str(ROOT / "deploy" / "podman" / "storage.conf"),
         "NGINX_IMAGE": NGINX_IMAGE,
         "RNN_SERVE_PUBLISH_PORT": str(port),
+        # Debian's podman-compose (1.0.3) ignores profiles: the monitoring services start too
+        "PROMETHEUS_IMAGE": PROMETHEUS_IMAGE,
+        "PROMETHEUS_PUBLISH_PORT": str(prometheus_port),
     }
     up = compose("up", "-d", "--no-build", env=env)
     assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
@@ -87,14 +92,14 @@ def stack() -> Iterator[tuple[str, str]]:
                 logs = compose("logs", env=env)
                 pytest.fail(f"the stack never became ready: {logs.stdout[-4000:]}")
             time.sleep(1)
-        yield url, key
+        yield url, key, f"http://127.0.0.1:{prometheus_port}"
     finally:
         compose("down", "-v", "-t", "5", env=env)
         keys.unlink(missing_ok=True)
 
 
-def test_load_through_nginx_while_a_replica_restarts(stack: tuple[str, str]) -> None:
-    url, key = stack
+def test_load_through_nginx_while_a_replica_restarts(stack: tuple[str, str, str]) -> None:
+    url, key, _ = stack
     headers = {"Authorization": f"Bearer {key}"}
     x = np.random.default_rng(0).standard_normal((5, 3, 10)).astype(np.float32)
     body = {"input": x.tolist()}
@@ -144,3 +149,25 @@ def test_load_through_nginx_while_a_replica_restarts(stack: tuple[str, str]) -> 
     print(f"\ncompose: {counts['ok']} ok / {counts['failed']} failed while a replica restarted")
     assert counts["ok"] > 50, counts
     assert counts["failed"] == 0, (counts, errors[:5])
+
+
+def test_prometheus_from_debian_scrapes_both_replicas(stack: tuple[str, str, str]) -> None:
+    """The monitoring profile's Prometheus, built from Debian's package: both replicas are
+    targets, up, and their rnn-serve metrics are in it."""
+    _, _, prometheus = stack
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            targets = httpx.get(f"{prometheus}/api/v1/targets", timeout=5).json()
+            health = {t["labels"]["instance"]: t["health"]
+                      for t in targets["data"]["activeTargets"]}  # fmt: skip
+            if set(health.values()) == {"up"} and len(health) == 2:
+                break
+        except (httpx.TransportError, ValueError, KeyError):
+            health = {}
+        assert time.monotonic() < deadline, health
+        time.sleep(2)
+    r = httpx.get(f"{prometheus}/api/v1/query",
+                  params={"query": "sum by (instance) (rnn_serve_requests_total)"})  # fmt: skip
+    instances = {row["metric"]["instance"] for row in r.json()["data"]["result"]}
+    assert instances == {"rnn-serve-1:8000", "rnn-serve-2:8000"}, r.text
