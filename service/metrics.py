@@ -7,6 +7,7 @@ files there, and whichever process answers /metrics reports the sum over all of 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -41,6 +42,8 @@ _LATENCY_BUCKETS = (
 
 class StageTimers:
     """One model's metric children, looked up once (labels() costs a lock and a dict)."""
+
+    STAGES = ("decode", "queue", "compute", "encode")
 
     def __init__(self, metrics: Metrics, model: str) -> None:
         histogram = metrics.stage_seconds
@@ -156,6 +159,20 @@ class Metrics:
             # processes, render() adds the engine process's instead
             r.register(PROCESS_COLLECTOR)
             r.register(GC_COLLECTOR)
+
+    def forget_model(self, model: str) -> None:
+        """A deleted model's series go: label values must not grow with every name ever
+        registered. (With several processes, prometheus-client keeps what its files hold.)"""
+        self._timers.pop(model, None)
+        labelled = [
+            *((self.stage_seconds, (stage, model)) for stage in StageTimers.STAGES),
+            *((self.inferences, (model, outcome)) for outcome in ("success", "fail")),
+            (self.executions, (model,)),
+            (self.last_inference, (model,)),
+        ]
+        for metric, labels in labelled:
+            with contextlib.suppress(KeyError):
+                metric.remove(*labels)
 
     def stages_for(self, model: str) -> StageTimers:
         timers = self._timers.get(model)

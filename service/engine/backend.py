@@ -250,6 +250,7 @@ class LocalBackend:
 
     async def end_model(self, name: str) -> None:
         self.sessions.end_model(name)
+        self.registry.forget_metrics(name)
 
     async def ready(self) -> tuple[bool, str]:
         return self.readiness

@@ -219,6 +219,11 @@ class Registry:
         if not deleted:
             raise ModelNotFound(f"no model named {name!r} is registered")
         self._metrics.registry_events.labels("delete").inc()
+        self._metrics.forget_model(name)
+
+    def forget_metrics(self, name: str) -> None:
+        """Drop a deleted model's metric series (the engine process's, where it has its own)."""
+        self._metrics.forget_model(name)
 
     def upload(self, name: str, data: bytes) -> ModelSpec:
         """Check, build, then durably replace a model's weights; the old ones serve until then."""

@@ -136,3 +136,14 @@ async def test_a_client_that_leaves_mid_body_is_counted_499_not_500(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     ACCESS.flush()
     assert len([line for line in access_lines if line["status"] == 499]) == 3
+
+
+async def test_a_deleted_models_series_go(fresh_client: httpx.AsyncClient) -> None:
+    """Label values must not grow with every model name ever registered."""
+    c = fresh_client
+    config = {"input_size": 2, "hidden_size": 3}
+    assert (await c.post("/v1/models", json={"name": "brief", "config": config})).is_success
+    await c.post("/v1/models/brief/forward", json={"input": [[0.0, 1.0]]})
+    assert 'model="brief"' in (await c.get("/metrics")).text
+    assert (await c.delete("/v1/models/brief")).status_code == 204
+    assert 'model="brief"' not in (await c.get("/metrics")).text
