@@ -308,7 +308,7 @@ def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk (make bench tries this itself)")
     work = Path(tempfile.mkdtemp(prefix="rnn-serve-bench-"))
-    out_dir = BENCH / "out"
+    out_dir = OUT
     out_dir.mkdir(exist_ok=True)
     python = sys.executable
     ours_port, base_port, old_port, two_port = free_port(), free_port(), free_port(), free_port()
@@ -704,7 +704,7 @@ def plot(results: list[Result], floors: dict[tuple[str, int, int], float]) -> No
 
 def report_again() -> None:
     """`python -m bench.run --report`: rewrite the report from the last run's saved figures."""
-    out_dir = BENCH / "out"
+    out_dir = OUT
     results = [Result(**r) for r in json.loads((out_dir / "results.json").read_text())]
     saved = json.loads((out_dir / "report-inputs.json").read_text())
     floors = {(m, int(length), int(n)): float(v) for m, length, n, v in saved["floors"]}

@@ -71,7 +71,6 @@ class StepConflict(ModelConflict):
 
     def __init__(self, detail: str, current_step: int) -> None:
         super().__init__(detail)
-        self.current_step = current_step
         self.extensions = {"current_step": current_step}
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import (
@@ -193,9 +192,11 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self._merged())
 
-    def samples(self, name: str) -> Iterator[Sample]:
-        """Every sample of the metric family `name` (summed over processes): for the OIP
-        statistics extension."""
+    def samples(self, *names: str) -> dict[str, list[Sample]]:
+        """The samples of the metric families `names` (summed over processes), from one
+        collection: for the OIP statistics extension."""
+        found: dict[str, list[Sample]] = {name: [] for name in names}
         for family in self._merged().collect():
-            if family.name == name:
-                yield from family.samples
+            if family.name in found:
+                found[family.name].extend(family.samples)
+        return found

@@ -257,22 +257,26 @@ async def repository_unload(request: LeanRequest) -> Answer:
 def _stats(metrics: Metrics, names: list[str]) -> dict[str, Any]:
     """Triton's statistics form, read from the Prometheus metrics (so with several front-end
     processes it counts all of them)."""
+    collected = metrics.samples(
+        "rnn_serve_stage_seconds", "rnn_serve_model_inferences", "rnn_serve_model_executions",
+        "rnn_serve_model_last_inference_timestamp_seconds",
+    )  # fmt: skip
     per: dict[str, dict[tuple[str, str], float]] = {n: {} for n in names}
-    for sample in metrics.samples("rnn_serve_stage_seconds"):
+    for sample in collected["rnn_serve_stage_seconds"]:
         model = sample.labels.get("model")
         if model in per and sample.name.endswith(("_sum", "_count")):
             key = (sample.labels["stage"], sample.name.rsplit("_", 1)[1])
             per[model][key] = per[model].get(key, 0.0) + sample.value
     counts: dict[tuple[str, str], float] = {}
     for family in ("rnn_serve_model_inferences", "rnn_serve_model_executions"):
-        for sample in metrics.samples(family):
+        for sample in collected[family]:
             if sample.name.endswith("_total"):
                 tag = sample.labels.get("outcome", "execution")
                 key = (sample.labels["model"], tag)
                 counts[key] = counts.get(key, 0.0) + sample.value
     last = {
         s.labels["model"]: s.value
-        for s in metrics.samples("rnn_serve_model_last_inference_timestamp_seconds")
+        for s in collected["rnn_serve_model_last_inference_timestamp_seconds"]
     }
 
     def duration(model: str, stage: str) -> dict[str, int]:

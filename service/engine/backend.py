@@ -219,7 +219,7 @@ class LocalBackend:
                 f"{state.model!r}) than model {spec.name!r} has now ({digest}); it cannot "
                 "resume here"
             )
-        h0, c0 = (*(state.wire_parts() or ()), None, None)[:2]
+        h0, c0 = state.initial_state()
         session = self.sessions.open(
             spec, h0, c0, state.batch if state.batched else None, key=session_id, owner=owner,
             steps=state.steps,

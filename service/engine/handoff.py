@@ -42,8 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.engine.codec import WireTensor
-from service.engine.portable import SessionState, from_safetensors, to_safetensors
+from service.engine.portable import from_safetensors, to_safetensors
 from service.engine.runner import ForwardResult
 from service.engine.sessions import Replay, Session, SessionStore, snapshot
 from service.errors import (
@@ -70,7 +69,8 @@ class _Foreign(Exception):
     """A state file that is not the caller's session (another key's)."""
 
 
-_GONE = Session("", "", None, 0.0)  # a state file was there, but its session is over
+class _Gone(Exception):
+    """A state file was there, but its session is over (expired, its model deleted)."""
 
 
 def file_key(session_id: str) -> str:
@@ -153,10 +153,8 @@ class Handoff:
             while True:
                 try:
                     session = await self._claim(session_id, key, owner)
-                except _Foreign:
-                    return None  # another key's session is as good as unknown
-                if session is _GONE:
-                    return None
+                except (_Foreign, _Gone):
+                    return None  # over, or another key's: as good as unknown (404)
                 if session is not None:
                     return session
                 marker = _read(self.owners / key)
@@ -193,7 +191,7 @@ class Handoff:
                     (self.wants / key).unlink()
 
     async def _claim(self, session_id: str, key: str, owner: str | None) -> Session | None:
-        """The session resumed from its state file; None if there is none; _GONE if there was
+        """The session resumed from its state file; None if there is none; _Gone if there was
         one but the session is over (expired, its model deleted): 404, as for any ended one."""
         claimed = self.states / f".{key}.claim-{self.instance}"
         try:
@@ -212,7 +210,7 @@ class Handoff:
         if session is None:
             with contextlib.suppress(OSError):
                 (self.owners / key).unlink()
-            return _GONE
+            raise _Gone
         self.metrics.session_handoffs.labels("in").inc()
         log.info("session %s resumed here at step %d", key, session.steps)
         return session
@@ -234,7 +232,7 @@ class Handoff:
                 "ended, open a new one"
             )
         session = self.store.open(
-            spec, *resume_parts(state), state.batch if state.batched else None, key=session_id,
+            spec, *state.initial_state(), state.batch if state.batched else None, key=session_id,
             owner=owner, steps=state.steps,
         )  # fmt: skip
         if state.batched is False:
@@ -354,9 +352,3 @@ def _entries(folder: Path) -> list[os.DirEntry[str]]:
         return list(os.scandir(folder))
     except OSError:
         return []
-
-
-def resume_parts(state: SessionState) -> tuple[WireTensor | None, WireTensor | None]:
-    parts = state.wire_parts() or ()
-    h0, c0 = (*parts, None, None)[:2]
-    return h0, c0

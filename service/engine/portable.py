@@ -46,10 +46,11 @@ class SessionState:
     batched: bool | None  # None while the chunks' form is unknown (no state, no chunk yet)
     batch: int | None  # N for batched streams
 
-    def wire_parts(self) -> tuple[WireTensor, ...] | None:
-        if not self.parts:
-            return None
-        return tuple(WireTensor(p, self.dtype, True) for p in self.parts)
+    def initial_state(self) -> tuple[WireTensor | None, WireTensor | None]:
+        """(h0, c0) to open a session that resumes this state (None where there is none)."""
+        parts = [WireTensor(p, self.dtype, True) for p in self.parts]
+        h0, c0 = (*parts, None, None)[:2]
+        return h0, c0
 
     def tags(self) -> dict[str, str]:
         return {

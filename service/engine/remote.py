@@ -124,8 +124,6 @@ def _error_of(header: Header) -> ServiceError:
     ServiceError.__init__(exc, header["detail"], fields)
     if header.get("ext"):
         exc.extensions = dict(header["ext"])
-        if "current_step" in exc.extensions:
-            exc.current_step = int(exc.extensions["current_step"])  # type: ignore[attr-defined]
     if header.get("retry_after") is not None:
         exc.retry_after = float(header["retry_after"])  # type: ignore[attr-defined]
     return exc

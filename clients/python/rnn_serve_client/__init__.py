@@ -192,6 +192,7 @@ class _Infer:
     dtype: str | None = None  # OIP datatype, e.g. "BF16"; default from the input's dtype
     parameters: dict[str, Any] = field(default_factory=dict)  # e.g. the sequence extension's
     torch_out: bool = field(default=False, init=False)
+    head: dict[str, Any] = field(default_factory=dict, init=False)  # the last answer's JSON head
 
     def encode(self) -> tuple[bytes, dict[str, str]]:
         inputs, chunks = [], []
@@ -223,7 +224,7 @@ class _Infer:
 
     def decode(self, response: httpx.Response) -> tuple[Any, Any]:
         length = int(response.headers.get("inference-header-content-length", len(response.content)))
-        head = json.loads(response.content[:length])
+        head = self.head = json.loads(response.content[:length])
         offset, found = length, {}
         for out in head["outputs"]:
             dtype = _NP[out["datatype"]]
@@ -460,19 +461,47 @@ def _sequence_infer(
     return infer, {"content": content, "headers": headers}
 
 
-class Session:
-    """A streaming session (sync): `forward` feeds the next chunk; the server holds the state.
-    Chunks are exactly-once: each says the step it starts at, and is resent on a lost answer."""
+class _SessionBase:
+    """What both clients' sessions hold, and the calls they make (sent by their client)."""
 
-    def __init__(self, client: Client, info: dict[str, Any]) -> None:
-        self._client = client
+    def __init__(self, info: dict[str, Any]) -> None:
         self.id: str = info["session_id"]
         self.model: str = info["model"]
         self.steps: int = int(info["steps"])
         self.batch_size: int | None = info.get("batch_size")
 
     def __repr__(self) -> str:
-        return f"Session({self.id!r}, model={self.model!r}, steps={self.steps})"
+        return f"{type(self).__name__}({self.id!r}, model={self.model!r}, steps={self.steps})"
+
+    def _chunk(self, input: Any, lengths: Any) -> tuple[str, dict[str, Any], bool]:
+        body, torch_out = _chunk_body(input, lengths, self.steps)
+        return f"/v1/sessions/{self.id}/forward", {"json": body}, torch_out
+
+    def _answered(self, response: httpx.Response, torch_out: bool) -> tuple[Any, Any]:
+        _raise_for(response)
+        output, hx, self.steps = _chunk_answer(response, torch_out)
+        return output, hx
+
+    def _export_call(self, format: str) -> _Call[Any]:
+        parse: Callable[[httpx.Response], Any] = (
+            (lambda r: r.content) if format == "safetensors" else _json_dict
+        )
+        return _Call("GET", f"/v1/sessions/{self.id}/state", parse, {"params": {"format": format}})
+
+    def _fork_call(self) -> _Call[dict[str, Any]]:
+        return _Call("POST", f"/v1/sessions/{self.id}/fork", _session_info, resend=True)
+
+    def _close_call(self) -> _Call[None]:
+        return _Call("DELETE", f"/v1/sessions/{self.id}", lambda r: None)
+
+
+class Session(_SessionBase):
+    """A streaming session (sync): `forward` feeds the next chunk; the server holds the state.
+    Chunks are exactly-once: each says the step it starts at, and is resent on a lost answer."""
+
+    def __init__(self, client: Client, info: dict[str, Any]) -> None:
+        super().__init__(info)
+        self._client = client
 
     def __enter__(self) -> Session:
         return self
@@ -482,26 +511,17 @@ class Session:
 
     def forward(self, input: Any, lengths: Any = None) -> tuple[Any, Any]:
         """The next chunk: `output, h_n` (or `output, (h_n, c_n)`) as torch returns them."""
-        body, torch_out = _chunk_body(input, lengths, self.steps)
-        response = self._client._resend("POST", f"/v1/sessions/{self.id}/forward", {"json": body})
-        _raise_for(response)
-        output, hx, self.steps = _chunk_answer(response, torch_out)
-        return output, hx
+        url, kwargs, torch_out = self._chunk(input, lengths)
+        return self._answered(self._client._resend("POST", url, kwargs), torch_out)
 
     def export(self, format: str = "safetensors") -> Any:
         """The state, tagged with the model, its weights digest and the step count: bytes (a
         safetensors file), or with format="json" a dict. Open a session with it to resume."""
-        call = _Call("GET", f"/v1/sessions/{self.id}/state",
-                     (lambda r: r.content) if format == "safetensors" else _json_dict,
-                     {"params": {"format": format}})  # fmt: skip
-        return self._client._do(call)
+        return self._client._do(self._export_call(format))
 
     def fork(self) -> Session:
         """A new session with a copy of this one's state and step count."""
-        info = self._client._do(
-            _Call("POST", f"/v1/sessions/{self.id}/fork", _session_info, resend=True)
-        )
-        return Session(self._client, info)
+        return Session(self._client, self._client._do(self._fork_call()))
 
     def info(self) -> dict[str, Any]:
         return self._client._do(_Call("GET", f"/v1/sessions/{self.id}", _session_info))
@@ -509,7 +529,7 @@ class Session:
     def close(self) -> None:
         """End the session (idempotent: a session already gone is not an error)."""
         with contextlib.suppress(NotFound, SessionLost):
-            self._client._do(_Call("DELETE", f"/v1/sessions/{self.id}", lambda r: None))
+            self._client._do(self._close_call())
 
 
 class Sequence:
@@ -536,15 +556,8 @@ class Sequence:
         _raise_for(response)
         self._started = True
         output, out_hx = infer.decode(response)
-        self.steps = _sequence_steps(response)
+        self.steps = int(infer.head["parameters"]["sequence_steps"])
         return output, out_hx
-
-
-def _sequence_steps(response: httpx.Response) -> int:
-    """The steps a sequence has consumed, from the answer's parameters."""
-    length = int(response.headers.get("inference-header-content-length", len(response.content)))
-    head = json.loads(response.content[:length])
-    return int(head["parameters"]["sequence_steps"])
 
 
 class Client(_Base):
@@ -778,15 +791,12 @@ class AsyncClient(_Base):
         return AsyncSession(self, await self._do(call))
 
 
-class AsyncSession:
+class AsyncSession(_SessionBase):
     """A streaming session (async): the same calls as `Session`, awaited."""
 
     def __init__(self, client: AsyncClient, info: dict[str, Any]) -> None:
+        super().__init__(info)
         self._client = client
-        self.id: str = info["session_id"]
-        self.model: str = info["model"]
-        self.steps: int = int(info["steps"])
-        self.batch_size: int | None = info.get("batch_size")
 
     async def __aenter__(self) -> AsyncSession:
         return self
@@ -795,23 +805,15 @@ class AsyncSession:
         await self.close()
 
     async def forward(self, input: Any, lengths: Any = None) -> tuple[Any, Any]:
-        body, torch_out = _chunk_body(input, lengths, self.steps)
-        url = f"/v1/sessions/{self.id}/forward"
-        response = await self._client._resend("POST", url, {"json": body})
-        _raise_for(response)
-        output, hx, self.steps = _chunk_answer(response, torch_out)
-        return output, hx
+        url, kwargs, torch_out = self._chunk(input, lengths)
+        return self._answered(await self._client._resend("POST", url, kwargs), torch_out)
 
     async def export(self, format: str = "safetensors") -> Any:
-        call = _Call("GET", f"/v1/sessions/{self.id}/state",
-                     (lambda r: r.content) if format == "safetensors" else _json_dict,
-                     {"params": {"format": format}})  # fmt: skip
-        return await self._client._do(call)
+        return await self._client._do(self._export_call(format))
 
     async def fork(self) -> AsyncSession:
-        call = _Call("POST", f"/v1/sessions/{self.id}/fork", _session_info, resend=True)
-        return AsyncSession(self._client, await self._client._do(call))
+        return AsyncSession(self._client, await self._client._do(self._fork_call()))
 
     async def close(self) -> None:
         with contextlib.suppress(NotFound, SessionLost):
-            await self._client._do(_Call("DELETE", f"/v1/sessions/{self.id}", lambda r: None))
+            await self._client._do(self._close_call())
