@@ -50,6 +50,7 @@ class Sequence:
     id: str
     start: bool = False
     end: bool = False
+    numeric: bool = False  # a uint64 id: 1 and "1" are different sequences
 
 
 @dataclass(slots=True)  # values: never changed once made (not frozen: that costs per request)
@@ -163,6 +164,7 @@ class DataPlane:
         self._max_unsliced_macs = settings.max_unsliced_macs
         self._inline_configs = settings.inline_configs
         self._timeout_s = settings.request_timeout_s
+        self._max_sequence_id = settings.max_sequence_id_length
         self._slow = slow if slow is not None else SlowRequests(settings.disconnect_check_after_s)
         self._metrics = metrics
 
@@ -378,7 +380,14 @@ class DataPlane:
         request's h0/c0), continued by later requests with the same id. Sequence ids are the
         client's (often small integers), so each key has its own: another key's sequence 1 is
         not this one's. Returns the session id."""
-        session_id = f"oip:{owner or '-'}:{spec.name}:{sequence.id}"
+        if len(sequence.id) > self._max_sequence_id:
+            raise InvalidInput.at(
+                ("body", "parameters", "sequence_id"),
+                f"expected at most {self._max_sequence_id} characters "
+                f"(RNN_SERVE_MAX_SEQUENCE_ID_LENGTH), got {len(sequence.id)}",
+            )
+        kind = "n" if sequence.numeric else "s"
+        session_id = f"oip:{spec.name}:{kind}:{sequence.id}"  # the store keeps ids per key
         if sequence.start:
             state0 = (inputs.h0, inputs.c0)
             await self.backend.open_session(

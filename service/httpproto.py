@@ -9,7 +9,9 @@ request task) for as long as it likes. Here:
 - a body may pause at most `body_timeout_s` between two reads: else the connection is closed
   (the request then ends as the client's, 499);
 - at most `max_connections` connections are open: one more is answered 503 (problem+json, with
-  Retry-After) and closed at once.
+  Retry-After) and closed at once;
+- a request head holds at most `max_header_bytes` bytes and `max_headers` header fields: past
+  either, 431 and the connection is closed (httptools itself buffers a head of any size).
 
 In front of rnn-serve, nginx (deploy/nginx) adds its own: client_header_timeout and
 client_body_timeout (60 s each by default, between two reads) and buffers whole requests before
@@ -47,6 +49,8 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout_s = 10.0
     body_timeout_s = 30.0
     max_connections = 1000
+    max_header_bytes = 64 * 1024
+    max_headers = 100
 
     @classmethod
     def configure(cls, settings: Settings) -> None:
@@ -55,10 +59,16 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
         cls.header_timeout_s = settings.header_timeout_s
         cls.body_timeout_s = settings.body_timeout_s
         cls.max_connections = settings.max_connections
+        cls.max_header_bytes = settings.max_header_bytes
+        cls.max_headers = settings.max_headers
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
+        self._in_head = True  # a head is arriving (or is the next thing to arrive)
+        self._head_bytes = 0  # of the head arriving, as far as whole reads show it
+        self._header_count = 0
+        self._refused = False  # answered 431: whatever else arrives is ignored
 
     def _arm(self, seconds: float, callback: Any) -> None:
         self._disarm()
@@ -84,22 +94,68 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        super().data_received(data)
+        if self._in_head and not self._refused:  # this read ended inside a head
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_header_bytes:
+                self._refuse_head(
+                    f"the request head is over {self.max_header_bytes} bytes "
+                    "(RNN_SERVE_MAX_HEADER_BYTES)"
+                )
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._header_count = 0
         if self._deadline is None:  # a later request on a kept-alive connection
             self._arm(self.header_timeout_s, self._head_too_slow)
 
+    def on_url(self, url: bytes) -> None:
+        if not self._refused:
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count <= self.max_headers:
+            super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
+        self._in_head, self._head_bytes = False, 0
+        if self._refused:
+            return
+        if self._header_count > self.max_headers:
+            self._refuse_head(
+                f"the request has {self._header_count} header fields; the limit is "
+                f"{self.max_headers} (RNN_SERVE_MAX_HEADERS)"
+            )
+            return
         self._arm(self.body_timeout_s, self._body_too_slow)
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
+        if self._refused:
+            return
         self._arm(self.body_timeout_s, self._body_too_slow)
         super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._in_head = True  # the next request's head, if any, comes next
+        if self._refused:
+            return
         self._disarm()
         super().on_message_complete()
+
+    def _refuse_head(self, detail: str) -> None:
+        self._refused = True
+        self._disarm()
+        if self.transport.is_closing():
+            return
+        body = _problem(431, "request-header-fields-too-large",
+                        "Request Header Fields Too Large", detail)  # fmt: skip
+        self.transport.write(_response(431, "Request Header Fields Too Large", body))
+        self.transport.close()
 
     def _head_too_slow(self) -> None:
         self._deadline = None

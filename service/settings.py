@@ -72,6 +72,15 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         default=1000, ge=1, description="Open connections at most; one more gets 503."
     )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Bytes of a request head (request line and headers) at most; past it 431 "
+        "and the connection is closed.",
+    )
+    max_headers: int = Field(
+        default=100, ge=8, description="Header fields in a request head at most (else 431)."
+    )
 
     # Processes. One engine (registry, batcher, sessions) per device; HTTP may be served by
     # several front-end processes that reach it over a Unix socket and shared memory.
@@ -163,6 +172,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Bytes of state all sessions may hold together; past it, the least recently "
         "used idle sessions are ended (and a session bigger than the budget alone is refused).",
+    )
+    max_sequence_id_length: int = Field(
+        default=256,
+        ge=1,
+        le=4096,
+        description="Characters of an OIP sequence_id string at most (a uint64 is always taken).",
     )
     session_handoff: bool = Field(
         default=True,

@@ -33,10 +33,11 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.auth import ADMIN, Keys, required_scope
+from service.api.encoding import BodyDecoder, coding_of
 from service.api.problems import problem_answer
 from service.api.routing import InternalError, LeanRequest, LeanRoute
 from service.dataplane import Answer
-from service.errors import ClientDisconnected, PayloadTooLarge, ServiceError
+from service.errors import ClientDisconnected, PayloadTooLarge, ServiceError, Unauthorized
 from service.logs import ACCESS
 from service.metrics import Metrics
 from service.slow import SlowRequests
@@ -95,6 +96,10 @@ class Edge:
             await self.inner(scope, receive, send)
             return
         start = time.perf_counter()
+        method = scope["method"]
+        if method == "HEAD":  # a GET route answers HEAD too: its status and headers, no body
+            scope = {**scope, "method": "GET"}  # a copy: the server's own still says HEAD
+            send = _without_body(send)
         request_id = None
         for key, value in scope["headers"]:
             if key == b"x-request-id" and _ID.match(value):
@@ -116,7 +121,7 @@ class Edge:
             refusal = None
             if self.keys is not None and found.scope is not None:
                 try:
-                    scope["key_id"] = self.keys.check(_header(scope, b"authorization"), found.scope)
+                    scope["key_id"] = self.keys.check(_authorization(scope), found.scope)
                 except ServiceError as exc:
                     refusal = found.route.render_error(exc) if found.lean else problem_answer(exc)
             if refusal is not None:
@@ -131,7 +136,7 @@ class Edge:
                 answer, close = await self._serve(lean, scope, receive)
                 await _send_answer(send, answer, request_id, close)
                 status = answer.status
-            self._record(scope, route, status, start, request_id)
+            self._record(scope, method, route, status, start, request_id)
             if span is not None:
                 span.end(status)
                 span = None
@@ -184,11 +189,11 @@ class Edge:
                 raise PayloadTooLarge(
                     f"the body has {declared} bytes; the limit is {limit} ({setting})"
                 )
-            body = await _read_body(receive, limit, setting)
-        except PayloadTooLarge as exc:
+            coding = coding_of(scope)
+            decoder = None if coding is None else BodyDecoder(coding, limit, setting)
+            body = await _read_body(receive, limit, setting, decoder)
+        except ServiceError as exc:  # the body may be left unread: close the connection
             return route.render_error(exc), True
-        except ServiceError as exc:
-            return route.render_error(exc), False
         # A client that leaves while its forward runs cancels the work (queued, running or
         # between time slices); it is answered — to nobody, but logged and counted — 499. Only a
         # request still running after `slow.after_s` starts a task to watch its connection: the
@@ -225,10 +230,15 @@ class Edge:
         declared = self._declared_length(scope)
         status = 500
         header = (b"x-request-id", request_id.encode())
-        if declared is not None and declared > limit:
-            answer = problem_answer(
-                PayloadTooLarge(f"the body has {declared} bytes; the limit is {limit} ({setting})")
-            )
+        decoder = None
+        try:
+            if declared is not None and declared > limit:
+                raise PayloadTooLarge(
+                    f"the body has {declared} bytes; the limit is {limit} ({setting})"
+                )
+            coding = coding_of(scope)
+        except ServiceError as exc:
+            answer = problem_answer(exc)
             await send({
                 "type": "http.response.start", "status": answer.status,
                 "headers": [(b"content-type", answer.media_type.encode()),
@@ -237,12 +247,20 @@ class Edge:
             })  # fmt: skip
             await send({"type": "http.response.body", "body": answer.body})
             return answer.status, "unmatched"
+        if coding is not None:  # the app sees the decoded body, of a length not declared
+            decoder = BodyDecoder(coding, limit, setting)
+            scope["headers"] = [(k, v) for k, v in scope["headers"]
+                                if k not in (b"content-encoding", b"content-length")]  # fmt: skip
         seen = 0
 
         async def limited() -> Message:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
+                if decoder is not None:
+                    message["body"] = decoder.feed(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        decoder.finish()
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     raise PayloadTooLarge(
@@ -250,23 +268,41 @@ class Edge:
                     )
             return message
 
+        started = finished = False
+
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started, finished
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 message["headers"] = [*message.get("headers", []), header]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                finished = True
             await send(message)
 
         try:
             await self.inner(scope, limited, send_wrapper)
+        except Exception:
+            # Starlette's ServerErrorMiddleware has answered 500 and re-raises; caught here, the
+            # server keeps the connection (the client did nothing wrong on it).
+            log.exception(
+                "unhandled error on %s %s (request id %s)",
+                scope["method"], scope["path"], request_id,
+            )  # fmt: skip
+            if started and not finished:
+                raise  # an answer cut short: only closing the connection tells the client
+            if not started:
+                answer = problem_answer(InternalError("internal server error; see the log"))
+                await _send_answer(send, answer, request_id, close=False)
+                status = answer.status
         finally:
             route = scope.get("route")
             path = route.path if route is not None else "unmatched"
         return status, path
 
-    def _record(self, scope: Scope, route: str, status: int, start: float, rid: str) -> None:
+    def _record(
+        self, scope: Scope, method: str, route: str, status: int, start: float, rid: str
+    ) -> None:
         elapsed = time.perf_counter() - start
-        method = scope["method"]
         counter = self._counters.get((method, route, status))
         if counter is None:
             counter = self.metrics.requests.labels(method, route, str(status))
@@ -324,11 +360,23 @@ class _Watch:
             self.watcher.cancel()
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
+def _authorization(scope: Scope) -> str | None:
+    """The request's one Authorization header; 401 for several (which one would decide?)."""
+    found = [value for key, value in scope["headers"] if key == b"authorization"]
+    if len(found) > 1:
+        raise Unauthorized(f"send one Authorization header, not {len(found)}")
+    return found[0].decode("latin-1") if found else None
+
+
+def _without_body(send: Send) -> Send:
+    """`send` for a HEAD request: the GET answer's status and headers, its body dropped."""
+
+    async def head_send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return head_send
 
 
 async def _send_answer(send: Send, answer: Answer, request_id: str, close: bool) -> None:
@@ -344,7 +392,11 @@ async def _send_answer(send: Send, answer: Answer, request_id: str, close: bool)
     await send({"type": "http.response.body", "body": answer.body})
 
 
-async def _read_body(receive: Receive, limit: int, setting: str) -> bytes:
+async def _read_body(
+    receive: Receive, limit: int, setting: str, decoder: BodyDecoder | None = None
+) -> bytes:
+    if decoder is not None:
+        return await _read_encoded(receive, decoder)
     message = await receive()
     if message["type"] == "http.disconnect":
         raise ClientDisconnected("the client disconnected")
@@ -365,4 +417,16 @@ async def _read_body(receive: Receive, limit: int, setting: str) -> bytes:
             raise PayloadTooLarge(f"the body is over the limit of {limit} bytes ({setting})")
         chunks.append(chunk)
         if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _read_encoded(receive: Receive, decoder: BodyDecoder) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected("the client disconnected")
+        chunks.append(decoder.feed(message.get("body", b"")))
+        if not message.get("more_body", False):
+            decoder.finish()
             return b"".join(chunks)

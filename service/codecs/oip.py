@@ -21,6 +21,7 @@ from service.engine.codec import (
     bf16_bits_to_f32,
     cast_numbers,
     check_raw_finite,
+    check_shape,
 )
 from service.engine.validate import Inputs
 from service.errors import InvalidInput, Loc, MalformedBody
@@ -99,6 +100,51 @@ def _tensor_values(
     return arr.reshape(item.shape), offset
 
 
+_UINT64_MAX = (1 << 64) - 1
+
+
+def _flag(params: dict[str, Any], name: str) -> bool:
+    value = params.get(name, False)
+    if type(value) is not bool:
+        raise InvalidInput.at(
+            ("body", "parameters", name), f"expected a boolean, got {_short(value)}"
+        )
+    return value
+
+
+def _sequence(params: dict[str, Any]) -> Sequence | None:
+    """The sequence extension's parameters, typed as the protocol types them: `sequence_id` a
+    uint64 or a string (0 and "" mean none; 1 and "1" are different sequences), the flags
+    booleans. The id's length is bounded by the data plane (RNN_SERVE_MAX_SEQUENCE_ID_LENGTH)."""
+    sequence_id = params.get("sequence_id")
+    start, end = _flag(params, "sequence_start"), _flag(params, "sequence_end")
+    if sequence_id is None or sequence_id == 0 or sequence_id == "":
+        if start or end:
+            raise InvalidInput.at(
+                ("body", "parameters", "sequence_id"),
+                "sequence_start and sequence_end need a sequence_id",
+            )
+        return None
+    if type(sequence_id) is int:
+        if not 0 < sequence_id <= _UINT64_MAX:
+            raise InvalidInput.at(
+                ("body", "parameters", "sequence_id"),
+                f"expected a uint64 or a string, got {sequence_id}",
+            )
+        return Sequence(str(sequence_id), start, end, numeric=True)
+    if type(sequence_id) is not str:
+        raise InvalidInput.at(
+            ("body", "parameters", "sequence_id"),
+            f"expected a uint64 or a string, got {_short(sequence_id)}",
+        )
+    return Sequence(sequence_id, start, end)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 class OIPInfer:
     """An infer request: a JSON header, then (binary extension) the raw tensors."""
 
@@ -136,6 +182,7 @@ class OIPInfer:
                 raise InvalidInput.at(loc, f"invalid shape {item.shape}")
             if math.prod(item.shape) > max_elements:
                 raise InvalidInput.at(loc, f"{item.name} has over {max_elements} elements")
+            check_shape(item.shape, (*loc, "shape"), max_elements)  # dimensions beside a 0
             if item.name == "lengths":
                 np_dtype = _INT_DTYPES.get(item.datatype)
                 if np_dtype is None or len(item.shape) != 1:
@@ -171,14 +218,7 @@ class OIPInfer:
         inputs = Inputs(
             tensors["input"], tensors.get("h0"), tensors.get("c0"), tensors.get("lengths")
         )
-        sequence_id = self._params.get("sequence_id")
-        sequence = None
-        if sequence_id not in (None, 0, ""):  # the sequence extension: a stream held by the server
-            sequence = Sequence(
-                str(sequence_id),
-                bool(self._params.get("sequence_start")),
-                bool(self._params.get("sequence_end")),
-            )
+        sequence = _sequence(self._params)
         start_step = self._params.get("start_step")  # rnn-serve's: exactly-once requests
         if start_step is not None and (type(start_step) is not int or start_step < 0):
             raise InvalidInput.at(

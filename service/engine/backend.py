@@ -183,11 +183,19 @@ class LocalBackend:
         owner: str | None = None,
         expect: Expect = None,
     ) -> tuple[ForwardResult, SessionView]:
-        session = await self._get(session_id, owner)
+        try:
+            session = await self._get(session_id, owner)
+        except SessionNotFound:
+            ended = None
+            if close and expect is not None:  # a resend of the chunk that closed it?
+                ended = self.sessions.ended(session_id, owner, expect)
+            if ended is None or ended.last is None:
+                raise
+            return ended.last.result, SessionView.of(ended)
         run = functools.partial(self.engine.forward, spec)
         result = await self.sessions.chunk(session, spec, job, run, expect)
         if close:
-            self.sessions.close(session_id)
+            self.sessions.close(session_id, owner, keep_last=True)
         return result, SessionView.of(session)
 
     async def open_session(
@@ -237,7 +245,7 @@ class LocalBackend:
         session = await self._get(session_id, owner)
         await self._spec_of(session)
         async with session.lock:
-            if self.sessions.get_held(session_id) is not session:
+            if self.sessions.get_held(session_id, owner) is not session:
                 raise SessionNotFound(f"session {session_id!r} was closed meanwhile")
             return SessionView.of(self.sessions.fork(session))
 

@@ -120,11 +120,27 @@ def bf16_bits_to_f32(bits: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
-def _shape(value: Any, loc: Loc) -> tuple[int, ...]:
+MAX_DIMS = 64  # NumPy's own bound on dimensions
+
+
+def check_shape(value: Any, loc: Loc, max_elements: int) -> tuple[int, ...]:
+    """A wire tensor's declared shape: a list of at most MAX_DIMS non-negative integers whose
+    non-empty dimensions together hold at most `max_elements` (so a shape with a 0 in it cannot
+    declare dimensions that overflow when the array is made)."""
     if not isinstance(value, list) or not all(
         type(s) is int and s >= 0 for s in value
     ):  # bool is not int here
         raise _fail(loc, f"expected a list of non-negative integers, got {value!r:.80}")
+    if len(value) > MAX_DIMS:
+        raise _fail(loc, f"expected at most {MAX_DIMS} dimensions, got {len(value)}")
+    extent = math.prod(s for s in value if s)
+    if extent > max_elements and 0 in value:  # (without a 0, the caller's count says 413)
+        shown = f"{value!r:.80}"
+        raise _fail(
+            loc,
+            f"shape {shown} is too large: its dimensions span {extent} elements; the limit is "
+            f"{max_elements} (RNN_SERVE_MAX_TENSOR_ELEMENTS)",
+        )
     return tuple(value)
 
 
@@ -166,7 +182,7 @@ def decode_tensor(
     dtype = obj["dtype"]
     if dtype not in DTYPES:
         raise _fail((*loc, "dtype"), f"expected one of {', '.join(DTYPES)}, got {dtype!r:.40}")
-    shape = _shape(obj["shape"], (*loc, "shape"))
+    shape = check_shape(obj["shape"], (*loc, "shape"), max_elements)
     count = math.prod(shape)
     if count > max_elements:
         raise PayloadTooLarge(

@@ -30,6 +30,7 @@ of sessions nobody resumed are removed once they would have expired.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -73,8 +74,9 @@ class _Gone(Exception):
     """A state file was there, but its session is over (expired, its model deleted)."""
 
 
-def file_key(session_id: str) -> str:
-    return hashlib.sha256(session_id.encode()).hexdigest()[:40]
+def file_key(session_id: str, owner: str | None) -> str:
+    """A session's file name: ids are per API key, as in the store."""
+    return hashlib.sha256(f"{owner or ''}\n{session_id}".encode()).hexdigest()[:40]
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -119,7 +121,7 @@ class Handoff:
         return f"{self.instance}\n{session.owner or ''}\n".encode()
 
     def _opened(self, session: Session) -> None:
-        key = file_key(session.id)
+        key = file_key(session.id, session.owner)
         self._held[key] = session
         try:
             _write_atomic(self.owners / key, self._marker(session))
@@ -127,7 +129,7 @@ class Handoff:
             log.warning("cannot record session %s in %s: %s", key, self.owners, exc)
 
     def _dropped(self, session: Session) -> None:
-        key = file_key(session.id)
+        key = file_key(session.id, session.owner)
         if self._held.get(key) is session:
             del self._held[key]
         marker = _read(self.owners / key)
@@ -146,7 +148,7 @@ class Handoff:
         """The session `session_id`, taken over from wherever it was handed; None if no replica
         knows it (404). SessionLost (410) if it died with a replica; NotReady (503) if the
         holder did not hand it over in time."""
-        key = file_key(session_id)
+        key = file_key(session_id, owner)
         deadline = time.monotonic() + self.wait_s
         wanted = False
         try:
@@ -246,22 +248,22 @@ class Handoff:
         return session
 
     # --- the replica that gives -------------------------------------------------------------
-    async def give(self, session: Session, lock_wait_s: float = 60.0) -> bool:
+    async def give(self, session: Session, lock_wait_s: float = 60.0) -> str | None:
         """Write the session's state for another replica and forget it here (after the chunk it
-        may be running)."""
-        key = file_key(session.id)
+        may be running). None once handed over; else why it was not."""
+        key = file_key(session.id, session.owner)
         self._giving.add(key)
         try:
             await asyncio.wait_for(session.lock.acquire(), lock_wait_s)
         except TimeoutError:
             self._giving.discard(key)
-            return False
+            return f"its chunk still ran after {lock_wait_s:g}s"
         try:
-            if self.store.get_held(session.id) is not session:
-                return False
+            if self.store.get_held(session.id, session.owner) is not session:
+                return "it ended meanwhile (closed, expired or ended for room)"
             spec = self.registry.get(session.model)
             if spec.version != session.version:
-                return False  # its weights changed: it ends at its next chunk anyway
+                return "its model's weights changed (it ends at its next chunk anyway)"
             state = snapshot(session, spec, await self.digest(spec))
             tags = {
                 "id": session.id, "owner": session.owner or "", "ttl": repr(session.ttl),
@@ -279,28 +281,37 @@ class Handoff:
             self.store.release(session)
             self._held.pop(key, None)
             self.metrics.session_handoffs.labels("out").inc()
-            return True
-        except (ModelNotFound, OSError) as exc:
+            return None
+        except ModelNotFound:
+            return "its model was deleted"
+        except (NotReady, OSError) as exc:
             log.warning("could not hand session %s over: %s", key, exc)
-            return False
+            return f"its state could not be written ({type(exc).__name__})"
         finally:
             session.lock.release()
             self._giving.discard(key)
 
     async def give_all(self) -> int:
-        """On shutdown: hand every session over, then stop the heartbeat."""
+        """On shutdown: hand every session over, then stop the heartbeat. Logs how many were
+        handed over and, for the rest, why not."""
         sessions = self.store.sessions()
-        given = await asyncio.gather(*(self.give(s, 30.0) for s in sessions))
+        outcomes = await asyncio.gather(*(self.give(s, 30.0) for s in sessions))
         with contextlib.suppress(OSError):
             self.heartbeat.unlink()
+        given = outcomes.count(None)
         if sessions:
-            log.info("handed %d of %d sessions over", sum(given), len(sessions))
-        return sum(given)
+            why = collections.Counter(o for o in outcomes if o is not None)
+            reasons = "; ".join(f"{n} because {reason}" for reason, n in why.most_common())
+            log.info(
+                "handed %d of %d sessions over%s", given, len(sessions),
+                f"; not handed over: {reasons}" if reasons else "",
+            )  # fmt: skip
+        return given
 
     async def run(self) -> None:
         """Background task: the heartbeat, answering wants, removing what nobody will resume."""
         beat = clean = 0.0
-        tasks: set[asyncio.Task[bool]] = set()
+        tasks: set[asyncio.Task[str | None]] = set()
         while True:
             now = time.monotonic()
             if now - beat >= HEARTBEAT_S:

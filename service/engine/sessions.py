@@ -10,7 +10,8 @@ Lifecycle: idle sessions expire after `session_ttl_s`; at most `max_sessions` ar
 past it). The bytes of all sessions' states together have a budget (`max_state_bytes`): when a
 chunk (or an opening with an initial state) would pass it, the least recently used idle sessions
 are ended (their next chunk gets 404) until it fits; a session whose state alone is over the
-budget, or that cannot fit because every other session is busy, is refused with 429. A session
+budget can never run and is refused with 413 (at its opening when its batch size is known), and
+one that cannot fit because every other session is busy with 429. A session
 ends when its model is deleted (404 afterwards), and when the model's weights are re-uploaded:
 the next chunk is refused with 409 and the session is gone, since its state was computed with
 weights that no longer exist.
@@ -19,7 +20,11 @@ Exactly-once chunks: a chunk may say the step it expects to start at (`expect`: 
 digest of its input). A chunk at the session's step runs, and its answer is kept; the same chunk
 again (a retry whose first try was applied) gets that answer back and the state does not advance
 twice; any other step is a 409 (`StepConflict`) carrying the session's current step. The kept
-answer counts against the state budget.
+answer counts against the state budget. A session closed by its last chunk (an OIP
+`sequence_end`) keeps that answer a while too, so a resend of the closing chunk gets it.
+
+Session ids are per API key: the store keeps each session under (owner, id), so another key's
+session is never found, taken or confirmed under this one's.
 
 Portable state: `snapshot` copies a session's state to the host (for export and handoff); `open`
 takes one back (`steps` carried over); `fork` copies a session, state and step, under a new id
@@ -53,6 +58,7 @@ from service.errors import (
     InvalidInput,
     ModelConflict,
     Overloaded,
+    PayloadTooLarge,
     SessionNotFound,
     StepConflict,
 )
@@ -60,6 +66,8 @@ from service.metrics import Metrics
 from service.registry import ModelSpec
 from service.registry.repository import Version
 from service.schemas.config import RNNConfig
+
+Key = tuple[str | None, str]  # (owner, id): a session's place in the store
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,11 @@ class Session:
     state_bytes: int = 0  # what its state takes (counted against the store's budget)
     owner: str | None = None  # the API key that opened it (None: the server has no keys)
     last: Replay | None = None  # the last chunk sent with an expected step, for its retries
+
+    @property
+    def key(self) -> Key:
+        """Where the store keeps it: ids are per API key (another key's id is another session)."""
+        return (self.owner, self.id)
 
     @property
     def initial_state(self) -> tuple[WireTensor, ...] | None:
@@ -136,8 +149,14 @@ class SessionStore:
         self.ttl_s = ttl_s
         self.max_sessions = max_sessions
         self.max_state_bytes = max_state_bytes
-        self._sessions: OrderedDict[str, Session] = OrderedDict()  # least recently used first
+        self._sessions: OrderedDict[Key, Session] = OrderedDict()  # least recently used first
         self._state_bytes = 0
+        # Sessions closed by their last chunk (an OIP sequence_end) that kept that chunk's
+        # answer: a resend of it, whose first answer was lost, gets the answer again. Each is
+        # kept as long as an idle session lives, counted in the state budget (and dropped first
+        # to make room), and at most `max_sessions` of them.
+        self._ended: OrderedDict[Key, tuple[Session, float]] = OrderedDict()
+        self._ended_bytes = 0
         # told of every session added and dropped (service.engine.handoff keeps its markers)
         self.on_open: Callable[[Session], None] | None = None
         self.on_drop: Callable[[Session], None] | None = None
@@ -148,10 +167,10 @@ class SessionStore:
     def release(self, session: Session) -> None:
         """Forget a session whose state was handed to another replica (no on_drop: the marker
         is the new holder's now)."""
-        if self._sessions.get(session.id) is session:
+        if self._sessions.get(session.key) is session:
             hook, self.on_drop = self.on_drop, None
             try:
-                self._drop(session.id)
+                self._drop(session.key)
             finally:
                 self.on_drop = hook
 
@@ -179,10 +198,14 @@ class SessionStore:
                 f"model {entry.name!r} is bidirectional and cannot stream: its reverse direction "
                 "needs the whole sequence",
             )
-        if key is not None and key in self._sessions:
-            if not replace or self._sessions[key].owner != owner:
+        if key is not None and (owner, key) in self._sessions:
+            if not replace:
                 raise ModelConflict(f"session id {key!r} is taken")
-            self._drop(key)
+            self._drop((owner, key))
+        if key is not None:
+            self._forget_ended((owner, key))
+        if batch_size is not None:
+            self._check_fits(state_bytes(entry.config, batch_size))
         if len(self._sessions) >= self.max_sessions:
             raise Overloaded(
                 f"{self.max_sessions} sessions are open (RNN_SERVE_MAX_SESSIONS); close some"
@@ -221,7 +244,7 @@ class SessionStore:
         return session
 
     def _add(self, session: Session) -> None:
-        self._sessions[session.id] = session
+        self._sessions[session.key] = session
         self._metrics.open_sessions.set(len(self._sessions))
         if self.on_open is not None:
             self.on_open(session)
@@ -246,34 +269,77 @@ class SessionStore:
         return fork
 
     def get(self, session_id: str, owner: str | None = None) -> Session:
-        """The session, if it is open and `owner`'s (another key's session is as good as
-        unknown: 404, not 403, so its existence is not confirmed)."""
-        session = self._sessions.get(session_id)
+        """The session, if it is open and `owner`'s. Ids are per key: another key's session is
+        not found under this one's (404, never 403 or 409), so its existence is never confirmed."""
+        key = (owner, session_id)
+        session = self._sessions.get(key)
         if session is not None and self._expired(session, time.monotonic()):
-            self._drop(session_id)
-            session = None
-        if session is not None and session.owner != owner:
+            self._drop(key)
             session = None
         if session is None:
             raise SessionNotFound(
                 f"no open session {session_id!r} (unknown, closed, expired or ended for room)"
             )
-        self._sessions.move_to_end(session_id)
+        self._sessions.move_to_end(key)
         return session
 
-    def get_held(self, session_id: str) -> Session | None:
-        """The session if this store holds it, whoever owns it (no expiry check)."""
-        return self._sessions.get(session_id)
+    def get_held(self, session_id: str, owner: str | None = None) -> Session | None:
+        """The session if this store holds it (no expiry check)."""
+        return self._sessions.get((owner, session_id))
 
-    def close(self, session_id: str, owner: str | None = None) -> None:
-        self.get(session_id, owner)
-        self._drop(session_id)
+    def close(self, session_id: str, owner: str | None = None, keep_last: bool = False) -> None:
+        """End a session. `keep_last`: keep its last chunk's answer for a resend of that chunk
+        (a sequence ended by its last chunk)."""
+        session = self.get(session_id, owner)
+        self._drop(session.key)
+        if keep_last and session.last is not None:
+            self._keep_ended(session, session.last)
+
+    def ended(self, session_id: str, owner: str | None, expect: tuple[int, str]) -> Session | None:
+        """A session closed by its last chunk, if `expect` is that chunk again (a resend whose
+        first answer was lost): its `last` holds the answer."""
+        self._expire_ended()
+        entry = self._ended.get((owner, session_id))
+        if entry is None:
+            return None
+        session = entry[0]
+        last = session.last
+        if last is None or (last.start, last.digest) != expect:
+            return None
+        self._metrics.session_replays.inc()
+        return session
+
+    def _keep_ended(self, session: Session, last: Replay) -> None:
+        nbytes = last.nbytes
+        self._expire_ended()
+        if self._state_bytes + self._ended_bytes + nbytes > self.max_state_bytes:
+            return  # no room: a resend learns that the sequence is closed, not its answer
+        while len(self._ended) >= self.max_sessions:
+            self._forget_ended(next(iter(self._ended)))
+        session.state = session.state0 = None  # only the kept answer stays
+        self._ended[session.key] = (session, time.monotonic() + session.ttl)
+        self._ended_bytes += nbytes
+
+    def _forget_ended(self, key: Key) -> None:
+        entry = self._ended.pop(key, None)
+        if entry is not None and entry[0].last is not None:
+            self._ended_bytes -= entry[0].last.nbytes
+
+    def _expire_ended(self) -> None:
+        now = time.monotonic()
+        while self._ended:
+            key, (_, until) = next(iter(self._ended.items()))
+            if until > now:
+                break
+            self._forget_ended(key)
 
     def end_model(self, model: str) -> int:
         """End every session of a model (it was deleted)."""
-        doomed = [s.id for s in self._sessions.values() if s.model == model]
-        for sid in doomed:
-            self._drop(sid)
+        doomed = [s.key for s in self._sessions.values() if s.model == model]
+        for key in doomed:
+            self._drop(key)
+        for key in [s.key for s, _ in self._ended.values() if s.model == model]:
+            self._forget_ended(key)
         return len(doomed)
 
     @staticmethod
@@ -282,11 +348,12 @@ class SessionStore:
 
     def expire(self) -> None:
         now = time.monotonic()
-        for sid in [s.id for s in self._sessions.values() if self._expired(s, now)]:
-            self._drop(sid)
+        for key in [s.key for s in self._sessions.values() if self._expired(s, now)]:
+            self._drop(key)
+        self._expire_ended()
 
-    def _drop(self, session_id: str) -> Session | None:
-        session = self._sessions.pop(session_id, None)
+    def _drop(self, key: Key) -> Session | None:
+        session = self._sessions.pop(key, None)
         if session is not None:
             if self.on_drop is not None:
                 self.on_drop(session)
@@ -301,17 +368,15 @@ class SessionStore:
         if nbytes == session.state_bytes:  # most chunks: the state's size does not change
             return
         budget = self.max_state_bytes
-        if nbytes > budget:
-            raise Overloaded(
-                f"this session's state would take {nbytes} bytes, over the budget of {budget} "
-                "for all sessions (RNN_SERVE_MAX_SESSION_STATE_BYTES): stream fewer sequences"
-            )
+        self._check_fits(nbytes)
         growth = nbytes - session.state_bytes
+        while self._ended and self._state_bytes + self._ended_bytes + growth > budget:
+            self._forget_ended(next(iter(self._ended)))  # kept answers of ended ones go first
         for other in list(self._sessions.values()):  # least recently used first
             if self._state_bytes + growth <= budget:
                 break
             if other is not session and not other.lock.locked():
-                self._drop(other.id)
+                self._drop(other.key)
                 self._metrics.session_evictions.inc()
         if self._state_bytes + growth > budget:
             raise Overloaded(
@@ -321,6 +386,15 @@ class SessionStore:
         session.state_bytes = nbytes
         self._state_bytes += growth
         self._metrics.session_state_bytes.set(self._state_bytes)
+
+    def _check_fits(self, nbytes: int) -> None:
+        """413 for a state that could never fit the budget, even alone: no retry can help."""
+        if nbytes > self.max_state_bytes:
+            raise PayloadTooLarge(
+                f"this session's state would take {nbytes} bytes, over the budget of "
+                f"{self.max_state_bytes} for all sessions (RNN_SERVE_MAX_SESSION_STATE_BYTES): "
+                "stream fewer sequences"
+            )
 
     async def chunk(
         self,
@@ -333,12 +407,12 @@ class SessionStore:
         """Run the next chunk with the session's state; chunks of one session never overlap.
         `expect`: the step the chunk expects to start at and its digest (exactly once)."""
         async with session.lock:  # asyncio.Lock wakes waiters first come, first served
-            if self._sessions.get(session.id) is not session:
+            if self._sessions.get(session.key) is not session:
                 raise SessionNotFound(
                     f"session {session.id!r} was closed, or moved to another replica, meanwhile"
                 )
             if current.version != session.version:
-                self._drop(session.id)
+                self._drop(session.key)
                 raise ModelConflict(
                     f"the weights of model {session.model!r} changed; session {session.id!r} "
                     "was ended, open a new one"
@@ -372,6 +446,8 @@ class SessionStore:
             session.batched, session.batch = job.batched, job.batch
             # the new state, and the kept answer it holds until this chunk replaces it
             size = state_bytes(current.config, job.batch)
+            if session.last is not None and size + session.last.nbytes > self.max_state_bytes:
+                session.last = None  # the new state fits the budget only without it
             self._reserve(session, size + (0 if session.last is None else session.last.nbytes))
             started = time.perf_counter()
             # (built directly: dataclasses.replace costs ~5 µs of the event loop per chunk)

@@ -39,7 +39,13 @@ from service.errors import (
 )
 from service.metrics import Metrics
 from service.registry.build import build_seeded
-from service.registry.repository import CorruptModel, FileStamp, Repository, Version
+from service.registry.repository import (
+    CorruptModel,
+    FileStamp,
+    ModelChanged,
+    Repository,
+    Version,
+)
 from service.registry.weights import module_from_weights, parse_weights, weights_bytes
 from service.schemas.config import RNNConfig
 from service.settings import Settings
@@ -174,12 +180,12 @@ class Registry:
                 created = self.repo.create(name, config, seeded)
             if created:
                 self._metrics.registry_events.labels("register").inc()
-                entry = self._lookup(name)
-                assert entry is not None
+            entry = self._lookup(name)  # ours, or another request's or replica's meanwhile
+            if entry is None:  # deleted as soon as it was made
+                raise ModelConflict(f"model {name!r} was changed concurrently; try again")
+            if created:
                 return entry, True
-            existing = self._lookup(name)  # another replica created it meanwhile
-            if existing is None:
-                raise ModelConflict(f"model {name!r} is being changed concurrently; try again")
+            existing = entry
         if existing.config != config:
             raise ModelConflict(
                 f"model {name!r} is already registered with another config; "
@@ -289,7 +295,15 @@ class Registry:
             if built is not None:
                 return built
             self._metrics.registry_events.labels("miss").inc()
-            stored = self.repo.read_weights(name)
+            if entry.version is None:  # registered models always have one
+                raise ModelNotFound(f"no model named {name!r} is registered")
+            config_stamp = entry.version[0]
+            try:
+                stored = self.repo.read_weights(name, config_stamp)
+            except ModelChanged:
+                raise ModelConflict(
+                    f"model {name!r} was changed concurrently while it loaded; send it again"
+                ) from None
             try:
                 if stored is None:
                     module = self._count_build(lambda: build_seeded(entry.config, self.device))
@@ -304,8 +318,7 @@ class Registry:
                 raise NotReady(
                     f"model {name!r} cannot be loaded from the repository: {exc.detail}"
                 ) from None
-            assert entry.version is not None  # registered models always have one
-            self._insert(key, _Built(module, _nbytes(module), (entry.version[0], weights_version)))
+            self._insert(key, _Built(module, _nbytes(module), (config_stamp, weights_version)))
             return module
 
     def is_built(self, spec: ModelSpec) -> bool:

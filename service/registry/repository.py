@@ -43,6 +43,10 @@ class CorruptModel(Exception):
     """A folder in the repository whose config.json cannot be read as an RNN config."""
 
 
+class ModelChanged(Exception):
+    """The model's files changed while they were being read (deleted, or registered anew)."""
+
+
 def _stamp(st: os.stat_result) -> FileStamp:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
@@ -138,13 +142,35 @@ class Repository:
         weights = version[1] if version else None
         return StoredModel(config, (stamp, weights))
 
-    def read_weights(self, name: str) -> tuple[bytes, FileStamp] | None:
-        """The weights file's bytes and the stamp of exactly the file that was read."""
+    def read_weights(
+        self, name: str, config: FileStamp | None = None
+    ) -> tuple[bytes, FileStamp] | None:
+        """The weights file's bytes and the stamp of exactly the file that was read. `config`:
+        the stamp of the config those weights must belong to — read from the same folder
+        (one directory handle), so a model deleted and registered again with another config
+        meanwhile is a ModelChanged, never its config with the other one's weights."""
         try:
-            with (self.folder(name) / WEIGHTS_FILE).open("rb") as f:
-                return f.read(), _stamp(os.fstat(f.fileno()))
+            folder = os.open(self.folder(name), os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError:
+            if config is not None:
+                raise ModelChanged(name) from None
             return None
+        try:
+            if config is not None:
+                try:
+                    now = _stamp(os.stat(CONFIG_FILE, dir_fd=folder))
+                except FileNotFoundError:
+                    now = None
+                if now != config:
+                    raise ModelChanged(name)
+            try:
+                fd = os.open(WEIGHTS_FILE, os.O_RDONLY, dir_fd=folder)
+            except FileNotFoundError:
+                return None
+            with os.fdopen(fd, "rb") as f:
+                return f.read(), _stamp(os.fstat(f.fileno()))
+        finally:
+            os.close(folder)
 
     def create(self, name: str, config: RNNConfig, weights: bytes) -> bool:
         """Write a new model whole; False if the name already exists (nothing is changed)."""

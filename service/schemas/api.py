@@ -122,7 +122,11 @@ class OpenSession(BaseModel):
         default=None, description="LSTM only, with h0: the initial cell state."
     )
     batch_size: int | None = Field(
-        default=None, ge=1, description="N, if known; otherwise the first chunk fixes it."
+        default=None,
+        ge=1,
+        strict=True,
+        description="N, if known; otherwise the first chunk fixes it. Its state must fit the "
+        "server's state budget (else 413).",
     )
     state: dict[str, Any] | None = Field(
         default=None,
@@ -141,6 +145,7 @@ class SessionChunk(BaseModel):
     start_step: int | None = Field(
         default=None,
         ge=0,
+        strict=True,  # an integer: true and "1" are not 1
         description="The step this chunk expects to start at (the session's `steps` before "
         "it): exactly-once chunks. A retry of the last chunk applied (same start_step, same "
         "input) gets its answer again, without advancing the state twice; any other step is a "

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, WithJsonSchema
 
 from service.schemas.config import DType
 
@@ -55,7 +55,7 @@ class InferInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    shape: list[int]
+    shape: list[StrictInt]  # true is not 1
     datatype: str
     parameters: dict[str, Any] | None = None
     data: Any = Field(default=None, description="Row-major values (flat or nested).")
@@ -68,11 +68,39 @@ class RequestedOutput(BaseModel):
     parameters: dict[str, Any] | None = None
 
 
+# The request parameters rnn-serve reads (others are taken and ignored, as the protocol says):
+# typed here so that the document, and the fuzzing generated from it, say what is expected.
+_PARAMETERS = {
+    "anyOf": [
+        {
+            "type": "object",
+            "properties": {
+                "sequence_id": {
+                    "description": "The sequence extension's id: a uint64 or a string (at most "
+                    'RNN_SERVE_MAX_SEQUENCE_ID_LENGTH characters, 256 by default); 0 or "" '
+                    "for none.",
+                    "anyOf": [
+                        {"type": "integer", "minimum": 0, "maximum": (1 << 64) - 1},
+                        {"type": "string", "maxLength": 256},
+                    ],
+                },
+                "sequence_start": {"type": "boolean"},
+                "sequence_end": {"type": "boolean"},
+                "start_step": {"type": "integer", "minimum": 0},
+                "binary_data_output": {"type": "boolean"},
+            },
+            "additionalProperties": True,
+        },
+        {"type": "null"},
+    ]
+}
+
+
 class InferRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: Annotated[dict[str, Any] | None, WithJsonSchema(_PARAMETERS)] = None
     inputs: list[InferInput]
     outputs: list[RequestedOutput] | None = None
 

@@ -87,7 +87,7 @@ async def test_session_state_has_a_budget_lru_idle_sessions_make_room(
         assert "rnn_serve_session_state_bytes 960.0" in metrics
         big = (await c.post("/v1/models/default/sessions", json={})).json()["session_id"]
         too_big = {"input": np.zeros((2, 7, 10)).tolist()}  # 7 sequences: 1120 bytes alone
-        problem(await c.post(f"/v1/sessions/{big}/forward", json=too_big), 429,
+        problem(await c.post(f"/v1/sessions/{big}/forward", json=too_big), 413,
                 "over the budget", "RNN_SERVE_MAX_SESSION_STATE_BYTES")  # fmt: skip
 
 

@@ -5,7 +5,6 @@ float64 oracle over the whole sequence."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import torch
 from safetensors.numpy import load
 from safetensors.torch import save
 
+from service.engine.handoff import file_key
 from tests.conftest import make_settings, open_client
 from tests.helpers import b64, chunk, decode, open_session
 from tests.oracle import forward, seeded_params
@@ -330,7 +330,7 @@ async def test_a_session_whose_replica_died_is_410(tmp_path: Path, anyio_backend
     async for c in open_client(make_settings(model_repository=repo)):
         sid = "S" * 30
         # what a killed replica leaves: its marker, no heartbeat, no state
-        key = hashlib.sha256(sid.encode()).hexdigest()[:40]
+        key = file_key(sid, None)
         (repo / ".sessions" / "owners" / key).write_text("gone-123-abc\n\n")
         r = await chunk(c, sid, np.ones((2, 1, 10), np.float32))
         assert r.status_code == 410, r.text

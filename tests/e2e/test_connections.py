@@ -4,6 +4,7 @@ one more connection gets 503 — and meanwhile ordinary requests are answered.""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from pathlib import Path
@@ -81,3 +82,57 @@ def test_slow_heads_slow_bodies_and_too_many_connections(tmp_path: Path) -> None
             sock.close()
         time.sleep(0.3)
         assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+
+
+def test_request_heads_are_bounded_in_bytes_and_fields(live_server: str) -> None:
+    """A head over RNN_SERVE_MAX_HEADER_BYTES (one huge header, or sent in many reads) or with
+    more than RNN_SERVE_MAX_HEADERS fields is 431 and the connection is closed; the server
+    goes on answering."""
+    huge = b"x-pad: " + b"a" * (1 << 20) + b"\r\n"
+    many = b"".join(b"x-h%d: v\r\n" % i for i in range(150))
+    for extra in (huge, many):
+        sock = _connect(live_server)
+        # refused before it was all sent: the answer is there already
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
+        answer = _read_all(sock)
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+        assert b"RNN_SERVE_MAX_HEADER" in answer
+    # a head within the bounds, on a kept-alive connection, twice
+    with httpx.Client(base_url=live_server, timeout=10) as c:
+        for _ in range(2):
+            r = c.get("/healthz", headers={f"x-h{i}": "v" * 100 for i in range(50)})
+            assert r.status_code == 200, r.text
+
+
+def test_errors_keep_the_connection_and_head_answers_as_get(live_server: str) -> None:
+    """A register/delete race on one keep-alive connection: every answer 2xx or 409/404, and
+    the connection is never reset; HEAD answers as GET without a body."""
+    import threading
+
+    body = {"name": "race", "config": {"input_size": 2, "hidden_size": 2}}
+    statuses: list[int] = []
+    errors: list[BaseException] = []
+
+    def hammer(register: bool) -> None:
+        try:
+            with httpx.Client(base_url=live_server, timeout=30) as c:
+                for _ in range(40):
+                    r = c.post("/v1/models", json=body) if register else c.delete("/v1/models/race")
+                    statuses.append(r.status_code)
+        except httpx.TransportError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(i % 2 == 0,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert set(statuses) <= {200, 201, 204, 404, 409}, sorted(set(statuses))
+    with httpx.Client(base_url=live_server, timeout=10) as c:
+        head = c.head("/healthz")
+        assert head.status_code == 200
+        assert head.content == b""
+        assert c.head("/v2/health/live").status_code == 200
