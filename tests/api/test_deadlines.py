@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -45,15 +44,12 @@ async def client(anyio_backend: str) -> AsyncIterator[httpx.AsyncClient]:
 
 async def test_a_forward_past_its_deadline_is_504_and_stops(client: httpx.AsyncClient) -> None:
     before = await timesteps(client)
-    t0 = time.perf_counter()
     r = await client.post("/v1/rnn/forward", json=long_body(),
                           headers={"X-Request-Timeout": "0.3"}, timeout=60)  # fmt: skip
-    elapsed = time.perf_counter() - t0
     assert r.status_code == 504, r.text[:300]
     assert r.headers["content-type"] == "application/problem+json"
     assert "0.3s" in r.json()["detail"]
     assert "X-Request-Timeout" in r.json()["detail"]
-    assert elapsed < 5, elapsed  # the whole forward takes far longer
     await asyncio.sleep(0.1)  # the slice running at the deadline finishes; no other starts
     ran = await timesteps(client) - before
     assert 0 < ran < STEPS * 0.8, ran  # some slices ran, not all
@@ -67,11 +63,10 @@ async def test_a_forward_past_its_deadline_is_504_and_stops(client: httpx.AsyncC
 async def test_the_server_caps_the_clients_deadline(anyio_backend: str) -> None:
     settings = make_settings(slice_macs=2e7, request_timeout_s=0.3, max_tensor_elements=50_000_000)
     async for c in open_client(settings):
-        t0 = time.perf_counter()
         r = await c.post("/v1/rnn/forward", json=long_body(),
                          headers={"X-Request-Timeout": "1000"}, timeout=60)  # fmt: skip
-        assert r.status_code == 504, r.text[:300]
-        assert time.perf_counter() - t0 < 5
+        assert r.status_code == 504, r.text[:300]  # the server's 0.3 s, not the client's 1000
+        assert "deadline of 0.3s" in r.json()["detail"]
         # without the header, the server's deadline holds too
         r = await c.post("/v1/rnn/forward", json=long_body(), timeout=60)
         assert r.status_code == 504

@@ -158,12 +158,9 @@ def test_sigterm_drains_the_forward_in_flight(container: Container) -> None:
     t = threading.Thread(target=long_forward)
     t.start()
     time.sleep(1.5)  # the forward is running
-    sent = time.monotonic()
     engine("kill", "--signal", "TERM", container.name)
     t.join(60)
     waited = engine("wait", container.name, timeout=60)
-    took = time.monotonic() - sent
     assert answer["r"].status_code == 200, answer["r"].text
     assert answer["r"].json()["output_shape"] == [3000, 1, 1024]
     assert waited.stdout.strip().splitlines()[-1] == "0", container.logs()
-    assert took < 20 + 5, took
