@@ -66,7 +66,10 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._in_head = True  # a head is arriving (or is the next thing to arrive)
-        self._head_bytes = 0  # of the head arriving, as far as whole reads show it
+        self._head_bytes = 0  # of the head arriving, as far as the reads show it
+        self._seen_bytes = 0  # of the head arriving, as its callbacks have shown it
+        self._began = False  # a head began in the read being parsed
+        self._boundary = False  # a head began or ended, or a message ended, in that read
         self._header_count = 0
         self._refused = False  # answered 431: whatever else arrives is ignored
 
@@ -97,9 +100,13 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
+        self._began = self._boundary = False
         super().data_received(data)
         if self._in_head and not self._refused:  # this read ended inside a head
-            self._head_bytes += len(data)
+            if self._began:  # the head began in this read: what its callbacks have shown of it
+                self._head_bytes = self._seen_bytes
+            elif not self._boundary:  # the whole read is inside a head that began earlier
+                self._head_bytes += len(data)
             if self._head_bytes > self.max_header_bytes:
                 self._refuse_head(
                     f"the request head is over {self.max_header_bytes} bytes "
@@ -108,21 +115,24 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._header_count = 0
+        self._header_count = self._head_bytes = self._seen_bytes = 0
+        self._began = self._boundary = True
         if self._deadline is None:  # a later request on a kept-alive connection
             self._arm(self.header_timeout_s, self._head_too_slow)
 
     def on_url(self, url: bytes) -> None:
+        self._seen_bytes += len(url)
         if not self._refused:
             super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
+        self._seen_bytes += len(name) + len(value) + 4
         if self._header_count <= self.max_headers:
             super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._in_head, self._head_bytes = False, 0
+        self._in_head, self._boundary = False, True
         if self._refused:
             return
         if self._header_count > self.max_headers:
@@ -141,7 +151,7 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._in_head = True  # the next request's head, if any, comes next
+        self._in_head, self._boundary = True, True  # the next request's head, if any, is next
         if self._refused:
             return
         self._disarm()

@@ -9,6 +9,7 @@ folder see each other's changes through `version()`, a cheap stat of the two fil
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import time
@@ -186,8 +187,9 @@ class Repository:
             _fsync_dir(staging)
             try:
                 os.rename(staging, target)  # fails if another replica created it meanwhile
-            except OSError:
-                if target.exists():
+            except OSError as exc:
+                # it existed as we renamed (even if deleted again since): taken, not a failure
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) or target.exists():
                     return False
                 raise
             _fsync_dir(self.root)
