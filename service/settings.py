@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.cpus import usable_cpus
 from service.schemas.config import RNNConfig
 
 
@@ -232,7 +233,5 @@ def frontends_for(settings: Settings) -> int:
     """
     if settings.frontends:
         return settings.frontends
-    from service.engine.device import usable_cpus
-
     cpus = usable_cpus()
     return 1 if cpus <= 2 else min(cpus // 2, 8)

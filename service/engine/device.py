@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import warnings
-from pathlib import Path
 
 import torch
 
+from service.cpus import usable_cpus
 from service.settings import Settings
 
 
@@ -19,21 +18,6 @@ def resolve_device(spec: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"RNN_SERVE_DEVICE={spec} but torch sees no CUDA device")
     return device
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on: its affinity, within a cgroup's CPU quota if any."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()  # cgroup v2
-        if quota != "max":
-            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cpus)
 
 
 def torch_threads(settings: Settings) -> int:

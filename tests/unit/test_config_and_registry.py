@@ -133,7 +133,7 @@ def test_torch_threads_leave_a_core_to_the_event_loop(monkeypatch: pytest.Monkey
 def test_usable_cpus_follow_affinity_and_cgroup_quota(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from service.engine import device
+    from service import cpus as device
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
@@ -142,7 +142,7 @@ def test_usable_cpus_follow_affinity_and_cgroup_quota(
     def fake_path(p: str) -> Path:
         return quota if p == "/sys/fs/cgroup/cpu.max" else Path(p)
 
-    monkeypatch.setattr("service.engine.device.Path", fake_path)
+    monkeypatch.setattr("service.cpus.Path", fake_path)
     quota.write_text("max 100000\n")
     assert device.usable_cpus() == 4  # affinity, not the 64 CPUs of the host
     quota.write_text("150000 100000\n")
