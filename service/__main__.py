@@ -136,7 +136,7 @@ def serve_with_frontends(settings: Settings, frontends: int) -> None:
     os.environ["RNN_SERVE_ENGINE_SOCKET"] = socket_path
     import uvicorn
 
-    from service.engine.remote import EngineThread
+    from service.engine.process import EngineThread
     from service.logs import configure as configure_logging
 
     configure_logging(settings.log_level, settings.log_format)

@@ -1,6 +1,6 @@
 """Prometheus metrics, one CollectorRegistry per app (tests build many apps in one process).
 
-With several processes (front-ends and the engine, see `service.engine.remote`), rnn-serve sets
+With several processes (front-ends and the engine, see `service.engine.transport`), rnn-serve sets
 PROMETHEUS_MULTIPROC_DIR for all of them: prometheus-client then keeps every process's values in
 files there, and whichever process answers /metrics reports the sum over all of them.
 """

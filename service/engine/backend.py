@@ -2,7 +2,7 @@
 sessions whose state lives there. One per device, whatever number of processes serve HTTP.
 
 `LocalBackend` runs in the process that serves HTTP (one front-end). With several front-end
-processes, each talks to the one engine process through `service.engine.remote`, whose client
+processes, each talks to the one engine process through `service.engine.transport`, whose client
 has this same interface, so the data plane above does not know which it has.
 """
 

@@ -2,7 +2,7 @@
 
 The registry's modules, the engine (batcher and worker thread), the sessions and their sweeper,
 and the warm-up of the default model. A single-process server runs it inside its app's lifespan;
-with several front-end processes it runs in the engine process (`service.engine.remote`).
+with several front-end processes it runs in the engine process (`service.engine.transport`).
 """
 
 from __future__ import annotations

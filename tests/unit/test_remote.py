@@ -15,8 +15,9 @@ import pytest
 
 from service.engine.codec import WireTensor
 from service.engine.host import EngineHost
-from service.engine.remote import EngineServer, RemoteBackend
 from service.engine.shm import Arena
+from service.engine.transport.client import RemoteBackend
+from service.engine.transport.server import EngineServer
 from service.engine.validate import Inputs, validate_forward
 from service.errors import InvalidInput, SessionNotFound
 from service.metrics import Metrics
