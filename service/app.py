@@ -18,7 +18,7 @@ from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import __version__
-from service.api import health, problems, sessions, v1, v2
+from service.api import docs, health, problems, sessions, v1, v2
 from service.api.auth import Keys
 from service.api.deps import Readiness
 from service.api.edge import Edge
@@ -27,7 +27,7 @@ from service.api.routing import mount
 from service.dataplane import DataPlane
 from service.engine.backend import Backend
 from service.engine.host import EngineHost, freeze_startup_objects
-from service.engine.remote import RemoteBackend
+from service.engine.transport.client import RemoteBackend
 from service.metrics import Metrics
 from service.registry import Registry
 from service.settings import Settings
@@ -60,10 +60,11 @@ DESCRIPTION = (
 class App(FastAPI):
     """FastAPI with rnn-serve's edge in front (`service.api.edge`).
 
-    Every HTTP request crosses the edge first (request id, body limit, metrics, access log);
-    lean routes are served there, and every other request goes on through FastAPI's exception
-    handling and router. FastAPI's own body-limit and telemetry layers are left out: the edge
-    does that job, answering problem+json.
+    Every HTTP request crosses the edge first (request id, body limit, metrics, access log) —
+    after any middleware added with `add_middleware`; lean routes are served there, and every
+    other request goes on through FastAPI's exception handling and router. FastAPI's own
+    body-limit and telemetry layers are left out: the edge does that job, answering
+    problem+json.
     """
 
     def __init__(self, *, edge: dict[str, Any], **kwargs: Any) -> None:
@@ -76,7 +77,12 @@ class App(FastAPI):
         app: ASGIApp = AsyncExitStackMiddleware(self.router)  # FastAPI's routes require it
         app = ExceptionMiddleware(app, handlers=handlers, debug=self.debug)
         app = ServerErrorMiddleware(app, handler=unexpected, debug=self.debug)
-        return Edge(app, self.router.routes, **self._edge_options)
+        app = Edge(app, self.router.routes, **self._edge_options)
+        # Middleware added with app.add_middleware() wraps the edge, so that it sees every
+        # request, the lean routes' too (none is added by rnn-serve itself).
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # HTTP goes straight to the stack (FastAPI's and Starlette's own __call__ check for
@@ -166,10 +172,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         separate_input_output_schemas=False,
+        docs_url=None,  # served by service.api.docs, from the package (no CDN)
+        redoc_url=None,
     )
     problems.install(app)
     # One routing table; the forward routes come first, since the router tries routes in order.
-    mount(app, v1.forwards, v2.router, sessions.chunks, v1.router, sessions.router, health.router)
+    mount(
+        app, v1.forwards, v2.router, sessions.chunks, v1.router, sessions.router, health.router,
+        docs.router,
+    )  # fmt: skip
     app.openapi = openapi_factory(app)  # type: ignore[method-assign]
     return app
 

@@ -93,6 +93,21 @@ class ModelList(BaseModel):
     models: list[ModelInfo]
 
 
+class Links(BaseModel):
+    """`GET /`: where the docs, health, metrics and the two APIs are."""
+
+    name: str
+    version: str
+    docs: str = Field(description="Swagger UI (served from the package: works offline).")
+    redoc: str
+    openapi: str
+    health: str
+    ready: str
+    metrics: str
+    v1: str = Field(description="The native API (its model list).")
+    v2: str = Field(description="The Open Inference Protocol (server metadata).")
+
+
 class Status(BaseModel):
     status: str
 

@@ -1,0 +1,88 @@
+"""The interactive API docs (Swagger UI at /docs, ReDoc at /redoc) with their scripts and styles
+served from the installed `fastapi-offline` package, never a CDN: they work on an air-gapped
+cluster. And `GET /`: where everything is."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import fastapi_offline
+from fastapi import Request
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import HTMLResponse
+from starlette.responses import Response
+
+from service import __version__
+from service.api import problems, routing
+from service.errors import ModelNotFound
+from service.schemas.api import Links
+
+router = routing.router("", "docs")
+ASSETS = Path(fastapi_offline.__file__).parent / "static"
+_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
+ASSET_NAMES = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
+_PREFIX = "/docs/assets"
+LINKS = Links(
+    name="rnn-serve", version=__version__, docs="/docs", redoc="/redoc",
+    openapi="/openapi.json", health="/healthz", ready="/readyz", metrics="/metrics",
+    v1="/v1/models", v2="/v2",
+)  # fmt: skip
+
+
+@functools.cache
+def _asset(name: str) -> bytes:
+    return (ASSETS / name).read_bytes()
+
+
+@router.get("/", summary="Where everything is: docs, health, metrics and the two APIs",
+            responses={200: {"content": {"text/html": {}}}})  # fmt: skip
+async def index(request: Request) -> Response:
+    if "text/html" in request.headers.get("accept", ""):
+        items = "".join(
+            f'<li><a href="{url}">{name}</a></li>'
+            for name, url in LINKS.model_dump().items()
+            if name not in ("name", "version")
+        )
+        page = f"<!doctype html><title>rnn-serve</title><h1>rnn-serve {__version__}</h1>"
+        return HTMLResponse(f"{page}<ul>{items}</ul>")
+    return Response(LINKS.model_dump_json(), media_type="application/json")
+
+
+@router.get("/docs", include_in_schema=False)
+async def swagger_ui() -> HTMLResponse:
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json", title="rnn-serve — Swagger UI",
+        swagger_js_url=f"{_PREFIX}/swagger-ui-bundle.js",
+        swagger_css_url=f"{_PREFIX}/swagger-ui.css",
+        swagger_favicon_url=f"{_PREFIX}/favicon.png",
+        oauth2_redirect_url="/docs/oauth2-redirect",
+    )  # fmt: skip
+
+
+@router.get("/docs/oauth2-redirect", include_in_schema=False)
+async def swagger_ui_redirect() -> HTMLResponse:
+    return get_swagger_ui_oauth2_redirect_html()
+
+
+@router.get("/redoc", include_in_schema=False)
+async def redoc() -> HTMLResponse:
+    return get_redoc_html(
+        openapi_url="/openapi.json", title="rnn-serve — ReDoc",
+        redoc_js_url=f"{_PREFIX}/redoc.standalone.js", redoc_favicon_url=f"{_PREFIX}/favicon.png",
+        with_google_fonts=False,
+    )  # fmt: skip
+
+
+@router.get("/docs/assets/{name}", include_in_schema=False, responses=problems.responses(404))
+async def asset(name: str) -> Response:
+    if name not in ASSET_NAMES:
+        raise ModelNotFound(f"no docs asset {name!r}")
+    return Response(
+        _asset(name), media_type=_TYPES[Path(name).suffix],
+        headers={"Cache-Control": "public, max-age=86400"},
+    )  # fmt: skip
