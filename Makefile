@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # RNN_SERVE_* environment variables are honoured as they are.
 ARGS   ?=
 
-.PHONY: run test check fmt openapi image container-test bench bench-capacity bench-publish bench-fairness soak clean
+.PHONY: run test test-fast docs docs-serve check fmt openapi image container-test bench bench-capacity bench-publish bench-fairness soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,20 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.runtime
 	$(BIN)/rnn-serve $(ARGS)
 
+# The whole suite, with coverage of service/ (the floor is set in pyproject.toml).
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --cov=service --cov=rnn_serve_client --cov-report=term:skip-covered $(PYTEST_ARGS)
+
+# The quick loop: unit and in-process API tests (no server processes, no fuzzing), no coverage.
+test-fast: $(VENV)/.dev
+	$(BIN)/python -m pytest -q tests/unit tests/api tests/test_openapi.py $(PYTEST_ARGS)
+
+# The documentation site (docs/ with mkdocs-material), strict: a broken link fails it.
+docs: $(VENV)/.dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: $(VENV)/.dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8001
 
 check: $(VENV)/.dev
 	$(BIN)/ruff check service clients tests bench examples
@@ -82,4 +94,4 @@ openapi: $(VENV)/.runtime
 	$(BIN)/python -m service.openapi_export openapi/openapi.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage site

@@ -557,6 +557,7 @@ def write_report(
         *[f"| {r['mode']} | {r['chunks_per_s']:.1f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |" for r in streaming],
         "",
         *capacity_section(),
+        *measured_by_hand(),
         "## All runs",
         "",
         "| scenario | server | concurrency | req/s | p50 ms | p90 ms | p99 ms | CPU ms/req | seqs/forward | non-2xx |",
@@ -700,6 +701,13 @@ def plot(results: list[Result], floors: dict[tuple[str, int, int], float]) -> No
     fig.tight_layout()
     fig.savefig(OUT / "encodings.png", dpi=110)
     plt.close(fig)
+
+
+def measured_by_hand() -> list[str]:
+    """The dated figures of the benchmarks run outside this one (fairness, soak), kept in
+    bench/MEASURED.md, so that every published report carries them."""
+    path = BENCH / "MEASURED.md"
+    return [path.read_text(), ""] if path.exists() else []
 
 
 def report_again() -> None:
