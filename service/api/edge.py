@@ -282,15 +282,15 @@ class Edge:
         try:
             await self.inner(scope, limited, send_wrapper)
         except Exception:
-            # Starlette's ServerErrorMiddleware has answered 500 and re-raises; caught here, the
-            # server keeps the connection (the client did nothing wrong on it).
-            log.exception(
-                "unhandled error on %s %s (request id %s)",
-                scope["method"], scope["path"], request_id,
-            )  # fmt: skip
+            # Starlette's ServerErrorMiddleware has logged it, answered 500 and re-raised; caught
+            # here, the server keeps the connection (the client did nothing wrong on it).
             if started and not finished:
                 raise  # an answer cut short: only closing the connection tells the client
             if not started:
+                log.exception(
+                    "unhandled error on %s %s (request id %s)",
+                    scope["method"], scope["path"], request_id,
+                )  # fmt: skip
                 answer = problem_answer(InternalError("internal server error; see the log"))
                 await _send_answer(send, answer, request_id, close=False)
                 status = answer.status

@@ -1,0 +1,129 @@
+"""The data plane on its own: its admission step (which limit, and where) and its deadline (one
+mechanism from the request to the backend), with a backend that only records what reached it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+import torch
+
+from service.codecs.v1 import V1Forward
+from service.dataplane import DataPlane
+from service.engine.runner import ForwardResult
+from service.engine.validate import ForwardJob
+from service.errors import DeadlineExceeded, Forbidden, PayloadTooLarge
+from service.metrics import Metrics
+from service.registry import ModelSpec, Registry
+from service.schemas.api import InlineForwardRequest
+from service.slow import SlowRequests
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.anyio
+
+
+class RecordingBackend:
+    """Answers zeros of the right shapes; `hold` keeps a forward waiting until it is cancelled."""
+
+    device = "cpu"
+
+    def __init__(self, hold: bool = False) -> None:
+        self.hold = hold
+        self.jobs: list[ForwardJob] = []
+        self.cancelled = 0
+
+    async def forward(self, spec: ModelSpec, job: ForwardJob) -> ForwardResult:
+        self.jobs.append(job)
+        if self.hold:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+        c = spec.config
+        out = np.zeros((job.seq_len, job.batch, c.output_size), np.float32)
+        h = np.zeros((c.state_rows, job.batch, c.h_size), np.float32)
+        return ForwardResult(out, h)
+
+
+def plane(tmp_path: Path, backend: RecordingBackend, **overrides: Any) -> DataPlane:
+    settings = make_settings(model_repository=tmp_path / "repo", **overrides)
+    registry = Registry(settings, torch.device("cpu"), Metrics())
+    slow = SlowRequests(0.01)
+    return DataPlane(settings, registry, backend, Metrics(), "cpu", slow)  # type: ignore[arg-type]
+
+
+def inline(config: dict[str, Any], steps: int, batch: int = 1) -> V1Forward:
+    x = np.zeros((steps, batch, config["input_size"]), np.float32)
+    body = {"config": config, "input": {"shape": list(x.shape), "dtype": "float32",
+            "data": x.reshape(-1).tolist()}}  # fmt: skip
+    return V1Forward(orjson.dumps(body), InlineForwardRequest)
+
+
+SMALL = {"input_size": 2, "hidden_size": 3}
+
+
+async def test_a_forward_within_every_limit_reaches_the_backend(tmp_path: Path) -> None:
+    backend = RecordingBackend()
+    answer = await plane(tmp_path, backend).infer(inline(SMALL, 4, 2), None, {})
+    assert answer.status == 200
+    assert [(j.seq_len, j.batch) for j in backend.jobs] == [(4, 2)]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "config", "steps", "setting"),
+    [
+        ({"max_tensor_elements": 20}, SMALL, 4, "RNN_SERVE_MAX_TENSOR_ELEMENTS"),  # 4*2*3 out
+        ({"max_request_macs": 100.0}, SMALL, 10, "RNN_SERVE_MAX_REQUEST_MACS"),
+        (
+            {"max_unsliced_macs": 100.0},
+            {**SMALL, "bidirectional": True},
+            10,
+            "RNN_SERVE_MAX_UNSLICED_MACS",
+        ),
+    ],
+    ids=["answer-elements", "macs", "unsliced-macs"],
+)
+async def test_admission_refuses_before_anything_runs_and_names_the_limit(
+    tmp_path: Path, overrides: dict[str, Any], config: dict[str, Any], steps: int, setting: str
+) -> None:
+    backend = RecordingBackend()
+    with pytest.raises(PayloadTooLarge, match=setting):
+        await plane(tmp_path, backend, **overrides).infer(inline(config, steps, 2), None, {})
+    assert backend.jobs == []  # refused before the queue
+
+
+async def test_inline_configs_turned_off_are_refused_at_the_door(tmp_path: Path) -> None:
+    backend = RecordingBackend()
+    with pytest.raises(Forbidden, match="RNN_SERVE_INLINE_CONFIGS"):
+        await plane(tmp_path, backend, inline_configs=False).infer(inline(SMALL, 1), None, {})
+    assert backend.jobs == []
+
+
+async def test_the_deadline_cancels_the_backends_work_and_is_a_504(tmp_path: Path) -> None:
+    backend = RecordingBackend(hold=True)
+    dp = plane(tmp_path, backend, request_timeout_s=5.0)
+    with pytest.raises(DeadlineExceeded, match=r"deadline of 0\.05s"):
+        await dp.infer(inline(SMALL, 1), None, {}, timeout_s=0.05)  # the caller's, shorter
+    assert backend.cancelled == 1
+    # the server's deadline caps a longer one the caller asks for
+    dp = plane(tmp_path, backend, request_timeout_s=0.05)
+    with pytest.raises(DeadlineExceeded, match=r"deadline of 0\.05s"):
+        await dp.infer(inline(SMALL, 1), None, {}, timeout_s=1000.0)
+    assert backend.cancelled == 2
+
+
+async def test_a_cancellation_that_is_not_the_deadline_goes_through(tmp_path: Path) -> None:
+    """A client gone (or the server stopping) cancels the task: that is not a 504."""
+    backend = RecordingBackend(hold=True)
+    task = asyncio.ensure_future(plane(tmp_path, backend).infer(inline(SMALL, 1), None, {}))
+    while not backend.jobs:  # noqa: ASYNC110 (the fake backend has no event to wait on)
+        await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert backend.cancelled == 1
