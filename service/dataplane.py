@@ -33,6 +33,7 @@ from service.errors import (
 )
 from service.metrics import Metrics, StageTimers, model_label
 from service.registry import ModelSpec, Registry
+from service.repository_extension import RepositoryExtension
 from service.schemas.api import check_model_name
 from service.schemas.config import RNNConfig
 from service.settings import Settings
@@ -167,6 +168,10 @@ class DataPlane:
         self._max_sequence_id = settings.max_sequence_id_length
         self._slow = slow if slow is not None else SlowRequests(settings.disconnect_check_after_s)
         self._metrics = metrics
+        # the OIP model repository and statistics extensions' door
+        self.repository = RepositoryExtension(
+            registry, backend, metrics, settings.max_batch_sequences
+        )
 
     # --- models ---------------------------------------------------------------------------------
     def model(self, name: str) -> ModelSpec:

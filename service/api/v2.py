@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from anyio import to_thread
+from prometheus_client.samples import Sample
 
 from service import __version__
 from service.api import routing
@@ -16,7 +16,6 @@ from service.api.routing import LeanRequest, OIPRoute
 from service.codecs.oip import HEADER, VERSION, OIPInfer, input_names, metadata, output_names
 from service.dataplane import Answer
 from service.errors import ModelNotFound
-from service.metrics import Metrics
 from service.registry import ModelSpec
 from service.schemas.oip import (
     ErrorBody,
@@ -84,7 +83,7 @@ async def server_ready(request: LeanRequest) -> Answer:
     openapi_extra={**NAME_PARAM, **requires(INFERENCE)},
 )
 async def model_metadata(request: LeanRequest) -> Answer:
-    spec = await to_thread.run_sync(request.plane.model, request.path_params["name"])
+    spec = await request.plane.repository.model(request.path_params["name"])
     return _json(metadata(spec).model_dump_json().encode())
 
 
@@ -95,7 +94,7 @@ async def model_metadata(request: LeanRequest) -> Answer:
     openapi_extra={**NAME_PARAM, **requires(INFERENCE)},
 )
 async def model_ready(request: LeanRequest) -> Answer:
-    spec = await to_thread.run_sync(request.plane.model, request.path_params["name"])
+    spec = await request.plane.repository.model(request.path_params["name"])
     return _json(ModelReady(name=spec.name, ready=True).model_dump_json().encode())
 
 
@@ -204,9 +203,9 @@ def _config(spec: ModelSpec, max_batch: int) -> dict[str, Any]:
     openapi_extra={**NAME_PARAM, **requires(INFERENCE)},
 )
 async def model_config(request: LeanRequest) -> Answer:
-    spec = await to_thread.run_sync(request.plane.model, request.path_params["name"])
-    max_batch = request.scope["state"]["settings"].max_batch_sequences
-    return _json(orjson.dumps(_config(spec, max_batch)))
+    repository = request.plane.repository
+    spec = await repository.model(request.path_params["name"])
+    return _json(orjson.dumps(_config(spec, repository.max_batch_sequences)))
 
 
 # --- the model repository extension ------------------------------------------------------------
@@ -217,11 +216,8 @@ async def model_config(request: LeanRequest) -> Answer:
     responses=_responses(400),
 )
 async def repository_index(request: LeanRequest) -> Answer:
-    plane = request.plane
-    specs = await to_thread.run_sync(plane.registry.list)
     index = []
-    for spec in sorted(specs, key=lambda s: s.name):
-        loaded = await plane.backend.is_loaded(spec)
+    for spec, loaded in await request.plane.repository.index():
         index.append({
             "name": spec.name, "version": VERSION, "state": "READY" if loaded else "UNAVAILABLE",
             "reason": "" if loaded else "not loaded on the device: a request or load builds it",
@@ -236,8 +232,7 @@ async def repository_index(request: LeanRequest) -> Answer:
     responses=_responses(400, 404, 503, 507),
 )
 async def repository_load(request: LeanRequest) -> Answer:
-    spec = await to_thread.run_sync(request.plane.model, request.path_params["name"])
-    await request.plane.backend.load(spec)
+    await request.plane.repository.load(request.path_params["name"])
     return _json(b"{}")
 
 
@@ -248,19 +243,20 @@ async def repository_load(request: LeanRequest) -> Answer:
     responses=_responses(400, 404),
 )
 async def repository_unload(request: LeanRequest) -> Answer:
-    spec = await to_thread.run_sync(request.plane.model, request.path_params["name"])
-    await request.plane.backend.unload(spec)
+    await request.plane.repository.unload(request.path_params["name"])
     return _json(b"{}")
 
 
 # --- the statistics extension --------------------------------------------------------------------
-def _stats(metrics: Metrics, names: list[str]) -> dict[str, Any]:
+STATS_FAMILIES = (
+    "rnn_serve_stage_seconds", "rnn_serve_model_inferences", "rnn_serve_model_executions",
+    "rnn_serve_model_last_inference_timestamp_seconds",
+)  # fmt: skip
+
+
+def _stats(collected: dict[str, list[Sample]], names: list[str]) -> dict[str, Any]:
     """Triton's statistics form, read from the Prometheus metrics (so with several front-end
     processes it counts all of them)."""
-    collected = metrics.samples(
-        "rnn_serve_stage_seconds", "rnn_serve_model_inferences", "rnn_serve_model_executions",
-        "rnn_serve_model_last_inference_timestamp_seconds",
-    )  # fmt: skip
     per: dict[str, dict[tuple[str, str], float]] = {n: {} for n in names}
     for sample in collected["rnn_serve_stage_seconds"]:
         model = sample.labels.get("model")
@@ -305,13 +301,13 @@ def _stats(metrics: Metrics, names: list[str]) -> dict[str, Any]:
 
 
 async def _stats_answer(request: LeanRequest, name: str | None) -> Answer:
-    plane = request.plane
+    repository = request.plane.repository
     if name is None:
-        names = sorted(s.name for s in await to_thread.run_sync(plane.registry.list))
+        names = await repository.names()
     else:
-        names = [(await to_thread.run_sync(plane.model, name)).name]
-    metrics: Metrics = request.scope["state"]["metrics"]
-    return _json(orjson.dumps(await to_thread.run_sync(_stats, metrics, names)))
+        names = [(await repository.model(name)).name]
+    collected = await repository.samples(*STATS_FAMILIES)
+    return _json(orjson.dumps(_stats(collected, names)))
 
 
 @router.get(
