@@ -237,15 +237,9 @@ class Edge:
                     f"the body has {declared} bytes; the limit is {limit} ({setting})"
                 )
             coding = coding_of(scope)
-        except ServiceError as exc:
+        except ServiceError as exc:  # refused before the app reads any of it: close
             answer = problem_answer(exc)
-            await send({
-                "type": "http.response.start", "status": answer.status,
-                "headers": [(b"content-type", answer.media_type.encode()),
-                            (b"content-length", str(len(answer.body)).encode()),
-                            (b"connection", b"close"), header],
-            })  # fmt: skip
-            await send({"type": "http.response.body", "body": answer.body})
+            await _send_answer(send, answer, request_id, close=True)
             return answer.status, "unmatched"
         if coding is not None:  # the app sees the decoded body, of a length not declared
             decoder = BodyDecoder(coding, limit, setting)
