@@ -42,13 +42,14 @@ docs-serve: $(VENV)/.dev
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8001
 
 check: $(VENV)/.dev
-	$(BIN)/ruff check service clients tests bench examples
-	$(BIN)/ruff format --check service clients tests bench examples
+	$(BIN)/ruff check service clients tests bench examples tools
+	$(BIN)/ruff format --check service clients tests bench examples tools
 	$(BIN)/mypy
+	$(BIN)/python -m tools.layers >/dev/null || $(BIN)/python -m tools.layers
 
 fmt: $(VENV)/.dev
-	$(BIN)/ruff check --fix service clients tests bench examples
-	$(BIN)/ruff format service clients tests bench examples
+	$(BIN)/ruff check --fix service clients tests bench examples tools
+	$(BIN)/ruff format service clients tests bench examples tools
 
 $(VENV)/.bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'

@@ -190,10 +190,10 @@ def codec_floor_us(s: Scenario) -> float:
     request, encode an answer of the right shapes (µs a request, median of 5 rounds)."""
     import timeit
 
+    from service.catalog.spec import ModelSpec
+    from service.codecs.pipeline import Served
     from service.codecs.v1 import V1Forward
-    from service.dataplane import Served
-    from service.engine.runner import ForwardResult
-    from service.registry import ModelSpec
+    from service.engine.job import ForwardResult
     from service.schemas.api import ForwardRequest
     from service.schemas.config import RNNConfig
 

@@ -8,9 +8,8 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from fastapi import FastAPI
 from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from starlette.middleware.errors import ServerErrorMiddleware
@@ -20,34 +19,23 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service import __version__
 from service.api import docs, health, problems, sessions, v1, v2
 from service.api.auth import Keys
-from service.api.deps import Readiness
 from service.api.edge import Edge
 from service.api.openapi import openapi_factory
 from service.api.routing import mount
+from service.catalog.catalog import Catalog
 from service.dataplane import DataPlane
 from service.engine.backend import Backend
-from service.engine.host import EngineHost, freeze_startup_objects
 from service.engine.transport.client import RemoteBackend
+from service.gcfreeze import freeze_startup_objects
 from service.metrics import Metrics
-from service.registry import Registry
 from service.settings import Settings
 from service.slow import SlowRequests
 from service.tracing import tracer_for
 
+if TYPE_CHECKING:
+    from service.engine.host import EngineHost
+
 log = logging.getLogger("rnn_serve")
-
-
-async def follow_readiness(plane: DataPlane, readiness: Readiness) -> None:
-    """Ready once the backend is (the default model warm); then this server is ready until it
-    drains."""
-    while True:
-        ready, reason = await plane.backend.ready()
-        if ready:
-            plane.device = plane.backend.device
-            readiness.ready = True
-            return
-        readiness.reason = reason
-        await asyncio.sleep(0.05)
 
 
 DESCRIPTION = (
@@ -119,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         remote: RemoteBackend | None = None
         backend: Backend
         if settings.engine_socket:  # a front-end process: the engine is another process's
-            registry = Registry(settings, torch.device("cpu"), metrics, serving=False)
+            catalog = Catalog(settings, metrics)
             remote = RemoteBackend(
                 settings.engine_socket, settings.shm_arena_bytes, on_engine_lost=_stop_frontend
             )
@@ -131,22 +119,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             backend = remote
             freeze_startup_objects()
         else:
+            # torch is imported here only: a front-end process of a several-process server
+            # never does (the engine process owns the device)
+            from service.engine.host import EngineHost
+
             host = EngineHost(settings, metrics)
             host.start()
-            registry, backend = host.registry, host.backend
-        plane = DataPlane(settings, registry, backend, metrics, backend.device, slow, tracer)
-        readiness = Readiness()
-        watching = asyncio.create_task(follow_readiness(plane, readiness))
+            catalog, backend = host.catalog, host.backend
+        plane = DataPlane(settings, catalog, backend, metrics, backend.device, slow, tracer)
+        watching = asyncio.create_task(plane.follow_readiness())
         try:
-            yield {
-                "settings": settings,
-                "metrics": metrics,
-                "registry": registry,
-                "readiness": readiness,
-                "plane": plane,
-            }
+            yield {"plane": plane}
         finally:
-            readiness.ready, readiness.reason = False, "shutting down"
+            plane.stop()
             watching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watching

@@ -13,29 +13,31 @@ import asyncio
 import hashlib
 import time
 from collections.abc import MutableMapping
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from service.catalog.catalog import Catalog
+from service.catalog.spec import ModelSpec
+from service.codecs.pipeline import Codec, Encoded, Sequence, Served, StateCodec
 from service.engine.backend import Backend, SessionView
-from service.engine.codec import WireTensor
-from service.engine.portable import SessionState
-from service.engine.runner import ForwardResult
-from service.engine.validate import C0, H0, ForwardJob, Inputs, validate_forward
+from service.engine.job import ForwardJob, Inputs
+from service.engine.validate import C0, H0, validate_forward
 from service.errors import (
     DeadlineExceeded,
     Forbidden,
     InvalidInput,
     ModelNotFound,
+    NotReady,
     PayloadTooLarge,
     SessionNotFound,
 )
 from service.metrics import Metrics, StageTimers, model_label
-from service.registry import ModelSpec, Registry
 from service.repository_extension import RepositoryExtension
 from service.schemas.api import check_model_name
 from service.schemas.config import RNNConfig
+from service.session_extension import SessionExtension
 from service.settings import Settings
 from service.slow import SlowRequests
 from service.tracing import forward_spans
@@ -44,71 +46,15 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
 
-@dataclass(frozen=True)
-class Sequence:
-    """The OIP sequence extension's parameters: a stream whose state the server holds."""
-
-    id: str
-    start: bool = False
-    end: bool = False
-    numeric: bool = False  # a uint64 id: 1 and "1" are different sequences
-
-
-@dataclass(slots=True)  # values: never changed once made (not frozen: that costs per request)
-class Decoded:
-    """What a codec makes of a forward request."""
-
-    inputs: Inputs
-    sequence: Sequence | None = None
-    start_step: int | None = None  # the step a session chunk expects to start at
-
-
-@dataclass(slots=True)
-class Served:
-    """What a codec encodes: the model, the result, and where it ran."""
-
-    spec: ModelSpec
-    result: ForwardResult
-    device: str
-    session: SessionView | None = None
-
-
-@dataclass(slots=True)
-class Answer:
-    """A protocol's answer, protocol-neutral enough to hand to any web framework."""
-
-    body: bytes
-    media_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
-    status: int = 200
-
-
-class Codec(Protocol):
-    """One protocol's wire format for a forward (see `service.codecs`)."""
-
-    def inline_config(self) -> RNNConfig:
-        """The config carried by the request itself (v1's /v1/rnn/forward)."""
-        ...
-
-    def decode(self, config: RNNConfig, max_elements: int) -> Decoded: ...
-
-    def encode(self, served: Served) -> Answer: ...
-
-
-class StateCodec(Protocol):
-    """A protocol's wire format for opening a session: an optional initial state, or an
-    exported one to resume."""
-
-    def decode_import(self, config: RNNConfig, max_elements: int) -> SessionState | None: ...
-
-    def decode_state(
-        self, config: RNNConfig, max_elements: int
-    ) -> tuple[WireTensor | None, WireTensor | None, int | None]:
-        """(h0, c0, batch_size)"""
-        ...
-
-
 LogFields = MutableMapping[str, Any]
+
+
+@dataclass
+class Readiness:
+    """Ready once the backend is (the default model warm); not ready while draining."""
+
+    ready: bool = False
+    reason: str = "warming up the default model"
 
 
 def _digest(job: ForwardJob) -> str:
@@ -149,7 +95,7 @@ class DataPlane:
     def __init__(
         self,
         settings: Settings,
-        registry: Registry,
+        catalog: Catalog,
         backend: Backend,
         metrics: Metrics,
         device: str,
@@ -157,7 +103,7 @@ class DataPlane:
         tracer: Tracer | None = None,
     ) -> None:
         self._tracer = tracer
-        self.registry = registry
+        self.catalog = catalog
         self.backend = backend
         self.device = device  # the serving device's type, as answers report it
         self._max_elements = settings.max_tensor_elements
@@ -170,30 +116,65 @@ class DataPlane:
         self._metrics = metrics
         # the OIP model repository and statistics extensions' door
         self.repository = RepositoryExtension(
-            registry, backend, metrics, settings.max_batch_sequences
+            catalog, backend, metrics, settings.max_batch_sequences
         )
+        self.sessions = SessionExtension(backend)  # the sessions' door, besides their chunks
+        self.readiness = Readiness()
+        self._default_model = settings.default_model_name
+
+    # --- health ---------------------------------------------------------------------------------
+    async def follow_readiness(self) -> None:
+        """Ready once the backend is (the default model warm); then this server is ready until
+        it drains (`stop`)."""
+        while True:
+            ready, reason = await self.backend.ready()
+            if ready:
+                self.device = self.backend.device
+                self.readiness.ready = True
+                return
+            self.readiness.reason = reason
+            await asyncio.sleep(0.05)
+
+    def stop(self, reason: str = "shutting down") -> None:
+        self.readiness.ready, self.readiness.reason = False, reason
+
+    def check_ready(self) -> None:
+        """NotReady (503) with the reason, unless the default model can be served now: warm,
+        not draining, and not deleted or broken by hand since."""
+        if not self.readiness.ready:
+            raise NotReady(self.readiness.reason)
+        try:
+            self.catalog.get(self._default_model)
+        except ModelNotFound:
+            raise NotReady(
+                f"the default model {self._default_model!r} is gone from the model repository"
+            ) from None
+
+    def metrics_exposition(self) -> bytes:
+        """The Prometheus text exposition, summed over every process."""
+        return self._metrics.render()
 
     # --- models ---------------------------------------------------------------------------------
     def model(self, name: str) -> ModelSpec:
         """A registered model's spec as the repository has it now; 422 for a bad name, 404."""
-        return self.registry.get(check_model_name(name))
+        return self.catalog.get(check_model_name(name))
 
     # --- forwards -------------------------------------------------------------------------------
     async def infer(
         self,
         codec: Codec,
-        name: str | None,
+        model: str | RNNConfig,
         log: LogFields,
         owner: str | None = None,
         timeout_s: float | None = None,
-    ) -> Answer:
-        """A forward with the registered model `name`, or with the codec's inline config.
+    ) -> Encoded:
+        """A forward with the registered model of that name, or with an inline config.
         `timeout_s`: the caller's own deadline, capped by the server's."""
         started = time.perf_counter()
-        if name is not None:
-            spec = self.model(name)
+        if isinstance(model, str):
+            spec = self.model(model)
         elif self._inline_configs:
-            spec = self.registry.inline(codec.inline_config())
+            spec = self.catalog.inline(model)
         else:
             raise Forbidden(
                 "inline configs are turned off on this server (RNN_SERVE_INLINE_CONFIGS=false): "
@@ -208,12 +189,12 @@ class DataPlane:
         log: LogFields,
         owner: str | None = None,
         timeout_s: float | None = None,
-    ) -> Answer:
+    ) -> Encoded:
         """The next chunk of a v1 session: the state carries over."""
         started = time.perf_counter()
         view = await self.backend.session(session_id, owner)
         try:
-            spec = self.registry.get(view.model)
+            spec = self.catalog.get(view.model)
         except ModelNotFound:
             await self.backend.end_model(view.model)
             raise SessionNotFound(
@@ -230,7 +211,7 @@ class DataPlane:
         session_id: str | None = None,
         owner: str | None = None,
         timeout_s: float | None = None,
-    ) -> Answer:
+    ) -> Encoded:
         """The pipeline, once for every protocol: decode, validate, queue and run, encode."""
         timers = self._metrics.stages_for(model_label(spec.name, spec.inline))
         try:
@@ -252,7 +233,7 @@ class DataPlane:
         session_id: str | None,
         owner: str | None,
         timeout_s: float | None,
-    ) -> Answer:
+    ) -> Encoded:
         decoded = codec.decode(spec.config, self._max_elements)
         inputs, sequence = decoded.inputs, decoded.sequence
         if sequence is not None:

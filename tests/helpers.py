@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from typing import Any
 
 import httpx
 import numpy as np
 import torch
+
+from service.catalog.catalog import Catalog
+from service.catalog.spec import ModelSpec
+from service.engine.modules import ModuleCache
+from service.engine.weights import seeded_weights
+from service.metrics import Metrics
+from service.schemas.config import RNNConfig
+from service.settings import Settings
 
 
 def flat(arr: np.ndarray, dtype: str = "float32") -> dict[str, Any]:
@@ -56,3 +65,21 @@ async def chunk(c: httpx.AsyncClient, sid: str, x: np.ndarray, **body: Any) -> h
     return await c.post(
         f"/v1/sessions/{sid}/forward", json={"input": b64(x), "output_encoding": "b64", **body}
     )
+
+
+class Models:
+    """The catalog and the engine's module cache over it, as the engine host joins them."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.catalog = Catalog(settings, metrics)
+        self.modules = ModuleCache(settings, self.catalog, torch.device("cpu"), metrics)
+
+    def register(self, name: str, config: RNNConfig) -> ModelSpec:
+        return self.catalog.register(name, config, lambda: seeded_weights(config))[0]
+
+    def inline_module(self, config: RNNConfig) -> object:
+        return self.modules.module_for(ModelSpec.of_inline(config))
+
+    def module(self, name: str, config: RNNConfig | None = None) -> object:
+        spec = self.catalog.get(name)
+        return self.modules.module_for(spec if config is None else replace(spec, config=config))

@@ -32,11 +32,12 @@ from typing import TYPE_CHECKING, Any
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.answer import status_of
 from service.api.auth import ADMIN, Keys, required_scope
 from service.api.encoding import BodyDecoder, coding_of
 from service.api.problems import problem_answer
 from service.api.routing import InternalError, LeanRequest, LeanRoute
-from service.dataplane import Answer
+from service.codecs.pipeline import Encoded
 from service.errors import ClientDisconnected, PayloadTooLarge, ServiceError, Unauthorized
 from service.logs import ACCESS
 from service.metrics import Metrics
@@ -135,7 +136,7 @@ class Edge:
                 scope["path_params"] = dict(found.path_params)
                 answer, close = await self._serve(lean, scope, receive)
                 await _send_answer(send, answer, request_id, close)
-                status = answer.status
+                status = status_of(answer)
             self._record(scope, method, route, status, start, request_id)
             if span is not None:
                 span.end(status)
@@ -180,7 +181,9 @@ class Edge:
                 return int(value)
         return None
 
-    async def _serve(self, route: LeanRoute, scope: Scope, receive: Receive) -> tuple[Answer, bool]:
+    async def _serve(
+        self, route: LeanRoute, scope: Scope, receive: Receive
+    ) -> tuple[Encoded, bool]:
         """A lean route's answer, and whether to close the connection (a body left unread)."""
         limit, setting = self._limit(scope)
         declared = self._declared_length(scope)
@@ -373,7 +376,7 @@ def _without_body(send: Send) -> Send:
     return head_send
 
 
-async def _send_answer(send: Send, answer: Answer, request_id: str, close: bool) -> None:
+async def _send_answer(send: Send, answer: Encoded, request_id: str, close: bool) -> None:
     headers = [
         (b"content-type", answer.media_type.encode()),
         (b"content-length", str(len(answer.body)).encode()),
@@ -382,7 +385,7 @@ async def _send_answer(send: Send, answer: Answer, request_id: str, close: bool)
     ]
     if close:
         headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.start", "status": status_of(answer), "headers": headers})
     await send({"type": "http.response.body", "body": answer.body})
 
 

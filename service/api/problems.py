@@ -19,8 +19,10 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from service import errors as e
+from service.api.answer import Answer
+from service.api.answer import status_of as answer_status
 from service.codecs.envelope import invalid
-from service.dataplane import Answer
+from service.codecs.pipeline import Encoded
 
 log = logging.getLogger("rnn_serve.errors")
 
@@ -129,8 +131,8 @@ def oip_error_answer(exc: e.ServiceError) -> Answer:
     return Answer(body, "application/json", _headers(exc) or {}, status)
 
 
-def response_of(answer: Answer) -> Response:
-    return Response(answer.body, answer.status, answer.headers, answer.media_type)
+def response_of(answer: Encoded) -> Response:
+    return Response(answer.body, answer_status(answer), answer.headers, answer.media_type)
 
 
 def service_error_response(exc: e.ServiceError) -> Response:

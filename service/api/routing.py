@@ -24,8 +24,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Scope
 
+from service.api.answer import Answer
 from service.api.problems import oip_error_answer, problem_answer, response_of
-from service.dataplane import Answer, DataPlane
+from service.codecs.pipeline import Encoded
+from service.dataplane import DataPlane
 from service.errors import ClientDisconnected, InvalidInput, ServiceError
 
 
@@ -87,7 +89,7 @@ class LeanRequest(Request):
         return fields
 
 
-LeanEndpoint = Callable[[LeanRequest], Awaitable[Answer]]
+LeanEndpoint = Callable[[LeanRequest], Awaitable[Encoded]]
 
 
 class LeanRoute(APIRoute):
@@ -95,7 +97,7 @@ class LeanRoute(APIRoute):
         kwargs["response_model"] = None  # endpoints return an Answer, not a model
         super().__init__(path, endpoint, **kwargs)
 
-    async def serve(self, request: LeanRequest) -> Answer:
+    async def serve(self, request: LeanRequest) -> Encoded:
         """The endpoint's answer; domain errors answered in the route's protocol's form."""
         endpoint: LeanEndpoint = self.endpoint
         try:

@@ -14,13 +14,14 @@ from fastapi import Request, Response
 from service.api import problems, routing
 from service.api.auth import INFERENCE, requires
 from service.api.body import json_body, lean_json_body
-from service.api.deps import ModelNamePath
+from service.api.deps import ModelNamePath, PlaneDep
 from service.api.openapi import json_body_schema
 from service.api.routing import LeanRequest, LeanRoute
+from service.codecs.pipeline import Encoded
+from service.codecs.state import to_json
 from service.codecs.v1 import V1Forward, V1OpenSession
-from service.dataplane import Answer, DataPlane
-from service.engine.backend import Backend, SessionView
-from service.engine.portable import to_json, to_safetensors
+from service.engine.backend import SessionView
+from service.engine.state import to_safetensors
 from service.schemas.api import ChunkResponse, ExportedState, OpenSession, SessionChunk, SessionInfo
 
 router = routing.router("/v1", "sessions")
@@ -42,11 +43,6 @@ def info(view: SessionView) -> SessionInfo:
     )
 
 
-def _backend(request: Request) -> Backend:
-    backend: Backend = request.state.plane.backend
-    return backend
-
-
 @router.post(
     "/models/{name}/sessions",
     summary="Open a streaming session",
@@ -57,8 +53,7 @@ def _backend(request: Request) -> Backend:
         **problems.responses(400, 404, 409, 413, 415, 422, 429, 503),
     },
 )
-async def open_session(name: ModelNamePath, request: Request) -> SessionInfo:
-    plane: DataPlane = request.state.plane
+async def open_session(name: ModelNamePath, request: Request, plane: PlaneDep) -> SessionInfo:
     spec = plane.model(name)  # 404 before reading the body
     content_type = request.headers.get("content-type")
     if (content_type or "").split(";", 1)[0].strip().lower() == STATE_MEDIA_TYPE:
@@ -86,7 +81,7 @@ async def open_session(name: ModelNamePath, request: Request) -> SessionInfo:
         **problems.responses(400, 404, 409, 410, 413, 415, 422, 429, 503, 504, 507),
     },
 )
-async def session_forward(request: LeanRequest) -> Answer:
+async def session_forward(request: LeanRequest) -> Encoded:
     codec = V1Forward(lean_json_body(request), SessionChunk)
     session_id = request.path_params["session_id"]
     return await request.plane.chunk(
@@ -100,8 +95,8 @@ async def session_forward(request: LeanRequest) -> Answer:
     openapi_extra=requires(INFERENCE),
     responses=problems.responses(404, 410, 422, 503),
 )
-async def get_session(session_id: str, request: Request) -> SessionInfo:
-    return info(await _backend(request).session(session_id, request.scope.get("key_id")))
+async def get_session(session_id: str, request: Request, plane: PlaneDep) -> SessionInfo:
+    return info(await plane.sessions.info(session_id, request.scope.get("key_id")))
 
 
 @router.delete(
@@ -112,8 +107,8 @@ async def get_session(session_id: str, request: Request) -> SessionInfo:
     response_class=Response,
     responses=problems.responses(404, 422),
 )
-async def close_session(session_id: str, request: Request) -> Response:
-    await _backend(request).close_session(session_id, request.scope.get("key_id"))
+async def close_session(session_id: str, request: Request, plane: PlaneDep) -> Response:
+    await plane.sessions.close(session_id, request.scope.get("key_id"))
     return Response(status_code=204)
 
 
@@ -132,9 +127,12 @@ async def close_session(session_id: str, request: Request) -> Response:
     },
 )
 async def export_state(
-    session_id: str, request: Request, format: Literal["json", "safetensors"] | None = None
+    session_id: str,
+    request: Request,
+    plane: PlaneDep,
+    format: Literal["json", "safetensors"] | None = None,
 ) -> Response:
-    state = await _backend(request).export_state(session_id, request.scope.get("key_id"))
+    state = await plane.sessions.export(session_id, request.scope.get("key_id"))
     binary = format == "safetensors" or (
         format is None and STATE_MEDIA_TYPE in request.headers.get("accept", "")
     )
@@ -153,5 +151,5 @@ async def export_state(
     openapi_extra=requires(INFERENCE),
     responses={201: {"model": SessionInfo}, **problems.responses(404, 409, 410, 422, 429, 503)},
 )
-async def fork_session(session_id: str, request: Request) -> SessionInfo:
-    return info(await _backend(request).fork_session(session_id, request.scope.get("key_id")))
+async def fork_session(session_id: str, request: Request, plane: PlaneDep) -> SessionInfo:
+    return info(await plane.sessions.fork(session_id, request.scope.get("key_id")))

@@ -1,4 +1,4 @@
-"""The native v1 API: forwards with inline or registered models, and the model registry.
+"""The native v1 API: forwards with inline or registered models, and the model repository.
 
 The forward routes are thin adapters over the data plane (service.dataplane): read the body,
 hand it to the v1 codec and the data plane, write the answer.
@@ -6,20 +6,20 @@ hand it to the v1 codec and the data plane, write the answer.
 
 from __future__ import annotations
 
-from anyio import to_thread
 from fastapi import Request, Response
 
 from service.api import problems, routing
 from service.api.auth import ADMIN, INFERENCE, requires
 from service.api.body import json_body, lean_json_body
-from service.api.deps import ModelNamePath, RegistryDep
+from service.api.deps import ModelNamePath, PlaneDep
 from service.api.openapi import NAME_PARAM, json_body_schema
 from service.api.routing import LeanRequest, LeanRoute
+from service.catalog.spec import ModelSpec
 from service.codecs.envelope import loads, parse
+from service.codecs.pipeline import Encoded
 from service.codecs.v1 import V1Forward
-from service.dataplane import Answer, DataPlane
+from service.dataplane import DataPlane
 from service.errors import UnsupportedMediaType
-from service.registry import ModelSpec
 from service.schemas.api import (
     ForwardRequest,
     ForwardResponse,
@@ -42,9 +42,10 @@ _JSON_ERRORS = problems.responses(400, 413, 415, 422)
     openapi_extra={**json_body_schema(InlineForwardRequest), **requires(ADMIN)},
     responses={200: {"model": ForwardResponse}, **_FORWARD_ERRORS},
 )
-async def forward_inline(request: LeanRequest) -> Answer:
+async def forward_inline(request: LeanRequest) -> Encoded:
     codec = V1Forward(lean_json_body(request), InlineForwardRequest)
-    return await request.plane.infer(codec, None, request.log_fields, None, request.timeout_s)
+    config = codec.inline_config()
+    return await request.plane.infer(codec, config, request.log_fields, None, request.timeout_s)
 
 
 @forwards.post(
@@ -53,7 +54,7 @@ async def forward_inline(request: LeanRequest) -> Answer:
     openapi_extra={**json_body_schema(ForwardRequest), **NAME_PARAM, **requires(INFERENCE)},
     responses={200: {"model": ForwardResponse}, **problems.responses(404), **_FORWARD_ERRORS},
 )
-async def forward_model(request: LeanRequest) -> Answer:
+async def forward_model(request: LeanRequest) -> Encoded:
     codec = V1Forward(lean_json_body(request), ForwardRequest)
     name = request.path_params["name"]
     return await request.plane.infer(
@@ -61,15 +62,16 @@ async def forward_model(request: LeanRequest) -> Answer:
     )
 
 
-async def model_info(request: Request, spec: ModelSpec) -> ModelInfo:
-    plane: DataPlane = request.state.plane
+async def model_info(plane: DataPlane, spec: ModelSpec, loaded: bool | None = None) -> ModelInfo:
+    if loaded is None:
+        loaded = await plane.repository.is_loaded(spec)
     return ModelInfo(
         name=spec.name,
         config=spec.config,
         parameters=spec.config.parameter_count(),
         device=plane.device,
         dtype=spec.config.dtype,
-        loaded=await plane.backend.is_loaded(spec),
+        loaded=loaded,
         ready=True,
     )
 
@@ -86,17 +88,17 @@ async def model_info(request: Request, spec: ModelSpec) -> ModelInfo:
         **_JSON_ERRORS,
     },
 )
-async def register_model(request: Request, response: Response, registry: RegistryDep) -> ModelInfo:
+async def register_model(request: Request, response: Response, plane: PlaneDep) -> ModelInfo:
     req = parse(RegisterModel, loads(await json_body(request)))
-    spec, created = await to_thread.run_sync(registry.register, req.name, req.config)
+    spec, created = await plane.repository.register(req.name, req.config)
     response.status_code = 201 if created else 200
-    return await model_info(request, spec)
+    return await model_info(plane, spec)
 
 
 @router.get("/models", summary="List registered models", openapi_extra=requires(INFERENCE))
-async def list_models(request: Request, registry: RegistryDep) -> ModelList:
-    specs = await to_thread.run_sync(registry.list)
-    return ModelList(models=[await model_info(request, s) for s in specs])
+async def list_models(plane: PlaneDep) -> ModelList:
+    index = await plane.repository.index()
+    return ModelList(models=[await model_info(plane, s, loaded) for s, loaded in index])
 
 
 @router.get(
@@ -105,8 +107,8 @@ async def list_models(request: Request, registry: RegistryDep) -> ModelList:
     openapi_extra=requires(INFERENCE),
     responses=problems.responses(404, 422),
 )
-async def get_model(name: ModelNamePath, request: Request, registry: RegistryDep) -> ModelInfo:
-    return await model_info(request, await to_thread.run_sync(registry.get, name))
+async def get_model(name: ModelNamePath, plane: PlaneDep) -> ModelInfo:
+    return await model_info(plane, await plane.repository.model(name))
 
 
 @router.delete(
@@ -117,9 +119,8 @@ async def get_model(name: ModelNamePath, request: Request, registry: RegistryDep
     response_class=Response,
     responses=problems.responses(404, 422),
 )
-async def delete_model(name: ModelNamePath, request: Request, registry: RegistryDep) -> Response:
-    await to_thread.run_sync(registry.delete, name)
-    await request.state.plane.backend.end_model(name)
+async def delete_model(name: ModelNamePath, plane: PlaneDep) -> Response:
+    await plane.repository.delete(name)
     return Response(status_code=204)
 
 
@@ -138,15 +139,14 @@ _SAFETENSORS = "application/octet-stream"
     },
     responses={200: {"model": ModelInfo}, **problems.responses(404, 413, 415, 422)},
 )
-async def upload_weights(name: ModelNamePath, request: Request, registry: RegistryDep) -> ModelInfo:
+async def upload_weights(name: ModelNamePath, request: Request, plane: PlaneDep) -> ModelInfo:
     media = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
     if media != _SAFETENSORS:
         raise UnsupportedMediaType(
             f"expected Content-Type {_SAFETENSORS} (a safetensors file), got {media or 'none'}"
         )
     data = await request.body()
-    spec = await to_thread.run_sync(registry.upload, name, data)
-    return await model_info(request, spec)
+    return await model_info(plane, await plane.repository.upload(name, data))
 
 
 @router.get(
@@ -159,8 +159,8 @@ async def upload_weights(name: ModelNamePath, request: Request, registry: Regist
         **problems.responses(404, 422, 503),
     },
 )
-async def export_weights(name: ModelNamePath, registry: RegistryDep) -> Response:
-    data = await to_thread.run_sync(registry.export, name)
+async def export_weights(name: ModelNamePath, plane: PlaneDep) -> Response:
+    data = await plane.repository.export(name)
     return Response(
         data,
         media_type=_SAFETENSORS,

@@ -10,13 +10,14 @@ from prometheus_client.samples import Sample
 
 from service import __version__
 from service.api import routing
+from service.api.answer import Answer
 from service.api.auth import ADMIN, INFERENCE, requires
 from service.api.openapi import NAME_PARAM
 from service.api.routing import LeanRequest, OIPRoute
+from service.catalog.spec import ModelSpec
 from service.codecs.oip import HEADER, VERSION, OIPInfer, input_names, metadata, output_names
-from service.dataplane import Answer
+from service.codecs.pipeline import Encoded
 from service.errors import ModelNotFound
-from service.registry import ModelSpec
 from service.schemas.oip import (
     ErrorBody,
     InferResponse,
@@ -51,18 +52,18 @@ INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _json(body: bytes, status: int = 200) -> Answer:
+def _json(body: bytes, status: int = 200) -> Encoded:
     return Answer(body, status=status)
 
 
 @router.get("", summary="Server metadata", responses={200: {"model": ServerMetadata}})
-async def server_metadata(request: LeanRequest) -> Answer:
+async def server_metadata(request: LeanRequest) -> Encoded:
     meta = ServerMetadata(name="rnn-serve", version=__version__, extensions=EXTENSIONS)
     return _json(meta.model_dump_json().encode())
 
 
 @router.get("/health/live", summary="Server liveness", responses={200: {"model": Live}})
-async def server_live(request: LeanRequest) -> Answer:
+async def server_live(request: LeanRequest) -> Encoded:
     return _json(orjson.dumps({"live": True}))
 
 
@@ -71,8 +72,8 @@ async def server_live(request: LeanRequest) -> Answer:
     summary="Server readiness",
     responses={200: {"model": Ready}, **_responses(503)},
 )
-async def server_ready(request: LeanRequest) -> Answer:
-    ready = bool(request.scope["state"]["readiness"].ready)
+async def server_ready(request: LeanRequest) -> Encoded:
+    ready = request.plane.readiness.ready
     return _json(orjson.dumps({"ready": ready}), 200 if ready else 503)
 
 
@@ -82,7 +83,7 @@ async def server_ready(request: LeanRequest) -> Answer:
     responses={200: {"model": ModelMetadata}, **_responses(400, 404)},
     openapi_extra={**NAME_PARAM, **requires(INFERENCE)},
 )
-async def model_metadata(request: LeanRequest) -> Answer:
+async def model_metadata(request: LeanRequest) -> Encoded:
     spec = await request.plane.repository.model(request.path_params["name"])
     return _json(metadata(spec).model_dump_json().encode())
 
@@ -93,7 +94,7 @@ async def model_metadata(request: LeanRequest) -> Answer:
     responses={200: {"model": ModelReady}, **_responses(400, 404)},
     openapi_extra={**NAME_PARAM, **requires(INFERENCE)},
 )
-async def model_ready(request: LeanRequest) -> Answer:
+async def model_ready(request: LeanRequest) -> Encoded:
     spec = await request.plane.repository.model(request.path_params["name"])
     return _json(ModelReady(name=spec.name, ready=True).model_dump_json().encode())
 
@@ -108,7 +109,7 @@ async def model_ready(request: LeanRequest) -> Answer:
     },
     responses=INFER_RESPONSES,
 )
-async def infer(request: LeanRequest) -> Answer:
+async def infer(request: LeanRequest) -> Encoded:
     codec = OIPInfer(request.raw_body, request.header(HEADER.encode()))
     name = request.path_params["name"]
     return await request.plane.infer(
@@ -139,7 +140,7 @@ def _versioned(request: LeanRequest) -> None:
     responses={200: {"model": ModelMetadata}, **_responses(400, 404)},
     openapi_extra={**VERSION_PARAM, **requires(INFERENCE)},
 )
-async def model_version_metadata(request: LeanRequest) -> Answer:
+async def model_version_metadata(request: LeanRequest) -> Encoded:
     _versioned(request)
     return await model_metadata(request)
 
@@ -150,7 +151,7 @@ async def model_version_metadata(request: LeanRequest) -> Answer:
     responses={200: {"model": ModelReady}, **_responses(400, 404)},
     openapi_extra={**VERSION_PARAM, **requires(INFERENCE)},
 )
-async def model_version_ready(request: LeanRequest) -> Answer:
+async def model_version_ready(request: LeanRequest) -> Encoded:
     _versioned(request)
     return await model_ready(request)
 
@@ -165,7 +166,7 @@ async def model_version_ready(request: LeanRequest) -> Answer:
     },
     responses=INFER_RESPONSES,
 )
-async def version_infer(request: LeanRequest) -> Answer:
+async def version_infer(request: LeanRequest) -> Encoded:
     _versioned(request)
     return await infer(request)
 
@@ -202,7 +203,7 @@ def _config(spec: ModelSpec, max_batch: int) -> dict[str, Any]:
     responses=_responses(400, 404),
     openapi_extra={**NAME_PARAM, **requires(INFERENCE)},
 )
-async def model_config(request: LeanRequest) -> Answer:
+async def model_config(request: LeanRequest) -> Encoded:
     repository = request.plane.repository
     spec = await repository.model(request.path_params["name"])
     return _json(orjson.dumps(_config(spec, repository.max_batch_sequences)))
@@ -215,7 +216,7 @@ async def model_config(request: LeanRequest) -> Answer:
     openapi_extra=requires(INFERENCE),
     responses=_responses(400),
 )
-async def repository_index(request: LeanRequest) -> Answer:
+async def repository_index(request: LeanRequest) -> Encoded:
     index = []
     for spec, loaded in await request.plane.repository.index():
         index.append({
@@ -231,7 +232,7 @@ async def repository_index(request: LeanRequest) -> Answer:
     openapi_extra={**NAME_PARAM, **requires(ADMIN)},
     responses=_responses(400, 404, 503, 507),
 )
-async def repository_load(request: LeanRequest) -> Answer:
+async def repository_load(request: LeanRequest) -> Encoded:
     await request.plane.repository.load(request.path_params["name"])
     return _json(b"{}")
 
@@ -242,7 +243,7 @@ async def repository_load(request: LeanRequest) -> Answer:
     openapi_extra={**NAME_PARAM, **requires(ADMIN)},
     responses=_responses(400, 404),
 )
-async def repository_unload(request: LeanRequest) -> Answer:
+async def repository_unload(request: LeanRequest) -> Encoded:
     await request.plane.repository.unload(request.path_params["name"])
     return _json(b"{}")
 
@@ -300,7 +301,7 @@ def _stats(collected: dict[str, list[Sample]], names: list[str]) -> dict[str, An
     return {"model_stats": stats}
 
 
-async def _stats_answer(request: LeanRequest, name: str | None) -> Answer:
+async def _stats_answer(request: LeanRequest, name: str | None) -> Encoded:
     repository = request.plane.repository
     if name is None:
         names = await repository.names()
@@ -316,7 +317,7 @@ async def _stats_answer(request: LeanRequest, name: str | None) -> Answer:
     openapi_extra=requires(INFERENCE),
     responses=_responses(400),
 )
-async def all_stats(request: LeanRequest) -> Answer:
+async def all_stats(request: LeanRequest) -> Encoded:
     return await _stats_answer(request, None)
 
 
@@ -326,7 +327,7 @@ async def all_stats(request: LeanRequest) -> Answer:
     openapi_extra={**NAME_PARAM, **requires(INFERENCE)},
     responses=_responses(400, 404),
 )
-async def model_stats(request: LeanRequest) -> Answer:
+async def model_stats(request: LeanRequest) -> Encoded:
     return await _stats_answer(request, request.path_params["name"])
 
 
@@ -336,7 +337,7 @@ async def model_stats(request: LeanRequest) -> Answer:
     openapi_extra={**VERSION_PARAM, **requires(INFERENCE)},
     responses=_responses(400, 404),
 )
-async def model_version_stats(request: LeanRequest) -> Answer:
+async def model_version_stats(request: LeanRequest) -> Encoded:
     _versioned(request)
     return await _stats_answer(request, request.path_params["name"])
 
@@ -346,7 +347,7 @@ async def model_version_stats(request: LeanRequest) -> Answer:
     methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"],
     include_in_schema=False,
 )
-async def unknown(request: LeanRequest) -> Answer:
+async def unknown(request: LeanRequest) -> Encoded:
     """Every other /v2 path: the protocol's {"error"} body (tritonclient decodes no other)."""
     method, path = request.scope["method"], request.scope["path"]
     return _json(orjson.dumps({"error": f"no route {method} {path}"}), 404)

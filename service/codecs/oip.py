@@ -13,19 +13,19 @@ from typing import Any
 import numpy as np
 import orjson
 
+from service.catalog.spec import ModelSpec
 from service.codecs.envelope import loads, parse
-from service.dataplane import Answer, Decoded, Sequence, Served
-from service.engine.codec import (
+from service.codecs.pipeline import Decoded, Encoded, Sequence, Served
+from service.codecs.tensors import check_shape
+from service.engine.job import Inputs
+from service.engine.tensor import (
     CARRIER,
     WireTensor,
     bf16_bits_to_f32,
     cast_numbers,
     check_raw_finite,
-    check_shape,
 )
-from service.engine.validate import Inputs
 from service.errors import InvalidInput, Loc, MalformedBody
-from service.registry import ModelSpec
 from service.schemas.config import DType, RNNConfig
 from service.schemas.oip import FROM_OIP, TO_OIP, InferRequest, ModelMetadata, TensorMetadata
 
@@ -164,9 +164,6 @@ class OIPInfer:
         self.req = parse(InferRequest, loads(head, "the inference header"))
         self._params = self.req.parameters or {}
 
-    def inline_config(self) -> RNNConfig:
-        raise NotImplementedError("OIP models are always registered")
-
     def decode(self, config: RNNConfig, max_elements: int) -> Decoded:
         """The same tensors v1 decodes (dtype always declared, as OIP requires)."""
         names = input_names(config)
@@ -234,7 +231,7 @@ class OIPInfer:
                 return bool((out.parameters or {}).get("binary_data", default))
         return default
 
-    def encode(self, served: Served) -> Answer:
+    def encode(self, served: Served) -> Encoded:
         result, spec = served.result, served.spec
         dtype = spec.config.dtype
         arrays = {"output": result.output, "h_n": result.h_n, "c_n": result.c_n}
@@ -267,8 +264,8 @@ class OIPInfer:
             answer["parameters"] = {"sequence_steps": served.session.steps}
         head = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
         if not chunks:
-            return Answer(head)
-        return Answer(
+            return Encoded(head)
+        return Encoded(
             b"".join([head, *chunks]),
             "application/octet-stream",
             {"Inference-Header-Content-Length": str(len(head))},

@@ -1,7 +1,7 @@
 """The native v1 JSON codec: forward and session-chunk bodies in, forward answers out.
 
 Tensors come in three wire forms (nested lists, flat `{shape, dtype, data}`, base64
-`{shape, dtype, b64}`; see `service.engine.codec`); pydantic validates only the envelope.
+`{shape, dtype, b64}`; see `service.codecs.tensors`); pydantic validates only the envelope.
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ from typing import Any
 import orjson
 
 from service.codecs.envelope import loads, may_hide_bools, parse
-from service.dataplane import Answer, Decoded, Served
-from service.engine.codec import WireTensor, decode_tensor, encode_tensor
-from service.engine.portable import SessionState, from_json, from_safetensors
-from service.engine.validate import C0, H0, INPUT, Inputs
+from service.codecs.pipeline import Decoded, Encoded, Served
+from service.codecs.state import from_json
+from service.codecs.tensors import decode_tensor, encode_tensor
+from service.engine.job import Inputs
+from service.engine.state import SessionState, from_safetensors
+from service.engine.tensor import WireTensor
+from service.engine.validate import C0, H0, INPUT
 from service.errors import InvalidInput, Loc
 from service.schemas.api import ForwardRequest, InlineForwardRequest, OpenSession, SessionChunk
 from service.schemas.config import RNNConfig
@@ -43,7 +46,7 @@ class V1Forward:
         c0 = _tensor(req.c0, C0, config, max_elements, bools)
         return Decoded(Inputs(x, h0, c0, req.lengths))
 
-    def encode(self, served: Served) -> Answer:
+    def encode(self, served: Served) -> Encoded:
         """`{"model", "output", "h_n", ["c_n"], shapes, "dtype", "device"}`, plus `session_id`
         and `steps` for a session's chunk."""
         spec, result, encoding = served.spec, served.result, self.req.output_encoding
@@ -63,7 +66,7 @@ class V1Forward:
         if served.session is not None:
             payload["session_id"] = served.session.id
             payload["steps"] = served.session.steps
-        return Answer(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY))
+        return Encoded(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY))
 
 
 class V1OpenSession:

@@ -26,11 +26,10 @@ from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from service.engine.runner import ForwardResult
-from service.engine.validate import ForwardJob
+from service.catalog.spec import ModelSpec
+from service.engine.job import ForwardJob, ForwardResult
 from service.errors import DeadlineExceeded, Overloaded, ShuttingDown
 from service.metrics import Metrics, model_label
-from service.registry import ModelSpec
 
 BatchRunner = Callable[[ModelSpec, Sequence[ForwardJob]], list[ForwardResult]]
 Builder = Callable[[ModelSpec], object]  # builds (and caches) the model's module

@@ -12,14 +12,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from service.catalog.spec import ModelSpec
 from service.engine.batcher import Batcher
-from service.engine.codec import WireTensor, cast_numbers
-from service.engine.runner import ForwardResult, run_batch
+from service.engine.job import ForwardJob, ForwardResult
+from service.engine.runner import run_batch
 from service.engine.slicing import run_sliced, slice_steps
-from service.engine.validate import ForwardJob
+from service.engine.tensor import WireTensor, cast_numbers
 from service.errors import DeviceOutOfMemory
 from service.metrics import Metrics, model_label
-from service.registry import ModelSpec
 from service.settings import Settings
 
 __all__ = ["Engine"]

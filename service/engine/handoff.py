@@ -43,9 +43,11 @@ from pathlib import Path
 
 import numpy as np
 
-from service.engine.portable import from_safetensors, to_safetensors
-from service.engine.runner import ForwardResult
+from service.catalog.catalog import Catalog
+from service.catalog.spec import ModelSpec
+from service.engine.job import ForwardResult
 from service.engine.sessions import Replay, Session, SessionStore, snapshot
+from service.engine.state import from_safetensors, to_safetensors
 from service.errors import (
     ModelConflict,
     ModelNotFound,
@@ -54,7 +56,6 @@ from service.errors import (
     SessionLost,
 )
 from service.metrics import Metrics
-from service.registry import ModelSpec, Registry
 
 log = logging.getLogger("rnn_serve.sessions")
 
@@ -97,7 +98,7 @@ class Handoff:
         self,
         repository: Path,
         store: SessionStore,
-        registry: Registry,
+        registry: Catalog,
         metrics: Metrics,
         digest: Digest,
         wait_s: float,

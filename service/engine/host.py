@@ -1,51 +1,47 @@
 """The engine host: everything that owns the device, started and stopped as one.
 
-The registry's modules, the engine (batcher and worker thread), the sessions and their sweeper,
-and the warm-up of the default model. A single-process server runs it inside its app's lifespan;
-with several front-end processes it runs in the engine process (`service.engine.transport`).
+The catalog and its built modules, the engine (batcher and worker thread), the sessions and
+their sweeper, and the warm-up of the default model. A single-process server runs it inside its
+app's lifespan; with several front-end processes it runs in the engine process
+(`service.engine.transport`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 
 import anyio.to_thread
 
-from service.engine.backend import LocalBackend
+from service.catalog.catalog import Catalog
+from service.catalog.spec import ModelSpec
 from service.engine.device import configure_torch, resolve_device
 from service.engine.engine import Engine
 from service.engine.handoff import Handoff
+from service.engine.local import LocalBackend
+from service.engine.modules import ModuleCache
 from service.engine.sessions import SessionStore
+from service.engine.weights import seeded_weights
 from service.errors import ModelConflict, ServiceError
+from service.gcfreeze import freeze_startup_objects
 from service.metrics import Metrics
-from service.registry import ModelSpec, Registry
 from service.settings import Settings
 
 log = logging.getLogger("rnn_serve")
 
 
-def register_default(registry: Registry, settings: Settings) -> ModelSpec:
+def register_default(catalog: Catalog, settings: Settings) -> ModelSpec:
     """The default model; if the repository holds another config under its name, that wins."""
-    name = settings.default_model_name
+    name, config = settings.default_model_name, settings.default_model
     try:
-        return registry.register(name, settings.default_model)[0]
+        return catalog.register(name, config, lambda: seeded_weights(config))[0]
     except ModelConflict:
         log.warning(
             "the repository's %r differs from RNN_SERVE_DEFAULT_MODEL; serving the repository's",
             name,
         )
-        return registry.get(name)
-
-
-def freeze_startup_objects() -> None:
-    """torch, FastAPI and friends leave ~200k long-lived objects that every full collection
-    would walk (100-150 ms measured, a p99 spike under load): move them out of the collector's
-    reach once start-up is done. Every serving process does this (front-ends too)."""
-    gc.collect()
-    gc.freeze()
+        return catalog.get(name)
 
 
 class EngineHost:
@@ -53,18 +49,19 @@ class EngineHost:
         self.settings = settings
         self.device = resolve_device(settings.device)
         configure_torch(settings)
-        self.registry = Registry(settings, self.device, metrics)
-        self.engine = Engine(settings, metrics, self.registry.module_for, self.registry.is_built)
+        self.catalog = Catalog(settings, metrics)
+        self.modules = ModuleCache(settings, self.catalog, self.device, metrics)
+        self.engine = Engine(settings, metrics, self.modules.module_for, self.modules.is_built)
         self.engine.serve_on(self.device)
         self.sessions = SessionStore(
             metrics, settings.session_ttl_s, settings.max_sessions, settings.max_session_state_bytes
         )
-        self.backend = LocalBackend(self.engine, self.sessions, self.registry)
+        self.backend = LocalBackend(self.engine, self.sessions, self.catalog, self.modules)
         self.handoff: Handoff | None = None
         if settings.session_handoff:
             try:
                 self.handoff = Handoff(
-                    settings.model_repository, self.sessions, self.registry, metrics,
+                    settings.model_repository, self.sessions, self.catalog, metrics,
                     self.backend.digest, settings.session_handoff_wait_s,
                 )  # fmt: skip
             except OSError as exc:  # e.g. a read-only repository: sessions just cannot move
@@ -85,9 +82,9 @@ class EngineHost:
 
     async def _warm(self) -> None:
         try:
-            found = await anyio.to_thread.run_sync(self.registry.load_all)
+            found = await anyio.to_thread.run_sync(self.catalog.load_all)
             log.info("model repository %s: %d models", self.settings.model_repository, len(found))
-            default = await anyio.to_thread.run_sync(register_default, self.registry, self.settings)
+            default = await anyio.to_thread.run_sync(register_default, self.catalog, self.settings)
             await self.engine.warmup(default)
         except ServiceError as exc:  # e.g. a corrupt default model in the repository
             reason = f"the default model cannot be served: {exc.detail}"

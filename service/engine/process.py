@@ -51,7 +51,7 @@ class EngineThread:
         try:
             host = EngineHost(self.settings, Metrics())
             host.start()
-            server = EngineServer(host.backend, host.registry, self.path)
+            server = EngineServer(host.backend, self.path)
             await server.start()
         except BaseException as exc:
             self._failed = exc

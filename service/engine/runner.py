@@ -8,7 +8,6 @@ and split every part the same way.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,25 +15,10 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from service.engine.codec import WireTensor
-from service.engine.validate import ForwardJob
-from service.registry.build import TORCH_DTYPES
+from service.engine.build import TORCH_DTYPES
+from service.engine.job import ForwardJob, ForwardResult, State
+from service.engine.tensor import WireTensor
 from service.schemas.config import RNNConfig
-
-State = tuple[torch.Tensor, ...]
-
-
-@dataclass(slots=True)  # a value: never changed once made (not frozen: that costs per request)
-class ForwardResult:
-    """Arrays in the model's dtype (bfloat16 as uint16 bit patterns), on the host."""
-
-    output: np.ndarray[Any, Any]
-    h_n: np.ndarray[Any, Any]
-    c_n: np.ndarray[Any, Any] | None = None  # LSTM only
-    state: State | None = None  # the final state on the device, for jobs with keep_state
-    batch_sequences: int = 0  # sequences in the forward this job ran in (for logs)
-    queue_s: float = 0.0  # how long it waited in the batcher (traces)
-    compute_s: float = 0.0  # how long the forward it ran in took on the device (traces)
 
 
 def to_torch(t: WireTensor, device: torch.device) -> torch.Tensor:

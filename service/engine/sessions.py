@@ -44,16 +44,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.engine.codec import CARRIER, WireTensor
-from service.engine.portable import SessionState
-from service.engine.runner import ForwardResult, State, to_numpy
-from service.engine.validate import (
-    H0,
-    ForwardJob,
-    check_state_dtypes,
-    check_state_shapes,
-    state_parts,
-)
+from service.catalog.repository import Version
+from service.catalog.spec import ModelSpec
+from service.engine.job import ForwardJob, ForwardResult, State
+from service.engine.runner import to_numpy
+from service.engine.state import SessionState
+from service.engine.tensor import CARRIER, WireTensor
+from service.engine.validate import H0, check_state_dtypes, check_state_shapes, state_parts
 from service.errors import (
     InvalidInput,
     ModelConflict,
@@ -63,8 +60,6 @@ from service.errors import (
     StepConflict,
 )
 from service.metrics import Metrics
-from service.registry import ModelSpec
-from service.registry.repository import Version
 from service.schemas.config import RNNConfig
 
 Key = tuple[str | None, str]  # (owner, id): a session's place in the store

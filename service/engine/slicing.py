@@ -21,9 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.engine.codec import CARRIER, WireTensor
-from service.engine.runner import ForwardResult, State
-from service.engine.validate import ForwardJob
+from service.engine.job import ForwardJob, ForwardResult, State
+from service.engine.tensor import CARRIER, WireTensor
 from service.schemas.config import RNNConfig
 
 Run = Callable[[ForwardJob], Awaitable[ForwardResult]]

@@ -8,11 +8,9 @@ never fail a batch. Messages are torch's, with the field named. The state's shap
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import torch
-
-from service.engine.codec import WireTensor
+from service.engine.job import ForwardJob, Inputs
+from service.engine.tensor import WireTensor
 from service.errors import InvalidInput, Loc
 from service.schemas.config import RNNConfig
 
@@ -20,36 +18,6 @@ INPUT: Loc = ("body", "input")
 H0: Loc = ("body", "h0")
 C0: Loc = ("body", "c0")
 LENGTHS: Loc = ("body", "lengths")
-
-
-@dataclass(slots=True)  # values: never changed once made (not frozen: that costs per request)
-class Inputs:
-    """A decoded forward request, whatever protocol it came by."""
-
-    input: WireTensor
-    h0: WireTensor | None = None
-    c0: WireTensor | None = None  # LSTM only
-    lengths: Sequence[int] | None = None
-
-
-@dataclass(slots=True)
-class ForwardJob:
-    """A validated forward: tensors in the model's dtype, shapes consistent with the config."""
-
-    input: WireTensor
-    state0: tuple[WireTensor, ...] | None  # (h0,) or, for LSTM, (h0, c0); None = zeros
-    lengths: tuple[int, ...] | None
-    batched: bool
-    seq_len: int
-    batch: int  # 1 for unbatched input
-    # Streaming sessions: the state held by the server, on the serving device, used in place of
-    # state0; and whether to hand the new state back (ForwardResult.state).
-    state: tuple[torch.Tensor, ...] | None = None
-    keep_state: bool = False
-
-    def steps(self) -> int:
-        """Time steps this job runs (its share of the work)."""
-        return sum(self.lengths) if self.lengths else self.seq_len * self.batch
 
 
 def _fmt(shape: Sequence[int]) -> str:

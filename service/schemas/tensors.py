@@ -1,4 +1,4 @@
-"""The JSON Schema of a wire tensor. Elements are validated by NumPy (service.engine.codec), not
+"""The JSON Schema of a wire tensor. Elements are validated by NumPy (service.codecs.tensors), not
 by pydantic: per-element validation of large tensors costs far more than the forward itself."""
 
 from __future__ import annotations

@@ -14,13 +14,12 @@ import httpx
 import numpy as np
 import pytest
 
+from service.catalog.repository import Repository
 from service.errors import ModelConflict
 from service.metrics import Metrics
-from service.registry import Registry
-from service.registry.repository import Repository
 from service.schemas.config import RNNConfig
 from tests.conftest import make_settings, open_client
-from tests.helpers import b64, open_session
+from tests.helpers import Models, b64, open_session
 
 pytestmark = pytest.mark.anyio
 
@@ -140,8 +139,8 @@ async def test_row2_oip_shape_overflow_is_400(
 # --- 3: register and delete racing: 409, never an assert or a config with another's weights -----
 def test_row3_a_model_deleted_as_it_is_registered_is_409(tmp_path: Path) -> None:
     settings = make_settings(model_repository=tmp_path / "repo")
-    registry = Registry(settings, __import__("torch").device("cpu"), Metrics())
-    repo: Repository = registry.repo
+    registry = Models(settings, Metrics())
+    repo: Repository = registry.catalog.repo  # type: ignore[assignment]
     create = repo.create
 
     def create_then_deleted(name: str, config: RNNConfig, weights: bytes) -> bool:
@@ -156,18 +155,19 @@ def test_row3_a_model_deleted_as_it_is_registered_is_409(tmp_path: Path) -> None
 
 def test_row3_a_reader_never_pairs_a_config_with_another_models_weights(tmp_path: Path) -> None:
     settings = make_settings(model_repository=tmp_path / "repo")
-    registry = Registry(settings, __import__("torch").device("cpu"), Metrics())
+    registry = Models(settings, Metrics())
     registry.register("racy", RNNConfig(input_size=2, hidden_size=3))
-    spec = registry.get("racy")
-    read = registry.repo.read_weights
+    spec = registry.catalog.get("racy")
+    repo: Repository = registry.catalog.repo  # type: ignore[assignment]
+    read = repo.read_weights
 
     def replaced_meanwhile(name: str, config: Any = None) -> Any:
         # deleted and registered again with another config between the lookup and the read
-        registry.repo.delete(name)
-        registry.repo.create(name, RNNConfig(input_size=5, hidden_size=7), b"")
+        repo.delete(name)
+        repo.create(name, RNNConfig(input_size=5, hidden_size=7), b"")
         return read(name, config)
 
-    registry.repo.read_weights = replaced_meanwhile  # type: ignore[method-assign]
+    repo.read_weights = replaced_meanwhile  # type: ignore[method-assign]
     with pytest.raises(ModelConflict, match="changed concurrently"):
         registry.module("racy", spec.config)
 
@@ -374,7 +374,7 @@ async def test_row9_start_step_is_an_integer(
 async def test_handoff_at_shutdown_logs_why_sessions_stayed(
     tmp_path: Path, anyio_backend: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from service.registry.weights import weights_bytes
+    from service.engine.weights import weights_bytes
     from service.schemas.config import RNNConfig as Config
 
     caplog.set_level(logging.INFO, logger="rnn_serve.sessions")

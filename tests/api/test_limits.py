@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.registry import repository as repository_module
+from service.catalog import repository as repository_module
 from tests.conftest import make_settings, open_client
 from tests.helpers import b64
 

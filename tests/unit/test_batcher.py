@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 
 from service.api.problems import service_error_response, status_of
+from service.catalog.spec import ModelSpec
 from service.engine.batcher import Batcher
-from service.engine.codec import WireTensor
-from service.engine.runner import ForwardResult
-from service.engine.validate import ForwardJob
+from service.engine.job import ForwardJob, ForwardResult
+from service.engine.tensor import WireTensor
 from service.errors import DeadlineExceeded, NotReady, Overloaded, ShuttingDown
 from service.metrics import Metrics
-from service.registry import ModelSpec
 from service.schemas.config import RNNConfig
 
 pytestmark = pytest.mark.anyio

@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from service.engine.codec import bf16_bits_to_f32, cast_numbers, decode_tensor, encode_tensor
+from service.codecs.tensors import decode_tensor, encode_tensor
+from service.engine.tensor import bf16_bits_to_f32, cast_numbers
 from service.errors import InvalidInput, PayloadTooLarge
 
 LOC = ("body", "input")

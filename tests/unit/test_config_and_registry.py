@@ -12,11 +12,12 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from service.engine.build import build_seeded
 from service.errors import InvalidInput, ModelConflict, ModelNotFound
 from service.metrics import Metrics
-from service.registry import Registry, build_seeded
 from service.schemas.config import RNNConfig
 from tests.conftest import make_settings
+from tests.helpers import Models
 
 
 @given(st.integers(1, 9), st.integers(1, 9), st.integers(1, 3), st.booleans(), st.booleans())
@@ -55,9 +56,9 @@ def test_seeded_build_equals_torch_and_leaves_global_rng_alone() -> None:
     assert all(not p.requires_grad for p in module.parameters())
 
 
-def _registry(**overrides: object) -> tuple[Registry, Metrics]:
+def _registry(**overrides: object) -> tuple[Models, Metrics]:
     metrics = Metrics()
-    return Registry(make_settings(**overrides), torch.device("cpu"), metrics), metrics
+    return Models(make_settings(**overrides), metrics), metrics
 
 
 def _events(metrics: Metrics, event: str) -> float:
@@ -100,7 +101,7 @@ def test_inline_cache_is_lru_bounded() -> None:
     registry.inline_module(configs[1])
     assert registry.inline_module(configs[0]) is first  # refreshes 0: 1 is now the oldest
     registry.inline_module(configs[2])  # evicts 1
-    assert registry.loaded()[0] == 2
+    assert registry.modules.loaded()[0] == 2
     assert _events(metrics, "eviction") == 1
     assert registry.inline_module(configs[0]) is first
     registry.inline_module(configs[1])  # rebuilt
@@ -115,9 +116,9 @@ def test_register_conflict_limits_and_delete() -> None:
         registry.register("m", RNNConfig(input_size=2, hidden_size=5))
     with pytest.raises(InvalidInput, match="at most 8"):
         registry.register("big", RNNConfig(input_size=2, hidden_size=9))
-    registry.delete("m")
+    registry.catalog.delete("m")
     with pytest.raises(ModelNotFound):
-        registry.get("m")
+        registry.catalog.get("m")
 
 
 def test_torch_threads_leave_a_core_to_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:

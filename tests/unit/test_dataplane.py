@@ -10,16 +10,17 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-import torch
 
+from service.api.answer import status_of
+from service.catalog.catalog import Catalog
+from service.catalog.spec import ModelSpec
 from service.codecs.v1 import V1Forward
 from service.dataplane import DataPlane
-from service.engine.runner import ForwardResult
-from service.engine.validate import ForwardJob
+from service.engine.job import ForwardJob, ForwardResult
 from service.errors import DeadlineExceeded, Forbidden, PayloadTooLarge
 from service.metrics import Metrics
-from service.registry import ModelSpec, Registry
 from service.schemas.api import InlineForwardRequest
+from service.schemas.config import RNNConfig
 from service.slow import SlowRequests
 from tests.conftest import make_settings
 
@@ -52,9 +53,13 @@ class RecordingBackend:
 
 def plane(tmp_path: Path, backend: RecordingBackend, **overrides: Any) -> DataPlane:
     settings = make_settings(model_repository=tmp_path / "repo", **overrides)
-    registry = Registry(settings, torch.device("cpu"), Metrics())
+    catalog = Catalog(settings, Metrics())
     slow = SlowRequests(0.01)
-    return DataPlane(settings, registry, backend, Metrics(), "cpu", slow)  # type: ignore[arg-type]
+    return DataPlane(settings, catalog, backend, Metrics(), "cpu", slow)  # type: ignore[arg-type]
+
+
+def config_of(config: dict[str, Any]) -> RNNConfig:
+    return RNNConfig.model_validate(config)
 
 
 def inline(config: dict[str, Any], steps: int, batch: int = 1) -> V1Forward:
@@ -69,8 +74,8 @@ SMALL = {"input_size": 2, "hidden_size": 3}
 
 async def test_a_forward_within_every_limit_reaches_the_backend(tmp_path: Path) -> None:
     backend = RecordingBackend()
-    answer = await plane(tmp_path, backend).infer(inline(SMALL, 4, 2), None, {})
-    assert answer.status == 200
+    answer = await plane(tmp_path, backend).infer(inline(SMALL, 4, 2), config_of(SMALL), {})
+    assert status_of(answer) == 200
     assert [(j.seq_len, j.batch) for j in backend.jobs] == [(4, 2)]
 
 
@@ -93,14 +98,18 @@ async def test_admission_refuses_before_anything_runs_and_names_the_limit(
 ) -> None:
     backend = RecordingBackend()
     with pytest.raises(PayloadTooLarge, match=setting):
-        await plane(tmp_path, backend, **overrides).infer(inline(config, steps, 2), None, {})
+        await plane(tmp_path, backend, **overrides).infer(
+            inline(config, steps, 2), config_of(config), {}
+        )
     assert backend.jobs == []  # refused before the queue
 
 
 async def test_inline_configs_turned_off_are_refused_at_the_door(tmp_path: Path) -> None:
     backend = RecordingBackend()
     with pytest.raises(Forbidden, match="RNN_SERVE_INLINE_CONFIGS"):
-        await plane(tmp_path, backend, inline_configs=False).infer(inline(SMALL, 1), None, {})
+        await plane(tmp_path, backend, inline_configs=False).infer(
+            inline(SMALL, 1), config_of(SMALL), {}
+        )
     assert backend.jobs == []
 
 
@@ -108,19 +117,23 @@ async def test_the_deadline_cancels_the_backends_work_and_is_a_504(tmp_path: Pat
     backend = RecordingBackend(hold=True)
     dp = plane(tmp_path, backend, request_timeout_s=5.0)
     with pytest.raises(DeadlineExceeded, match=r"deadline of 0\.05s"):
-        await dp.infer(inline(SMALL, 1), None, {}, timeout_s=0.05)  # the caller's, shorter
+        await dp.infer(
+            inline(SMALL, 1), config_of(SMALL), {}, timeout_s=0.05
+        )  # the caller's, shorter
     assert backend.cancelled == 1
     # the server's deadline caps a longer one the caller asks for
     dp = plane(tmp_path, backend, request_timeout_s=0.05)
     with pytest.raises(DeadlineExceeded, match=r"deadline of 0\.05s"):
-        await dp.infer(inline(SMALL, 1), None, {}, timeout_s=1000.0)
+        await dp.infer(inline(SMALL, 1), config_of(SMALL), {}, timeout_s=1000.0)
     assert backend.cancelled == 2
 
 
 async def test_a_cancellation_that_is_not_the_deadline_goes_through(tmp_path: Path) -> None:
     """A client gone (or the server stopping) cancels the task: that is not a 504."""
     backend = RecordingBackend(hold=True)
-    task = asyncio.ensure_future(plane(tmp_path, backend).infer(inline(SMALL, 1), None, {}))
+    task = asyncio.ensure_future(
+        plane(tmp_path, backend).infer(inline(SMALL, 1), config_of(SMALL), {})
+    )
     while not backend.jobs:  # noqa: ASYNC110 (the fake backend has no event to wait on)
         await asyncio.sleep(0.001)
     task.cancel()

@@ -13,15 +13,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.engine.codec import WireTensor
+from service.catalog.spec import ModelSpec
 from service.engine.host import EngineHost
+from service.engine.job import Inputs
 from service.engine.shm import Arena
+from service.engine.tensor import WireTensor
 from service.engine.transport.client import RemoteBackend
 from service.engine.transport.server import EngineServer
-from service.engine.validate import Inputs, validate_forward
+from service.engine.validate import validate_forward
+from service.engine.weights import seeded_weights
 from service.errors import InvalidInput, SessionNotFound
 from service.metrics import Metrics
-from service.registry import ModelSpec
 from service.schemas.config import RNNConfig
 from tests.conftest import make_settings
 from tests.oracle import forward, lstm_forward, seeded_params
@@ -56,7 +58,7 @@ async def engine(anyio_backend: str) -> AsyncIterator[tuple[EngineHost, str]]:
             break
         await asyncio.sleep(0.02)
     path = str(Path(tempfile.mkdtemp()) / "engine.sock")
-    server = EngineServer(host.backend, host.registry, path)
+    server = EngineServer(host.backend, path)
     await server.start()
     try:
         yield host, path
@@ -73,7 +75,8 @@ async def frontend(path: str, arena_bytes: int = 1 << 20) -> RemoteBackend:
 
 def spec_of(host: EngineHost, config: dict[str, Any]) -> ModelSpec:
     name = "m" + str(abs(hash(str(config))) % 10**6)
-    return host.registry.register(name, RNNConfig.model_validate(config))[0]
+    model = RNNConfig.model_validate(config)
+    return host.catalog.register(name, model, lambda: seeded_weights(model))[0]
 
 
 def job_for(config: RNNConfig, x: np.ndarray, **state: np.ndarray) -> Any:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.registry.repository import Repository
+from service.catalog.repository import Repository
 from service.schemas.config import RNNConfig
 
 CONFIG = RNNConfig(input_size=2, hidden_size=3)

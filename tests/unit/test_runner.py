@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from service.engine.codec import WireTensor
+from service.engine.build import build_seeded
+from service.engine.job import ForwardJob
 from service.engine.runner import run_batch, run_forward
-from service.engine.validate import ForwardJob
-from service.registry import build_seeded
+from service.engine.tensor import WireTensor
 from service.schemas.config import RNNConfig
 
 

@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from service.catalog.spec import ModelSpec
 from service.engine.backend import Expect, SessionView
-from service.engine.codec import WireTensor
-from service.engine.portable import SessionState
-from service.engine.runner import ForwardResult
+from service.engine.job import ForwardJob, ForwardResult
 from service.engine.shm import Arena
+from service.engine.state import SessionState
+from service.engine.tensor import WireTensor
 from service.engine.transport.frames import Frames, Header, Tensor
 from service.engine.transport.marshal import (
     carrier,
@@ -26,10 +27,8 @@ from service.engine.transport.marshal import (
     state_of,
     view,
 )
-from service.engine.validate import ForwardJob
 from service.errors import NotReady
-from service.registry import ModelSpec
-from service.schemas.config import DType
+from service.schemas.config import DType, RNNConfig
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -309,6 +308,10 @@ class RemoteBackend:
 
     async def load(self, spec: ModelSpec) -> None:
         await self._call({"op": "load", "spec": self._spec_id(spec)})
+
+    async def seeded_weights(self, config: RNNConfig) -> bytes:
+        _, data = await self._call({"op": "seeded", "config": config.model_dump(mode="json")})
+        return data
 
     async def unload(self, spec: ModelSpec) -> bool:
         reply, _ = await self._call({"op": "unload", "spec": self._spec_id(spec)})

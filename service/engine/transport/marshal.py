@@ -11,10 +11,10 @@ import numpy as np
 
 from service import errors
 from service.engine.backend import SessionView
-from service.engine.codec import CARRIER
-from service.engine.portable import SessionState
+from service.engine.job import ForwardJob
+from service.engine.state import SessionState
+from service.engine.tensor import CARRIER
 from service.engine.transport.frames import Header
-from service.engine.validate import ForwardJob
 from service.errors import ServiceError
 from service.schemas.config import DType, RNNConfig
 

@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 
 from service import errors
-from service.engine.backend import LocalBackend
-from service.engine.codec import WireTensor
-from service.engine.runner import ForwardResult
+from service.catalog.spec import ModelSpec
+from service.engine.job import ForwardJob, ForwardResult
+from service.engine.local import LocalBackend
 from service.engine.shm import Attached
+from service.engine.tensor import WireTensor
 from service.engine.transport.frames import Frames, Header, Tensor
 from service.engine.transport.marshal import (
     carrier,
@@ -26,9 +27,7 @@ from service.engine.transport.marshal import (
     state_of,
     view_header,
 )
-from service.engine.validate import ForwardJob
 from service.errors import NotReady, ServiceError
-from service.registry import ModelSpec, Registry
 from service.schemas.config import RNNConfig
 
 log = logging.getLogger("rnn_serve.engine")
@@ -37,9 +36,9 @@ log = logging.getLogger("rnn_serve.engine")
 class _Connection(Frames):
     """One front-end, as the engine sees it."""
 
-    def __init__(self, backend: LocalBackend, registry: Registry) -> None:
+    def __init__(self, backend: LocalBackend) -> None:
         super().__init__()
-        self.backend, self.registry = backend, registry
+        self.backend = backend
         self.arena: Attached | None = None
         self.specs: dict[int, ModelSpec] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}  # by request id
@@ -184,8 +183,12 @@ class _Connection(Frames):
         self.send({"rid": h["rid"], "unloaded": unloaded})
 
     async def _loaded(self, h: Header, payload: bytes) -> None:
-        loaded = self.registry.is_loaded(self.specs[h["spec"]])
+        loaded = await self.backend.is_loaded(self.specs[h["spec"]])
         self.send({"rid": h["rid"], "loaded": loaded})
+
+    async def _seeded(self, h: Header, payload: bytes) -> None:
+        config = RNNConfig.model_validate(h["config"])
+        self.send({"rid": h["rid"]}, await self.backend.seeded_weights(config))
 
     async def _answer(self, header: Header, payload: bytes) -> None:
         rid = header["rid"]
@@ -227,21 +230,20 @@ OPERATIONS: dict[str, Operation] = {
     "load": _Connection._load,
     "unload": _Connection._unload,
     "loaded": _Connection._loaded,
+    "seeded": _Connection._seeded,
 }
 
 
 class EngineServer:
     """Serves the engine host's backend on a Unix socket, to every front-end."""
 
-    def __init__(self, backend: LocalBackend, registry: Registry, path: str) -> None:
-        self.backend, self.registry, self.path = backend, registry, path
+    def __init__(self, backend: LocalBackend, path: str) -> None:
+        self.backend, self.path = backend, path
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_unix_server(
-            lambda: _Connection(self.backend, self.registry), self.path
-        )
+        self._server = await loop.create_unix_server(lambda: _Connection(self.backend), self.path)
 
     async def close(self) -> None:
         if self._server is not None:

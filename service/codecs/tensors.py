@@ -1,50 +1,29 @@
-"""Wire tensors <-> NumPy arrays, with no per-element Python on the hot path.
+"""Wire tensors -> host tensors and back, with no per-element Python on the hot path.
 
 The three wire forms (nested lists, flat `{shape, dtype, data}`, base64 `{shape, dtype, b64}`)
-decode into a `WireTensor`: a C-contiguous NumPy array plus its dtype name. bfloat16 has no NumPy
-dtype, so it travels as its raw uint16 bit patterns and is viewed as torch.bfloat16 in the worker.
+decode into a `WireTensor` (`service.engine.tensor`): a C-contiguous NumPy array plus its dtype
+name.
 """
 
 from __future__ import annotations
 
 import binascii
 import math
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from service.engine.tensor import (
+    CARRIER,
+    WireTensor,
+    bf16_bits_to_f32,
+    cast_numbers,
+    check_raw_finite,
+)
 from service.errors import InvalidInput, Loc, PayloadTooLarge
 from service.schemas.config import DTYPES, DType
 
 Encoding = Literal["nested", "flat", "b64"]
-
-# The NumPy dtype that carries each wire dtype (little-endian, as the contract says).
-CARRIER: dict[str, np.dtype[Any]] = {
-    "float32": np.dtype("<f4"),
-    "float16": np.dtype("<f2"),
-    "float64": np.dtype("<f8"),
-    "bfloat16": np.dtype("<u2"),
-}
-_BF16_MAX = 3.3895313892515355e38
-
-
-@dataclass(slots=True)  # a value: never changed once made (not frozen: that costs per request)
-class WireTensor:
-    """A decoded tensor: `array` holds `dtype`'s values (bfloat16 as uint16 bit patterns)."""
-
-    array: np.ndarray[Any, Any]
-    dtype: DType
-    declared: bool  # the client stated the dtype (flat/b64); nested lists take the model's
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        shape: tuple[int, ...] = self.array.shape
-        return shape
-
-    @property
-    def ndim(self) -> int:
-        return len(self.array.shape)
 
 
 def _fail(loc: Loc, msg: str) -> InvalidInput:
@@ -91,33 +70,6 @@ def _numbers(obj: list[Any], loc: Loc, check_bools: bool) -> np.ndarray[Any, Any
     if check_bools and _has_bool(obj):
         raise _fail(loc, "expected numbers, got booleans")
     return arr
-
-
-def cast_numbers(arr: np.ndarray[Any, Any], dtype: DType, loc: Loc) -> np.ndarray[Any, Any]:
-    """Cast numbers to `dtype`'s carrier, refusing any value that is not finite there.
-
-    The range is checked before the cast (not with np.errstate around it: that context manager
-    costs more than the whole cast of a small tensor).
-    """
-    top = _BF16_MAX if dtype == "bfloat16" else float(np.finfo(CARRIER[dtype]).max)
-    # One reduction catches NaN, infinities and overflow alike (NaN compares False).
-    if arr.size and not float(np.abs(arr).max()) <= top:
-        raise _fail(loc, f"expected finite numbers within {dtype}'s range")
-    if dtype == "bfloat16":
-        return _f32_to_bf16_bits(np.ascontiguousarray(arr, dtype=np.float32))
-    return np.ascontiguousarray(arr, dtype=CARRIER[dtype])
-
-
-def _f32_to_bf16_bits(f32: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """Round-to-nearest-even float32 -> bfloat16 bit patterns, as torch's .to(bfloat16) does."""
-    bits = f32.view(np.uint32).astype(np.uint64)
-    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
-    return rounded.astype(np.uint16)
-
-
-def bf16_bits_to_f32(bits: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """bfloat16 bit patterns -> the float32 values they stand for (exact)."""
-    return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
 MAX_DIMS = 64  # NumPy's own bound on dimensions
@@ -218,16 +170,6 @@ def decode_tensor(
     arr = np.frombuffer(raw, dtype=carrier).reshape(shape)
     check_raw_finite(arr, dtype, (*loc, "b64"))
     return WireTensor(arr, dtype, declared=True)
-
-
-def check_raw_finite(arr: np.ndarray[Any, Any], dtype: DType, loc: Loc) -> None:
-    """Refuse NaN or infinity in raw values of `dtype` (bfloat16: its bit patterns)."""
-    if not arr.size:
-        return
-    # bfloat16 bits: an exponent of all ones is an infinity or a NaN.
-    bad = ((arr & 0x7F80) == 0x7F80).any() if dtype == "bfloat16" else not np.isfinite(arr).all()
-    if bad:
-        raise _fail(loc, f"expected finite {dtype} values, got NaN or infinity")
 
 
 _B64_CHUNK = 3 << 20  # bytes base64-encoded in one call (a multiple of 3: no padding inside)

@@ -1,10 +1,9 @@
-"""Portable session state: what `GET /v1/sessions/{id}/state` exports, what an opening may take
-back, and what a replica writes when it hands its sessions over (`service.engine.handoff`).
+"""A session's state on the host (`SessionState`) and its safetensors form.
 
-One value, `SessionState`, and two wire forms of it:
-- safetensors (`application/octet-stream`): tensors `h` (and `c` for LSTM) in the model's dtype
-  (bfloat16 as its bit patterns, `U16`), the tags in the file's string metadata;
-- JSON: the same tags, and the tensors in the v1 API's base64 form (`{shape, dtype, b64}`).
+The safetensors form is what `GET /v1/sessions/{id}/state` exports as `application/octet-stream`,
+what an opening may take back, and what the engine stores when it hands sessions over: tensors `h`
+(and `c` for LSTM) in the model's dtype (bfloat16 as its bit patterns, `U16`), the tags in the
+file's string metadata. The JSON form is the v1 API's (`service.codecs.state`).
 
 The tags say what the state is worth resuming under: the model's name, a digest of its config and
 weights (`weights_digest`: state made under other weights is refused), and the number of time
@@ -23,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from service.engine.codec import CARRIER, WireTensor, decode_tensor, encode_tensor
+from service.engine.tensor import CARRIER, WireTensor
 from service.errors import InvalidInput, MalformedBody
 from service.schemas.config import DType
 
@@ -84,7 +83,7 @@ def _int(tags: Mapping[str, str], name: str, loc: tuple[str, ...]) -> int:
     return int(raw)
 
 
-def _of_tags(
+def of_tags(
     tags: Mapping[str, Any], parts: tuple[np.ndarray[Any, Any], ...], loc: tuple[str, ...]
 ) -> SessionState:
     if tags.get("format") != FORMAT:
@@ -129,45 +128,4 @@ def from_safetensors(
     if not isinstance(tags, dict):
         raise MalformedBody("the safetensors file has no metadata: not an exported state")
     parts = tuple(tensors.pop(n) for n in PART_NAMES if n in tensors)
-    return _of_tags(tags, parts, loc), tags, tensors
-
-
-def to_json(state: SessionState) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        **state.tags(),
-        "steps": state.steps,
-        "batched": state.batched,
-        "batch_size": state.batch,
-    }
-    for name, p in zip(PART_NAMES, state.parts, strict=False):
-        body[name] = encode_tensor(p, state.dtype, "b64")
-    return body
-
-
-def from_json(
-    obj: Mapping[str, Any], dtype: DType, max_elements: int, loc: tuple[str, ...]
-) -> SessionState:
-    """A state from its JSON form (decoded as the model's `dtype`)."""
-    if obj.get("format") != FORMAT:
-        raise InvalidInput.at(
-            (*loc, "format"), f"expected {FORMAT!r} (a state exported by rnn-serve)"
-        )
-    tags = {k: v for k, v in obj.items() if k not in PART_NAMES}
-    steps, batched, batch = tags.get("steps"), tags.get("batched"), tags.get("batch_size")
-    if type(steps) is not int or steps < 0:
-        raise InvalidInput.at((*loc, "steps"), f"expected a non-negative integer, got {steps!r}")
-    if batched not in (None, True, False):
-        raise InvalidInput.at((*loc, "batched"), "expected true, false or null")
-    if batched and (type(batch) is not int or batch < 0):
-        raise InvalidInput.at((*loc, "batch_size"), "expected a non-negative integer")
-    tags.update(
-        steps=str(steps),
-        batched={None: "unknown", True: "true", False: "false"}[batched],
-        batch_size="" if batch is None else str(batch),
-    )
-    parts = []
-    for name in PART_NAMES:
-        if obj.get(name) is not None:
-            t = decode_tensor(obj[name], (*loc, name), dtype, max_elements)
-            parts.append(t.array)
-    return _of_tags(tags, tuple(parts), loc)
+    return of_tags(tags, parts, loc), tags, tensors

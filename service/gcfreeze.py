@@ -1,0 +1,13 @@
+"""One habit of every serving process, engine and front-ends alike."""
+
+from __future__ import annotations
+
+import gc
+
+
+def freeze_startup_objects() -> None:
+    """torch, FastAPI and friends leave ~200k long-lived objects that every full collection
+    would walk (100-150 ms measured, a p99 spike under load): move them out of the collector's
+    reach once start-up is done. Every serving process does this (front-ends too)."""
+    gc.collect()
+    gc.freeze()
