@@ -30,9 +30,9 @@ from service.errors import (
     InvalidInput,
     ModelNotFound,
     NotReady,
-    PayloadTooLarge,
     SessionNotFound,
 )
+from service.limits import Admission
 from service.metrics import Metrics, StageTimers, model_label
 from service.repository_extension import RepositoryExtension
 from service.schemas.api import check_model_name
@@ -107,8 +107,7 @@ class DataPlane:
         self.backend = backend
         self.device = device  # the serving device's type, as answers report it
         self._max_elements = settings.max_tensor_elements
-        self._max_macs = settings.max_request_macs
-        self._max_unsliced_macs = settings.max_unsliced_macs
+        self._admission = Admission(settings)  # the one admission step (service.limits)
         self._inline_configs = settings.inline_configs
         self._timeout_s = settings.request_timeout_s
         self._max_sequence_id = settings.max_sequence_id_length
@@ -240,7 +239,7 @@ class DataPlane:
             session_id = await self._sequence(spec, inputs, sequence, owner)
             inputs = replace(inputs, h0=None, c0=None)  # taken by the session when it opened
         job = validate_forward(spec.config, inputs)
-        self._admit(spec.config, job)
+        self._admission.admit(spec.config, job.seq_len, job.batch, job.steps())
         expect = None
         if decoded.start_step is not None:
             if session_id is None:
@@ -300,6 +299,8 @@ class DataPlane:
                 slow.leave(key)
             expiry.disarm()
         log["model"], log["sequences"], log["batch"] = spec.name, job.batch, result.batch_sequences
+        timers.queue.observe(result.queue_s)  # as the engine measured them (any process)
+        timers.compute.observe(result.compute_s)
 
         encode_started = time.perf_counter()
         served = Served(spec, result, self.device, view)
@@ -320,30 +321,6 @@ class DataPlane:
                 attributes["rnn_serve.session"] = session_id
             forward_spans(self._tracer, marks, result.queue_s, result.compute_s, attributes)
         return answer
-
-    def _admit(self, config: RNNConfig, job: ForwardJob) -> None:
-        """Refuse, before anything runs, an answer over the element limit and a forward over
-        the cost budgets (413)."""
-        elements = job.seq_len * job.batch * config.output_size
-        if elements > self._max_elements:
-            raise PayloadTooLarge(
-                f"the answer would have {elements} output elements; the limit is "
-                f"{self._max_elements} (RNN_SERVE_MAX_TENSOR_ELEMENTS): send fewer or shorter "
-                "sequences"
-            )
-        macs = job.steps() * config.step_macs()
-        if macs > self._max_macs:
-            raise PayloadTooLarge(
-                f"this forward would cost {macs:.3g} multiply-accumulates; the limit is "
-                f"{self._max_macs:.3g} (RNN_SERVE_MAX_REQUEST_MACS): send fewer or shorter "
-                "sequences"
-            )
-        if not config.sliceable and macs > self._max_unsliced_macs:
-            raise PayloadTooLarge(
-                f"this bidirectional forward would cost {macs:.3g} multiply-accumulates and "
-                "cannot run in time slices (the reverse direction needs the whole sequence); "
-                f"the limit is {self._max_unsliced_macs:.3g} (RNN_SERVE_MAX_UNSLICED_MACS)"
-            )
 
     # --- sessions -------------------------------------------------------------------------------
     async def open_session(

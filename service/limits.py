@@ -40,17 +40,21 @@ class BodyLimits:
         return self.weights if method == "PUT" and path.endswith("/weights") else self.body
 
 
-def body_too_large(limit: Limit, declared: int | None = None, decoded: bool = False) -> PayloadTooLarge:
+def body_too_large(
+    limit: Limit, declared: int | None = None, decoded: bool = False
+) -> PayloadTooLarge:
     if declared is not None:
-        return PayloadTooLarge(f"the body has {declared} bytes; the limit is {limit.value} ({limit.setting})")
+        return PayloadTooLarge(
+            f"the body has {declared} bytes; the limit is {limit.value} ({limit.setting})"
+        )
     verb = "decompresses to" if decoded else "is"
-    return PayloadTooLarge(f"the body {verb} over the limit of {limit.value} bytes ({limit.setting})")
+    return PayloadTooLarge(
+        f"the body {verb} over the limit of {limit.value} bytes ({limit.setting})"
+    )
 
 
 def tensor_too_large(loc: Loc, count: int, limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"{'.'.join(map(str, loc))} has {count} elements; the limit is {limit}"
-    )
+    return PayloadTooLarge(f"{'.'.join(map(str, loc))} has {count} elements; the limit is {limit}")
 
 
 def queue_full(max_queue: int) -> Overloaded:

@@ -52,7 +52,6 @@ class StageTimers:
         self.encode = histogram.labels("encode", model)
         self.success = metrics.inferences.labels(model, "success")
         self.fail = metrics.inferences.labels(model, "fail")
-        self.executions = metrics.executions.labels(model)
         self._last = metrics.last_inference.labels(model)
 
     def served(self) -> None:

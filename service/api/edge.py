@@ -38,7 +38,8 @@ from service.api.encoding import BodyDecoder, coding_of
 from service.api.problems import problem_answer
 from service.api.routing import InternalError, LeanRequest, LeanRoute
 from service.codecs.pipeline import Encoded
-from service.errors import ClientDisconnected, PayloadTooLarge, ServiceError, Unauthorized
+from service.errors import ClientDisconnected, ServiceError, Unauthorized
+from service.limits import BodyLimits, Limit, body_too_large
 from service.logs import ACCESS
 from service.metrics import Metrics
 from service.slow import SlowRequests
@@ -80,8 +81,7 @@ class Edge:
         self.tracer = tracer  # OpenTelemetry's, when tracing is on (service.tracing)
         self.routes = routes
         self.metrics = metrics
-        self.max_body_bytes = max_body_bytes
-        self.max_weights_bytes = max_weights_bytes
+        self.body_limits = BodyLimits(max_body_bytes, max_weights_bytes)
         self.keys = keys if keys is not None and keys.enabled else None
         self.ids = RequestIds()
         self.slow = slow if slow is not None else SlowRequests(0.05)
@@ -169,10 +169,8 @@ class Edge:
             return ADMIN
         return required_scope(getattr(route, "openapi_extra", None))
 
-    def _limit(self, scope: Scope) -> tuple[int, str]:
-        if scope["method"] == "PUT" and scope["path"].endswith("/weights"):
-            return self.max_weights_bytes, "RNN_SERVE_MAX_WEIGHTS_BYTES"
-        return self.max_body_bytes, "RNN_SERVE_MAX_BODY_BYTES"
+    def _limit(self, scope: Scope) -> Limit:
+        return self.body_limits.of(scope["method"], scope["path"])
 
     @staticmethod
     def _declared_length(scope: Scope) -> int | None:
@@ -185,16 +183,14 @@ class Edge:
         self, route: LeanRoute, scope: Scope, receive: Receive
     ) -> tuple[Encoded, bool]:
         """A lean route's answer, and whether to close the connection (a body left unread)."""
-        limit, setting = self._limit(scope)
+        limit = self._limit(scope)
         declared = self._declared_length(scope)
         try:
-            if declared is not None and declared > limit:
-                raise PayloadTooLarge(
-                    f"the body has {declared} bytes; the limit is {limit} ({setting})"
-                )
+            if declared is not None and declared > limit.value:
+                raise body_too_large(limit, declared)
             coding = coding_of(scope)
-            decoder = None if coding is None else BodyDecoder(coding, limit, setting)
-            body = await _read_body(receive, limit, setting, decoder)
+            decoder = None if coding is None else BodyDecoder(coding, limit)
+            body = await _read_body(receive, limit, decoder)
         except ServiceError as exc:  # the body may be left unread: close the connection
             return route.render_error(exc), True
         # A client that leaves while its forward runs cancels the work (queued, running or
@@ -229,23 +225,21 @@ class Edge:
     ) -> tuple[int, str]:
         """Any other request: FastAPI's stack, with the limit on receive and the status and the
         request id taken from send."""
-        limit, setting = self._limit(scope)
+        limit = self._limit(scope)
         declared = self._declared_length(scope)
         status = 500
         header = (b"x-request-id", request_id.encode())
         decoder = None
         try:
-            if declared is not None and declared > limit:
-                raise PayloadTooLarge(
-                    f"the body has {declared} bytes; the limit is {limit} ({setting})"
-                )
+            if declared is not None and declared > limit.value:
+                raise body_too_large(limit, declared)
             coding = coding_of(scope)
         except ServiceError as exc:  # refused before the app reads any of it: close
             answer = problem_answer(exc)
             await _send_answer(send, answer, request_id, close=True)
             return answer.status, "unmatched"
         if coding is not None:  # the app sees the decoded body, of a length not declared
-            decoder = BodyDecoder(coding, limit, setting)
+            decoder = BodyDecoder(coding, limit)
             scope["headers"] = [(k, v) for k, v in scope["headers"]
                                 if k not in (b"content-encoding", b"content-length")]  # fmt: skip
         seen = 0
@@ -259,10 +253,8 @@ class Edge:
                     if not message.get("more_body", False):
                         decoder.finish()
                 seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise PayloadTooLarge(
-                        f"the body is over the limit of {limit} bytes ({setting})"
-                    )
+                if seen > limit.value:
+                    raise body_too_large(limit)
             return message
 
         started = finished = False
@@ -389,9 +381,7 @@ async def _send_answer(send: Send, answer: Encoded, request_id: str, close: bool
     await send({"type": "http.response.body", "body": answer.body})
 
 
-async def _read_body(
-    receive: Receive, limit: int, setting: str, decoder: BodyDecoder | None = None
-) -> bytes:
+async def _read_body(receive: Receive, limit: Limit, decoder: BodyDecoder | None = None) -> bytes:
     if decoder is not None:
         return await _read_encoded(receive, decoder)
     message = await receive()
@@ -399,8 +389,8 @@ async def _read_body(
         raise ClientDisconnected("the client disconnected")
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
-        if len(body) > limit:
-            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes ({setting})")
+        if len(body) > limit.value:
+            raise body_too_large(limit)
         return body
     chunks = [body]
     size = len(body)
@@ -410,8 +400,8 @@ async def _read_body(
             raise ClientDisconnected("the client disconnected")
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes ({setting})")
+        if size > limit.value:
+            raise body_too_large(limit)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

@@ -8,7 +8,8 @@ import zlib
 
 from starlette.types import Scope
 
-from service.errors import MalformedBody, PayloadTooLarge, UnsupportedMediaType
+from service.errors import MalformedBody, UnsupportedMediaType
+from service.limits import Limit, body_too_large
 
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
@@ -32,21 +33,19 @@ def coding_of(scope: Scope) -> str | None:
 class BodyDecoder:
     """Decompresses a body as it arrives, refusing it once it passes `limit` bytes decoded."""
 
-    def __init__(self, coding: str, limit: int, setting: str) -> None:
-        self.coding, self.limit, self.setting = coding, limit, setting
+    def __init__(self, coding: str, limit: Limit) -> None:
+        self.coding, self.limit = coding, limit
         self._z = zlib.decompressobj(_WBITS[coding])
         self.size = 0
 
     def feed(self, chunk: bytes) -> bytes:
         try:
-            out = self._z.decompress(chunk, self.limit - self.size + 1)
+            out = self._z.decompress(chunk, self.limit.value - self.size + 1)
         except zlib.error:
             raise MalformedBody(f"the body is not valid {self.coding} data") from None
         self.size += len(out)
-        if self.size > self.limit or self._z.unconsumed_tail:
-            raise PayloadTooLarge(
-                f"the body decompresses to over the limit of {self.limit} bytes ({self.setting})"
-            )
+        if self.size > self.limit.value or self._z.unconsumed_tail:
+            raise body_too_large(self.limit, decoded=True)
         return out
 
     def finish(self) -> None:

@@ -20,7 +20,8 @@ from service.engine.tensor import (
     cast_numbers,
     check_raw_finite,
 )
-from service.errors import InvalidInput, Loc, PayloadTooLarge
+from service.errors import InvalidInput, Loc
+from service.limits import tensor_too_large
 from service.schemas.config import DTYPES, DType
 
 Encoding = Literal["nested", "flat", "b64"]
@@ -112,9 +113,7 @@ def decode_tensor(
     if isinstance(obj, list):
         arr = _numbers(obj, loc, check_bools)
         if arr.size > max_elements:
-            raise PayloadTooLarge(
-                f"{'.'.join(map(str, loc))} has {arr.size} elements; the limit is {max_elements}"
-            )
+            raise tensor_too_large(loc, arr.size, max_elements)
         return WireTensor(cast_numbers(arr, model_dtype, loc), model_dtype, declared=False)
     if not isinstance(obj, dict):
         raise _fail(
@@ -137,9 +136,7 @@ def decode_tensor(
     shape = check_shape(obj["shape"], (*loc, "shape"), max_elements)
     count = math.prod(shape)
     if count > max_elements:
-        raise PayloadTooLarge(
-            f"{'.'.join(map(str, loc))} has {count} elements; the limit is {max_elements}"
-        )
+        raise tensor_too_large(loc, count, max_elements)
     if forms == ["data"]:
         data = obj["data"]
         if not isinstance(data, list):

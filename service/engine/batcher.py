@@ -12,8 +12,9 @@ A model whose module is not built yet is built on a thread of its own, not the w
 queue waits, and the other models' forwards go on meanwhile.
 
 Requests are validated before they get here, so one bad request cannot fail a batch; a caller
-that gave up (its task cancelled: a deadline, a client gone) is dropped; a full queue refuses
-with 429.
+that gave up (its task cancelled: the data plane's deadline, a client gone) is dropped, which is
+how a deadline reaches the engine; a full queue refuses with 429. Each result says how long its
+job waited and computed: the data plane observes the stage timers from it.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from dataclasses import dataclass, field
 
 from service.catalog.spec import ModelSpec
 from service.engine.job import ForwardJob, ForwardResult
-from service.errors import DeadlineExceeded, Overloaded, ShuttingDown
-from service.metrics import Metrics, model_label
+from service.errors import ShuttingDown
+from service.limits import queue_full
+from service.metrics import Metrics
 
 BatchRunner = Callable[[ModelSpec, Sequence[ForwardJob]], list[ForwardResult]]
 Builder = Callable[[ModelSpec], object]  # builds (and caches) the model's module
@@ -59,7 +61,6 @@ class Batcher:
         max_batch_sequences: int,
         max_wait_s: float,
         max_queue: int,
-        timeout_s: float,
         max_batch_macs: float = float("inf"),
         is_built: Callable[[ModelSpec], bool] | None = None,
         build: Builder | None = None,
@@ -72,7 +73,6 @@ class Batcher:
         self.max_batch_macs = max_batch_macs
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
-        self.timeout_s = timeout_s
         self._is_built = is_built
         self._build = build
         self._build_executor = build_executor
@@ -104,9 +104,7 @@ class Batcher:
 
     async def submit(self, spec: ModelSpec, job: ForwardJob) -> ForwardResult:
         if self._queued >= self.max_queue:
-            raise Overloaded(
-                f"the queue is full ({self.max_queue} requests, RNN_SERVE_MAX_QUEUE); retry later"
-            )
+            raise queue_full(self.max_queue)
         queue = self._queues.get(spec.key)
         if queue is None:
             queue = self._queues[spec.key] = _Queue(spec)
@@ -132,11 +130,6 @@ class Batcher:
             if not batch:
                 continue
             started = time.perf_counter()
-            queue_stage = self._metrics.stages_for(
-                model_label(queue.spec.name, queue.spec.inline)
-            ).queue
-            for p in batch:
-                queue_stage.observe(started - p.enqueued)
             jobs = [p.job for p in batch]
             try:
                 results = await asyncio.wrap_future(
@@ -200,20 +193,11 @@ class Batcher:
     def _take(self, key: Hashable, queue: _Queue) -> list[_Pending]:
         batch: list[_Pending] = []
         sequences, macs = 0, 0
-        now = time.perf_counter()
         while queue.items:
             head = queue.items[0]
             if head.future.done():  # cancelled by its caller
                 queue.items.popleft()
                 self._queued -= 1
-                continue
-            if now - head.enqueued > self.timeout_s:
-                queue.items.popleft()
-                self._queued -= 1
-                waited = f"waited over {self.timeout_s:g}s in the queue"
-                head.future.set_exception(
-                    DeadlineExceeded(f"{waited} (RNN_SERVE_REQUEST_TIMEOUT_S)")
-                )
                 continue
             head_macs = head.job.steps() * queue.spec.config.step_macs()
             if batch and (

@@ -48,14 +48,16 @@ class RecordingBackend:
         c = spec.config
         out = np.zeros((job.seq_len, job.batch, c.output_size), np.float32)
         h = np.zeros((c.state_rows, job.batch, c.h_size), np.float32)
-        return ForwardResult(out, h)
+        return ForwardResult(out, h, queue_s=0.25, compute_s=0.5)  # as an engine reports them
 
 
-def plane(tmp_path: Path, backend: RecordingBackend, **overrides: Any) -> DataPlane:
+def plane(
+    tmp_path: Path, backend: RecordingBackend, metrics: Metrics | None = None, **overrides: Any
+) -> DataPlane:
     settings = make_settings(model_repository=tmp_path / "repo", **overrides)
     catalog = Catalog(settings, Metrics())
     slow = SlowRequests(0.01)
-    return DataPlane(settings, catalog, backend, Metrics(), "cpu", slow)  # type: ignore[arg-type]
+    return DataPlane(settings, catalog, backend, metrics or Metrics(), "cpu", slow)  # type: ignore[arg-type]
 
 
 def config_of(config: dict[str, Any]) -> RNNConfig:
@@ -140,3 +142,21 @@ async def test_a_cancellation_that_is_not_the_deadline_goes_through(tmp_path: Pa
     with pytest.raises(asyncio.CancelledError):
         await task
     assert backend.cancelled == 1
+
+
+async def test_every_stage_is_timed_in_one_place(tmp_path: Path) -> None:
+    """decode and encode as the data plane runs them, queue and compute as the engine reports
+    them in the result (whatever process it ran in)."""
+    metrics = Metrics()
+    dp = plane(tmp_path, RecordingBackend(), metrics)
+    for _ in range(2):
+        await dp.infer(inline(SMALL, 1), config_of(SMALL), {})
+
+    def observed(stage: str, what: str) -> float | None:
+        labels = {"stage": stage, "model": "inline"}
+        return metrics.registry.get_sample_value(f"rnn_serve_stage_seconds_{what}", labels)
+
+    assert observed("queue", "sum") == 0.5
+    assert observed("compute", "sum") == 1.0
+    for stage in ("decode", "queue", "compute", "encode"):
+        assert observed(stage, "count") == 2, stage
