@@ -1,12 +1,16 @@
-"""Reading request bodies: the content type (415) and the bytes. Size limits are the edge's
-(service.api.edge); parsing is the codecs' (service.codecs)."""
+"""Reading request bodies: the content type (415) and the bytes, within their limit
+(`service.limits`, decompressed through `service.api.encoding`). The edge reads a lean route's
+body with `read_body`; parsing is the codecs' (`service.codecs`)."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
+from starlette.types import Receive
 
+from service.api.encoding import BodyDecoder
 from service.api.routing import LeanRequest
-from service.errors import UnsupportedMediaType
+from service.errors import ClientDisconnected, UnsupportedMediaType
+from service.limits import Limit, body_too_large
 
 
 def is_json(content_type: str | None) -> bool:
@@ -34,3 +38,43 @@ def lean_json_body(request: LeanRequest) -> bytes:
     """The same for a lean route, whose body the edge has read."""
     check_json(request.header(b"content-type"))
     return request.raw_body
+
+
+async def read_body(receive: Receive, limit: Limit, decoder: BodyDecoder | None = None) -> bytes:
+    """The whole body: 413 past `limit` (decoded bytes, with a decoder), ClientDisconnected if
+    the client leaves first."""
+    if decoder is not None:
+        return await _read_encoded(receive, decoder)
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnected("the client disconnected")
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit.value:
+            raise body_too_large(limit)
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected("the client disconnected")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit.value:
+            raise body_too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _read_encoded(receive: Receive, decoder: BodyDecoder) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected("the client disconnected")
+        chunks.append(decoder.feed(message.get("body", b"")))
+        if not message.get("more_body", False):
+            decoder.finish()
+            return b"".join(chunks)

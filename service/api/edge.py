@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.answer import status_of
 from service.api.auth import ADMIN, Keys, required_scope
+from service.api.body import read_body
 from service.api.encoding import BodyDecoder, coding_of
 from service.api.problems import problem_answer
 from service.api.routing import InternalError, LeanRequest, LeanRoute
@@ -190,7 +191,7 @@ class Edge:
                 raise body_too_large(limit, declared)
             coding = coding_of(scope)
             decoder = None if coding is None else BodyDecoder(coding, limit)
-            body = await _read_body(receive, limit, decoder)
+            body = await read_body(receive, limit, decoder)
         except ServiceError as exc:  # the body may be left unread: close the connection
             return route.render_error(exc), True
         # A client that leaves while its forward runs cancels the work (queued, running or
@@ -379,41 +380,3 @@ async def _send_answer(send: Send, answer: Encoded, request_id: str, close: bool
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status_of(answer), "headers": headers})
     await send({"type": "http.response.body", "body": answer.body})
-
-
-async def _read_body(receive: Receive, limit: Limit, decoder: BodyDecoder | None = None) -> bytes:
-    if decoder is not None:
-        return await _read_encoded(receive, decoder)
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise ClientDisconnected("the client disconnected")
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        if len(body) > limit.value:
-            raise body_too_large(limit)
-        return body
-    chunks = [body]
-    size = len(body)
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected("the client disconnected")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit.value:
-            raise body_too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-async def _read_encoded(receive: Receive, decoder: BodyDecoder) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected("the client disconnected")
-        chunks.append(decoder.feed(message.get("body", b"")))
-        if not message.get("more_body", False):
-            decoder.finish()
-            return b"".join(chunks)

@@ -46,7 +46,8 @@ import numpy as np
 from service.catalog.catalog import Catalog
 from service.catalog.spec import ModelSpec
 from service.engine.job import ForwardResult
-from service.engine.sessions import Replay, Session, SessionStore, snapshot
+from service.engine.session import Replay, Session, snapshot
+from service.engine.sessions import SessionStore
 from service.engine.state import from_safetensors, to_safetensors
 from service.errors import (
     ModelConflict,

@@ -13,7 +13,8 @@ from service.engine.backend import Expect, SessionView
 from service.engine.engine import Engine
 from service.engine.job import ForwardJob, ForwardResult
 from service.engine.modules import ModuleCache
-from service.engine.sessions import Session, SessionStore, snapshot
+from service.engine.session import Session, snapshot
+from service.engine.sessions import SessionStore
 from service.engine.state import SessionState
 from service.engine.tensor import WireTensor
 from service.engine.weights import seeded_weights

@@ -1,0 +1,94 @@
+"""A streaming session's values: the `Session` the store keeps, the `Replay` of its last
+exactly-once chunk, and `snapshot`, its state copied to the host as a `SessionState` (for export,
+and for any store outside this process). The rules they follow are the store's
+(`service.engine.sessions`)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.catalog.repository import Version
+from service.catalog.spec import ModelSpec
+from service.engine.job import ForwardResult, State
+from service.engine.runner import to_numpy
+from service.engine.state import SessionState
+from service.engine.tensor import CARRIER, WireTensor
+from service.schemas.config import RNNConfig
+
+Key = tuple[str | None, str]  # (owner, id): a session's place in the store
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The last chunk applied with an expected step: what a retry of it gets back."""
+
+    start: int  # the step it started at
+    digest: str  # of its input and lengths
+    result: ForwardResult  # its answer (host arrays only)
+
+    @property
+    def nbytes(self) -> int:
+        r = self.result
+        return r.output.nbytes + r.h_n.nbytes + (0 if r.c_n is None else r.c_n.nbytes)
+
+
+@dataclass(eq=False)
+class Session:
+    id: str
+    model: str
+    version: Version | None  # of the model's files when the session opened
+    ttl: float
+    batched: bool | None = None  # the chunks' form, fixed by h0, batch_size or the first chunk
+    batch: int | None = None
+    # the first chunk's initial state, if the client gave one: (h0,) or, for LSTM, (h0, c0)
+    state0: tuple[WireTensor, ...] | None = None
+    state: State | None = None  # the state after the last chunk, on the serving device
+    steps: int = 0
+    created: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.monotonic)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    state_bytes: int = 0  # what its state takes (counted against the store's budget)
+    owner: str | None = None  # the API key that opened it (None: the server has no keys)
+    last: Replay | None = None  # the last chunk sent with an expected step, for its retries
+
+    @property
+    def key(self) -> Key:
+        """Where the store keeps it: ids are per API key (another key's id is another session)."""
+        return (self.owner, self.id)
+
+    @property
+    def initial_state(self) -> tuple[WireTensor, ...] | None:
+        """The state the next chunk starts from when none is held yet (the first chunk)."""
+        return self.state0 if self.state is None else None
+
+    @property
+    def expires_at(self) -> float:
+        """Wall-clock time (Unix seconds) after which an idle session is dropped."""
+        return time.time() + self.ttl - (time.monotonic() - self.last_used)
+
+
+@functools.lru_cache(maxsize=4096)
+def state_bytes(config: RNNConfig, batch: int) -> int:
+    """Bytes of a session's state for `batch` sequences: every part (h, and c for LSTM)."""
+    itemsize = CARRIER[config.dtype].itemsize
+    return config.state_rows * batch * sum(config.state_sizes) * itemsize
+
+
+def snapshot(session: Session, entry: ModelSpec, digest: str) -> SessionState:
+    """The session's state copied to the host (call with its lock held, or between chunks)."""
+    if session.state is not None:
+        parts = tuple(to_numpy(p) for p in session.state)
+    elif session.state0 is not None:
+        parts = tuple(np.array(t.array) for t in session.state0)
+    else:
+        parts = ()
+    config = entry.config
+    return SessionState(
+        session.model, digest, config.mode, config.dtype, session.steps, parts,
+        session.batched, session.batch if session.batched else None,
+    )  # fmt: skip
