@@ -155,7 +155,8 @@ class DataPlane:
 
     # --- models ---------------------------------------------------------------------------------
     def model(self, name: str) -> ModelSpec:
-        """A registered model's spec as the repository has it now; 422 for a bad name, 404."""
+        """A registered model's spec as the repository has it now; 422 for a bad name, 404.
+        On the event loop: one stat when nothing changed (the forward path's lookups)."""
         return self.catalog.get(check_model_name(name))
 
     # --- forwards -------------------------------------------------------------------------------
