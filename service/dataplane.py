@@ -123,16 +123,14 @@ class DataPlane:
 
     # --- health ---------------------------------------------------------------------------------
     async def follow_readiness(self) -> None:
-        """Ready once the backend is (the default model warm); then this server is ready until
-        it drains (`stop`)."""
+        """Ready while the backend is (the default model warm, the session store answering);
+        the task is cancelled when the server drains (`stop`)."""
         while True:
             ready, reason = await self.backend.ready()
             if ready:
                 self.device = self.backend.device
-                self.readiness.ready = True
-                return
-            self.readiness.reason = reason
-            await asyncio.sleep(0.05)
+            self.readiness.ready, self.readiness.reason = ready, reason
+            await asyncio.sleep(0.5 if ready else 0.05)
 
     def stop(self, reason: str = "shutting down") -> None:
         self.readiness.ready, self.readiness.reason = False, reason

@@ -57,8 +57,8 @@ class SessionNotFound(ServiceError):
 
 
 class SessionLost(ServiceError):
-    """The session was held by a replica that died before it could hand its state over (410).
-    It is never restarted from zero: the client resumes from a state it exported."""
+    """The session was held in the memory of a process that has restarted since (410). It is
+    never restarted from zero: the client resumes from a state it exported."""
 
 
 class ModelConflict(ServiceError):
@@ -120,6 +120,11 @@ class StorageFull(ServiceError):
 
 class StorageUnavailable(NotReady):
     """The model repository cannot be written (read-only, or an I/O error); nothing changed."""
+
+
+class SessionStoreUnavailable(NotReady):
+    """The session store (Redis) does not answer: the chunk did not run, or its state was not
+    committed (503, Retry-After)."""
 
 
 class Unauthorized(ServiceError):

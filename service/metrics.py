@@ -128,11 +128,36 @@ class Metrics:
             "Retried session chunks answered from the kept answer (not applied twice).",
             registry=r,
         )  # fmt: skip
-        self.session_handoffs = Counter(
-            "rnn_serve_session_handoffs",
-            "Sessions handed to another replica (out) or taken from one (in), and sessions "
-            "found lost with a replica that died (lost).",
-            ["direction"], registry=r,
+        # the session store (RNN_SERVE_SESSION_STORE=redis://...)
+        self.session_store_seconds = Histogram(
+            "rnn_serve_session_store_seconds",
+            "Round trips to the session store by operation (commit, load, create, ...).",
+            ["op"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.session_store_errors = Counter(
+            "rnn_serve_session_store_errors",
+            "Session store calls that failed (unreachable, timed out) by operation.",
+            ["op"], registry=r,
+        )  # fmt: skip
+        self.session_store_commits = Counter(
+            "rnn_serve_session_store_commits", "Chunks' states committed to the session store.",
+            registry=r,
+        )  # fmt: skip
+        self.session_store_conflicts = Counter(
+            "rnn_serve_session_store_conflicts",
+            "Commits refused because the session had moved on from the chunk's step (another "
+            "replica committed first).",
+            registry=r,
+        )  # fmt: skip
+        self.session_store_pipeline = Histogram(
+            "rnn_serve_session_store_pipeline_commits",
+            "Commits sent to the session store in one round trip.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r,
+        )  # fmt: skip
+        self.session_cache_misses = Counter(
+            "rnn_serve_session_cache_misses",
+            "Sessions read from the session store: not in this replica's memory, or behind it.",
+            registry=r,
         )  # fmt: skip
         self.session_chunk_seconds = Histogram(
             "rnn_serve_session_chunk_seconds", "Latency of one session chunk (queue and compute).",

@@ -5,13 +5,15 @@ metrics themselves (compare KServe's ModelRepositoryExtension)."""
 
 from __future__ import annotations
 
+import contextlib
+
 from anyio import to_thread
 from prometheus_client.samples import Sample
 
 from service.catalog.catalog import Catalog
 from service.catalog.spec import ModelSpec
 from service.engine.backend import Backend
-from service.errors import ModelConflict
+from service.errors import ModelConflict, ModelNotFound
 from service.metrics import Metrics
 from service.schemas.api import check_model_name
 from service.schemas.config import RNNConfig
@@ -69,7 +71,8 @@ class RepositoryExtension:
         """Store checked weights, then build (and warm) their module on the device, so that the
         next forward runs them at once."""
         spec = await to_thread.run_sync(self._catalog.upload, name, data)
-        await self._backend.load(spec)
+        with contextlib.suppress(ModelNotFound, ModelConflict):  # deleted or replaced meanwhile:
+            await self._backend.load(spec)  # the upload stands; nothing to warm
         return spec
 
     async def export(self, name: str) -> bytes:

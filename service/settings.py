@@ -180,17 +180,24 @@ class Settings(BaseSettings):
         le=4096,
         description="Characters of an OIP sequence_id string at most (a uint64 is always taken).",
     )
-    session_handoff: bool = Field(
-        default=True,
-        description="Sessions move between replicas that share the model repository: a replica "
-        "that stops writes their state under <repository>/.sessions, and one asked for a "
-        "session another holds takes it over (docs/sessions.md).",
+    session_store: str = Field(
+        default="memory",
+        pattern=r"^(memory|(redis|rediss|unix)://.+)$",
+        description="Where sessions' states live: `memory` (this process; a restart ends them) "
+        "or a Redis (or Valkey) URL, redis://host:port/db or rediss:// for TLS, whose password "
+        "may be in the URL or in RNN_SERVE_SESSION_STORE_PASSWORD_FILE: every chunk's state "
+        "commits there before its answer, and any replica serves any session "
+        "(docs/sessions.md).",
     )
-    session_handoff_wait_s: float = Field(
-        default=5.0,
+    session_store_password_file: Path | None = Field(
+        default=None,
+        description="A file holding the Redis password (a mounted secret), if not in the URL.",
+    )
+    session_store_timeout_s: float = Field(
+        default=2.0,
         gt=0,
         le=60,
-        description="How long a replica waits for a live peer to hand a session over (503 after).",
+        description="How long one Redis call may take before the chunk answers 503.",
     )
 
     # Registry and model repository.

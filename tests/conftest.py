@@ -15,6 +15,7 @@ from asgi_lifespan import LifespanManager
 
 from service.app import create_app
 from service.settings import Settings
+from tests.redis_server import REDIS, RedisServer
 from tests.server import running_server
 
 
@@ -64,6 +65,18 @@ async def fresh_client(anyio_backend: str) -> AsyncIterator[httpx.AsyncClient]:
     """A new app for a test that registers or deletes models."""
     async for c in open_client(make_settings()):
         yield c
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of its own for the test, on a free loopback port."""
+    if REDIS is None:
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

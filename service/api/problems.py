@@ -51,6 +51,7 @@ PROBLEMS: dict[type[e.ServiceError], tuple[int, str]] = {
     e.DeviceOutOfMemory: (507, "device-out-of-memory"),
     e.StorageFull: (507, "storage-full"),
     e.StorageUnavailable: (503, "storage-unavailable"),
+    e.SessionStoreUnavailable: (503, "session-store-unavailable"),
 }
 # The Open Inference Protocol answers every client error with 400; the rest keep their status.
 _OIP_CLIENT_ERRORS = {400, 415, 422}

@@ -17,8 +17,8 @@ import anyio.to_thread
 from service.catalog.catalog import Catalog
 from service.catalog.spec import ModelSpec
 from service.engine.device import configure_torch, resolve_device
+from service.engine.durable import RedisSessions
 from service.engine.engine import Engine
-from service.engine.handoff import Handoff
 from service.engine.local import LocalBackend
 from service.engine.modules import ModuleCache
 from service.engine.sessions import SessionStore
@@ -53,20 +53,20 @@ class EngineHost:
         self.modules = ModuleCache(settings, self.catalog, self.device, metrics)
         self.engine = Engine(settings, metrics, self.modules.module_for, self.modules.is_built)
         self.engine.serve_on(self.device)
+        self.durable: RedisSessions | None = None
+        if settings.session_store != "memory":
+            self.durable = RedisSessions(
+                settings.session_store, metrics, settings.max_sessions,
+                settings.session_store_timeout_s, settings.session_store_password_file,
+            )  # fmt: skip
+        # with a durable store, these are its cache on the device
         self.sessions = SessionStore(
-            metrics, settings.session_ttl_s, settings.max_sessions, settings.max_session_state_bytes
+            metrics, settings.session_ttl_s, settings.max_sessions,
+            settings.max_session_state_bytes, cache=self.durable is not None,
+        )  # fmt: skip
+        self.backend = LocalBackend(
+            self.engine, self.sessions, self.catalog, self.modules, self.durable
         )
-        self.backend = LocalBackend(self.engine, self.sessions, self.catalog, self.modules)
-        self.handoff: Handoff | None = None
-        if settings.session_handoff:
-            try:
-                self.handoff = Handoff(
-                    settings.model_repository, self.sessions, self.catalog, metrics,
-                    self.backend.digest, settings.session_handoff_wait_s,
-                )  # fmt: skip
-            except OSError as exc:  # e.g. a read-only repository: sessions just cannot move
-                log.warning("sessions cannot move between replicas: %s", exc)
-            self.backend.handoff = self.handoff
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -77,8 +77,8 @@ class EngineHost:
             asyncio.create_task(self.sessions.sweep(every)),
             asyncio.create_task(self._warm()),
         ]
-        if self.handoff is not None:
-            self._tasks.append(asyncio.create_task(self.handoff.run()))
+        if self.durable is not None:
+            self._tasks.append(asyncio.create_task(self.durable.watch()))
 
     async def _warm(self) -> None:
         try:
@@ -105,6 +105,6 @@ class EngineHost:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self.handoff is not None:  # after the last chunk: every session's state, for a peer
-            await self.handoff.give_all()
         await self.engine.close()
+        if self.durable is not None:  # every answered chunk is in it already: nothing to hand
+            await self.durable.close()

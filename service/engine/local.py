@@ -1,28 +1,43 @@
-"""`LocalBackend`: the engine and the sessions in this process (see `service.engine.backend`)."""
+"""`LocalBackend`: the engine and the sessions in this process (see `service.engine.backend`).
+
+Sessions live in the `SessionStore` on the device. With a durable store (Redis,
+`service.engine.durable`), that store is a cache of it: a session not cached here — opened by
+another replica, cached by one that restarted, or dropped for room — is read from Redis, a copy
+that is behind is read again, and every chunk's new state commits to Redis before its answer.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from service.catalog.catalog import Catalog
 from service.catalog.spec import ModelSpec
 from service.engine.backend import Expect, SessionView
+from service.engine.durable import Conflict, RedisSessions, Stored, encode
 from service.engine.engine import Engine
 from service.engine.job import ForwardJob, ForwardResult
 from service.engine.modules import ModuleCache
 from service.engine.session import Session, snapshot
-from service.engine.sessions import SessionStore
+from service.engine.sessions import Commit, SessionStore
 from service.engine.state import SessionState
 from service.engine.tensor import WireTensor
 from service.engine.weights import seeded_weights
-from service.errors import ModelConflict, ModelNotFound, SessionNotFound, StateMismatch
+from service.errors import (
+    ModelConflict,
+    ModelNotFound,
+    SessionLost,
+    SessionNotFound,
+    StateMismatch,
+    StepConflict,
+)
 from service.schemas.config import RNNConfig
 
-if TYPE_CHECKING:
-    from service.engine.handoff import Handoff
+# A chunk whose commit met a newer step (another replica's chunk) runs again from that step, at
+# most this many times (a chunk with a start_step gets its 409 at once instead).
+_RETRIES = 3
 
 
 def view_of(session: Session) -> SessionView:
@@ -30,19 +45,30 @@ def view_of(session: Session) -> SessionView:
     return SessionView(session.id, session.model, session.steps, batch, session.expires_at)
 
 
+def _not_found(session_id: str) -> SessionNotFound:
+    return SessionNotFound(
+        f"no open session {session_id!r} (unknown, closed, expired or ended for room)"
+    )
+
+
 class LocalBackend:
     """The engine and the sessions in this process."""
 
     def __init__(
-        self, engine: Engine, sessions: SessionStore, catalog: Catalog, modules: ModuleCache
+        self,
+        engine: Engine,
+        sessions: SessionStore,
+        catalog: Catalog,
+        modules: ModuleCache,
+        durable: RedisSessions | None = None,
     ) -> None:
         self.engine = engine
         self.sessions = sessions
         self.catalog = catalog
         self.modules = modules
+        self.durable = durable
         self.device = modules.device.type
         self.readiness: tuple[bool, str] = (False, "warming up the default model")
-        self.handoff: Handoff | None = None  # set by the host when sessions can move
         self._digests: dict[tuple[str, object], str] = {}
 
     async def digest(self, spec: ModelSpec) -> str:
@@ -56,23 +82,100 @@ class LocalBackend:
             self._digests[key] = found
         return found
 
-    async def _get(self, session_id: str, owner: str | None) -> Session:
-        """The session, from this replica or, when it moved, from the one that held it."""
+    # --- sessions: the cache and the durable store ----------------------------------------------
+    async def _get(self, session_id: str, owner: str | None, fresh: bool = False) -> Session:
+        """The session: cached here, or read from the durable store. `fresh`: make sure the
+        cached copy is at the stored step (for reads: export, fork, info)."""
         try:
-            return self.sessions.get(session_id, owner)
+            session = self.sessions.get(session_id, owner)
         except SessionNotFound:
-            if self.handoff is None:
+            if self.durable is None:
+                if self.sessions.made_elsewhere(session_id):
+                    raise SessionLost(
+                        f"session {session_id!r} was lost: the process that held it restarted "
+                        "(sessions are kept in memory, RNN_SERVE_SESSION_STORE=memory). Resume "
+                        "from a state you exported (GET /v1/sessions/{id}/state): open a new "
+                        'session with it as "state" (POST /v1/models/{name}/sessions)'
+                    ) from None
                 raise
-            session = await self.handoff.fetch(session_id, owner)
-            if session is None:
-                raise
-            return session
+            return await self._load(session_id, owner)
+        if fresh and self.durable is not None:
+            async with session.lock:
+                stored = await self.durable.step(session_id, owner)
+            if stored is None:
+                self.sessions.evict(session)
+                raise _not_found(session_id)
+            if stored != session.steps:
+                self.sessions.evict(session)
+                return await self._load(session_id, owner)
+        return session
+
+    async def _load(self, session_id: str, owner: str | None) -> Session:
+        assert self.durable is not None
+        stored = await self.durable.load(session_id, owner)
+        if stored is None or stored.ended:
+            raise _not_found(session_id)
+        spec = await self._current_spec(session_id, owner, stored)
+        return self._adopt(spec, stored, session_id, owner)
+
+    async def _current_spec(self, session_id: str, owner: str | None, stored: Stored) -> ModelSpec:
+        """The model a stored session's state was made under, if it still has those weights."""
+        assert self.durable is not None
+        try:
+            spec = self.catalog.get(stored.state.model)
+        except ModelNotFound:
+            await self.durable.delete(session_id, owner)
+            raise SessionNotFound(
+                f"session {session_id!r} ended: its model {stored.state.model!r} was deleted"
+            ) from None
+        if await self.digest(spec) != stored.state.weights_digest:
+            await self.durable.delete(session_id, owner)
+            raise ModelConflict(
+                f"the weights of model {stored.state.model!r} changed; session {session_id!r} "
+                "was ended, open a new one"
+            )
+        return spec
+
+    def _adopt(
+        self, spec: ModelSpec, stored: Stored, session_id: str, owner: str | None
+    ) -> Session:
+        state = stored.state
+        session = self.sessions.open(
+            spec, *state.initial_state(), state.batch if state.batched else None,
+            key=session_id, replace=True, owner=owner, steps=state.steps,
+        )  # fmt: skip
+        if state.batched is False:
+            session.batched, session.batch = False, 1
+        session.ttl = stored.ttl or session.ttl
+        session.last_used = time.monotonic() - max(0.0, session.ttl - stored.remaining_s)
+        session.last = stored.last
+        return session
+
+    async def _stored_state(self, session: Session, spec: ModelSpec) -> bytes:
+        return encode(session, snapshot(session, spec, await self.digest(spec)))
+
+    def _committer(self, spec: ModelSpec, digest: str, close: bool) -> Commit:
+        durable = self.durable
+        assert durable is not None
+        config = spec.config
+
+        async def commit(session: Session, from_step: int, result: ForwardResult) -> None:
+            parts = (result.h_n,) if result.c_n is None else (result.h_n, result.c_n)
+            state = SessionState(
+                session.model, digest, config.mode, config.dtype, session.steps, parts,
+                session.batched, session.batch if session.batched else None,
+            )  # fmt: skip
+            await durable.commit(session, from_step, encode(session, state), ended=close)
+
+        return commit
 
     async def _spec_of(self, session: Session) -> ModelSpec:
         try:
             spec = self.catalog.get(session.model)
         except ModelNotFound:
             self.sessions.end_model(session.model)
+            if self.durable is not None:
+                await self.durable.delete(session.id, session.owner)
             raise SessionNotFound(
                 f"session {session.id!r} ended: its model {session.model!r} was deleted"
             ) from None
@@ -95,20 +198,59 @@ class LocalBackend:
         owner: str | None = None,
         expect: Expect = None,
     ) -> tuple[ForwardResult, SessionView]:
-        try:
-            session = await self._get(session_id, owner)
-        except SessionNotFound:
-            ended = None
-            if close and expect is not None:  # a resend of the chunk that closed it?
-                ended = self.sessions.ended(session_id, owner, expect)
-            if ended is None or ended.last is None:
-                raise
-            return ended.last.result, view_of(ended)
         run = functools.partial(self.engine.forward, spec)
-        result = await self.sessions.chunk(session, spec, job, run, expect)
-        if close:
-            self.sessions.close(session_id, owner, keep_last=True)
-        return result, view_of(session)
+        commit = None
+        if self.durable is not None:
+            commit = self._committer(spec, await self.digest(spec), close)
+        reread = False
+        for _ in range(_RETRIES):
+            try:
+                session = await self._get(session_id, owner)
+            except SessionNotFound:
+                ended = await self._ended(session_id, owner, expect) if close else None
+                if ended is None:
+                    raise
+                return ended
+            try:
+                result = await self.sessions.chunk(session, spec, job, run, expect, commit)
+            except Conflict:  # another replica's chunk (or close) came first: read it, retry
+                reread = True
+                continue
+            except StepConflict:
+                if self.durable is None or reread:
+                    raise
+                # judged on a cached copy that may be behind the store: judge it on the store's
+                self.sessions.evict(session)
+                reread = True
+                continue
+            if close:
+                self.sessions.close(session_id, owner, keep_last=True)
+            return result, view_of(session)
+        raise StepConflict(
+            f"session {session_id!r} moved on under this chunk {_RETRIES} times (other "
+            "replicas' chunks of it); send it again",
+            session.steps,
+        )
+
+    async def _ended(
+        self, session_id: str, owner: str | None, expect: Expect
+    ) -> tuple[ForwardResult, SessionView] | None:
+        """A resend of the chunk that closed a sequence (its answer was lost): that answer."""
+        if expect is None:
+            return None
+        ended = self.sessions.ended(session_id, owner, expect)
+        if ended is not None and ended.last is not None:
+            return ended.last.result, view_of(ended)
+        if self.durable is None:
+            return None
+        stored = await self.durable.load(session_id, owner)
+        last = None if stored is None or not stored.ended else stored.last
+        if last is None or (last.start, last.digest) != expect:
+            return None
+        self.sessions.count_replay()
+        state = stored.state  # type: ignore[union-attr]
+        batch = state.batch if state.batched else None
+        return last.result, SessionView(session_id, state.model, state.steps, batch, time.time())
 
     async def open_session(
         self,
@@ -121,9 +263,21 @@ class LocalBackend:
     ) -> SessionView:
         h0, c0 = (*state0, None, None)[:2]
         session = self.sessions.open(
-            spec, h0, c0, batch_size, key=session_id, replace=replace, owner=owner
-        )
+            spec, h0, c0, batch_size, key=session_id,
+            replace=replace or self.durable is not None, owner=owner,
+        )  # fmt: skip
+        await self._store_new(session, spec, replace)
         return view_of(session)
+
+    async def _store_new(self, session: Session, spec: ModelSpec, replace: bool) -> None:
+        """A new session (opened, imported or forked) goes to the durable store first."""
+        if self.durable is None:
+            return
+        try:
+            await self.durable.create(session, await self._stored_state(session, spec), replace)
+        except BaseException:
+            self.sessions.evict(session)
+            raise
 
     async def import_session(
         self,
@@ -142,38 +296,46 @@ class LocalBackend:
         h0, c0 = state.initial_state()
         session = self.sessions.open(
             spec, h0, c0, state.batch if state.batched else None, key=session_id, owner=owner,
-            steps=state.steps,
+            steps=state.steps, replace=self.durable is not None,
         )  # fmt: skip
+        await self._store_new(session, spec, replace=False)
         return view_of(session)
 
     async def export_state(self, session_id: str, owner: str | None = None) -> SessionState:
-        session = await self._get(session_id, owner)
+        session = await self._get(session_id, owner, fresh=True)
         spec = await self._spec_of(session)
         digest = await self.digest(spec)
         async with session.lock:  # between chunks
             return snapshot(session, spec, digest)
 
     async def fork_session(self, session_id: str, owner: str | None = None) -> SessionView:
-        session = await self._get(session_id, owner)
-        await self._spec_of(session)
+        session = await self._get(session_id, owner, fresh=True)
+        spec = await self._spec_of(session)
         async with session.lock:
             if self.sessions.get_held(session_id, owner) is not session:
                 raise SessionNotFound(f"session {session_id!r} was closed meanwhile")
-            return view_of(self.sessions.fork(session))
+            fork = self.sessions.fork(session)
+        await self._store_new(fork, spec, replace=False)
+        return view_of(fork)
 
     async def session(self, session_id: str, owner: str | None = None) -> SessionView:
-        return view_of(await self._get(session_id, owner))
+        return view_of(await self._get(session_id, owner, fresh=True))
 
     async def close_session(self, session_id: str, owner: str | None = None) -> None:
         await self._get(session_id, owner)
+        if self.durable is not None:
+            await self.durable.delete(session_id, owner)
         self.sessions.close(session_id, owner)
 
     async def end_model(self, name: str) -> None:
+        # (in a durable store, its sessions end as each is next read: the model is gone)
         self.sessions.end_model(name)
         self.modules.forget(name)
         self.catalog.forget_metrics(name)
 
     async def ready(self) -> tuple[bool, str]:
+        if self.readiness[0] and self.durable is not None and not self.durable.healthy[0]:
+            return self.durable.healthy
         return self.readiness
 
     async def is_loaded(self, spec: ModelSpec) -> bool:

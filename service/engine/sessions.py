@@ -55,12 +55,26 @@ from service.errors import (
 )
 from service.metrics import Metrics
 
+# makes a chunk's new state durable: (session, the step it started from, its result)
+Commit = Callable[[Session, int, ForwardResult], Awaitable[None]]
+
 
 class SessionStore:
     def __init__(
-        self, metrics: Metrics, ttl_s: float, max_sessions: int, max_state_bytes: int = 1 << 62
+        self,
+        metrics: Metrics,
+        ttl_s: float,
+        max_sessions: int,
+        max_state_bytes: int = 1 << 62,
+        cache: bool = False,
     ) -> None:
         self._metrics = metrics
+        # `cache`: a durable store (service.engine.durable) holds every session; this one is
+        # its cache on the device, and a session dropped for room is only reloaded later
+        self.cache = cache
+        # server-made ids start with this process's tag: with no durable store, an id of
+        # another process's (one that restarted) is known to be lost, not unknown
+        self.boot = secrets.token_urlsafe(6)
         self.ttl_s = ttl_s
         self.max_sessions = max_sessions
         self.max_state_bytes = max_state_bytes
@@ -72,22 +86,22 @@ class SessionStore:
         # to make room), and at most `max_sessions` of them.
         self._ended: OrderedDict[Key, tuple[Session, float]] = OrderedDict()
         self._ended_bytes = 0
-        # told of every session added and dropped (service.engine.handoff keeps its markers)
-        self.on_open: Callable[[Session], None] | None = None
-        self.on_drop: Callable[[Session], None] | None = None
 
     def sessions(self) -> list[Session]:
         return list(self._sessions.values())
 
-    def release(self, session: Session) -> None:
-        """Forget a session whose state was handed to another replica (no on_drop: the marker
-        is the new holder's now)."""
+    def made_elsewhere(self, session_id: str) -> bool:
+        """An id this server's kind makes, but another process made (its sessions are gone)."""
+        root = session_id.split(".", 1)[0]
+        return len(root) == len(self.boot) + 22 and not root.startswith(self.boot)
+
+    def count_replay(self) -> None:
+        self._metrics.session_replays.inc()
+
+    def evict(self, session: Session) -> None:
+        """Drop a cached session (its durable copy is newer, or its commit's fate unknown)."""
         if self._sessions.get(session.key) is session:
-            hook, self.on_drop = self.on_drop, None
-            try:
-                self._drop(session.key)
-            finally:
-                self.on_drop = hook
+            self._drop(session.key)
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -121,12 +135,9 @@ class SessionStore:
             self._forget_ended((owner, key))
         if batch_size is not None:
             self._check_fits(state_bytes(entry.config, batch_size))
-        if len(self._sessions) >= self.max_sessions:
-            raise Overloaded(
-                f"{self.max_sessions} sessions are open (RNN_SERVE_MAX_SESSIONS); close some"
-            )
+        self._make_room()
         session = Session(
-            key or secrets.token_urlsafe(16),
+            key or self.boot + secrets.token_urlsafe(16),
             entry.name,
             entry.version,
             self.ttl_s,
@@ -161,17 +172,26 @@ class SessionStore:
     def _add(self, session: Session) -> None:
         self._sessions[session.key] = session
         self._metrics.open_sessions.set(len(self._sessions))
-        if self.on_open is not None:
-            self.on_open(session)
+
+    def _make_room(self) -> None:
+        """429 at `max_sessions` — unless this is a cache, which drops its least recently used
+        idle session instead (the durable store keeps it, and bounds the count itself)."""
+        if len(self._sessions) < self.max_sessions:
+            return
+        if self.cache:
+            for other in list(self._sessions.values()):
+                if not other.lock.locked():
+                    self._drop(other.key)
+                    return
+        raise Overloaded(
+            f"{self.max_sessions} sessions are open (RNN_SERVE_MAX_SESSIONS); close some"
+        )
 
     def fork(self, source: Session) -> Session:
         """A new session with a copy of `source`'s state and step count (call between its
         chunks: with its lock held). Its id is `<root>.<random>`: the root's id first."""
         self.expire()
-        if len(self._sessions) >= self.max_sessions:
-            raise Overloaded(
-                f"{self.max_sessions} sessions are open (RNN_SERVE_MAX_SESSIONS); close some"
-            )
+        self._make_room()
         root = source.id.split(".", 1)[0]
         fork = Session(
             f"{root}.{secrets.token_urlsafe(12)}", source.model, source.version, source.ttl,
@@ -270,8 +290,6 @@ class SessionStore:
     def _drop(self, key: Key) -> Session | None:
         session = self._sessions.pop(key, None)
         if session is not None:
-            if self.on_drop is not None:
-                self.on_drop(session)
             self._state_bytes -= session.state_bytes
             self._metrics.open_sessions.set(len(self._sessions))
             self._metrics.session_state_bytes.set(self._state_bytes)
@@ -291,7 +309,7 @@ class SessionStore:
             if self._state_bytes + growth <= budget:
                 break
             if other is not session and not other.lock.locked():
-                self._drop(other.key)
+                self._drop(other.key)  # (a cache's: reloaded from the durable store later)
                 self._metrics.session_evictions.inc()
         if self._state_bytes + growth > budget:
             raise Overloaded(
@@ -318,9 +336,12 @@ class SessionStore:
         job: ForwardJob,
         run: Callable[[ForwardJob], Awaitable[ForwardResult]],
         expect: tuple[int, str] | None = None,
+        commit: Commit | None = None,
     ) -> ForwardResult:
         """Run the next chunk with the session's state; chunks of one session never overlap.
-        `expect`: the step the chunk expects to start at and its digest (exactly once)."""
+        `expect`: the step the chunk expects to start at and its digest (exactly once).
+        `commit`: makes the new state durable before the answer (a durable store); if it
+        fails, the session leaves this cache (its next chunk reloads what the store has)."""
         async with session.lock:  # asyncio.Lock wakes waiters first come, first served
             if self._sessions.get(session.key) is not session:
                 raise SessionNotFound(
@@ -371,6 +392,7 @@ class SessionStore:
                 job.batch, session.state, True,
             )  # fmt: skip
             result = await run(job)
+            from_step = session.steps
             session.state = result.state
             session.steps += job.seq_len
             session.last_used = time.monotonic()
@@ -385,6 +407,12 @@ class SessionStore:
                     session.last = replay
                 except Overloaded:  # no room to keep it: a retry learns the step, not the answer
                     pass
+            if commit is not None:
+                try:
+                    await commit(session, from_step, result)
+                except BaseException:
+                    self.evict(session)
+                    raise
             self._metrics.session_chunk_seconds.observe(time.perf_counter() - started)
             return result
 

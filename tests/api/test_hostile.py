@@ -4,7 +4,6 @@ the Open Inference Protocol, with and without API keys where both apply."""
 from __future__ import annotations
 
 import gzip
-import logging
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -368,35 +367,3 @@ async def test_row9_start_step_is_an_integer(
     oip_error(await c.post("/v2/models/default/infer", json=oip, headers=h), "start_step")
     r = await c.post("/v1/models/default/sessions", json={"batch_size": True}, headers=h)
     problem(r, 422, "batch_size")
-
-
-# --- the shutdown log says why sessions were not handed over ------------------------------------
-async def test_handoff_at_shutdown_logs_why_sessions_stayed(
-    tmp_path: Path, anyio_backend: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    from service.engine.weights import weights_bytes
-    from service.schemas.config import RNNConfig as Config
-
-    caplog.set_level(logging.INFO, logger="rnn_serve.sessions")
-    async for c in open_client(make_settings(model_repository=tmp_path / "repo")):
-        config = {"input_size": 10, "hidden_size": 20, "num_layers": 2}
-        assert (await c.post("/v1/models", json={"name": "m", "config": config})).status_code == 201
-        x = b64(np.ones((1, 1, 10), np.float32))
-        for model in ("m", "m", "m", "default", "default"):
-            sid = await open_session(c, model)
-            assert (
-                await c.post(f"/v1/sessions/{sid}/forward", json={"input": x})
-            ).status_code == 200
-        import torch
-
-        torch.manual_seed(5)
-        new = weights_bytes(torch.nn.RNN(10, 20, 2))
-        assert Config(**config).input_size == 10
-        r = await c.put("/v1/models/m/weights", content=new,
-                        headers={"content-type": "application/octet-stream"})  # fmt: skip
-        assert r.status_code == 200, r.text
-    lines = [r.getMessage() for r in caplog.records if "handed" in r.getMessage()]
-    assert lines == [
-        "handed 2 of 5 sessions over; not handed over: 3 because its model's weights changed "
-        "(it ends at its next chunk anyway)"
-    ], lines

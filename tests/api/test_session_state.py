@@ -1,5 +1,5 @@
 """Sessions that survive: portable state (export, resume, fork), exactly-once chunks, and
-handoff between replicas sharing a model repository. Every stream is checked against the
+sessions in Redis that any replica serves and no restart loses. Every stream is checked against the
 float64 oracle over the whole sequence."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import torch
 from safetensors.numpy import load
 from safetensors.torch import save
 
-from service.engine.handoff import file_key
-from tests.conftest import make_settings, open_client
+from tests.conftest import make_settings, open_client, wait_ready
 from tests.helpers import b64, chunk, decode, open_session
 from tests.oracle import forward, seeded_params
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 SEED = {"input_size": 10, "hidden_size": 20, "num_layers": 2}
@@ -288,80 +288,168 @@ async def test_oip_sequences_take_start_step(fresh_client: httpx.AsyncClient) ->
     np.testing.assert_allclose(got, oracle(x), atol=1e-5)
 
 
-# --- handoff between replicas -------------------------------------------------------------
+# --- sessions in Redis: any replica, exactly once, nothing lost -------------------------------
+def redis_settings(redis: RedisServer, repo: Path, **overrides: Any) -> Any:
+    return make_settings(model_repository=repo, session_store=redis.url, **overrides)
 
 
-async def test_sessions_move_between_replicas_sharing_a_repository(
-    tmp_path: Path, anyio_backend: str
+async def test_any_replica_serves_any_session_through_redis(
+    tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    """Two servers on one repository. A session opened on A is asked for on B while A runs (B
-    wants it, A hands it over); then B stops (it writes its sessions' states) and A resumes
-    them. Steps, kept answers and the state carry over exactly."""
+    """Two replicas on one Redis (and one repository). A session opened on A goes on on B, then
+    on A again (its copy is behind: it reads the stored one), and survives A's restart with no
+    shutdown at all: steps, kept answers and the state are exactly the stored ones."""
     repo = tmp_path / "shared"
-    x = np.random.default_rng(7).standard_normal((12, 1, 10)).astype(np.float32)
-    a_clients = open_client(make_settings(model_repository=repo))
+    x = np.random.default_rng(7).standard_normal((16, 1, 10)).astype(np.float32)
+    a_clients = open_client(redis_settings(redis_server, repo))
     a = await anext(a_clients)
+    outs = []
     try:
         sid = await open_session(a)
-        outs = [decode((await chunk(a, sid, x[:4], start_step=0)).json()["output"])]
-        async for b in open_client(make_settings(model_repository=repo)):
-            r = await chunk(b, sid, x[4:8], start_step=4)  # B takes it over from A
+        outs.append(decode((await chunk(a, sid, x[:4], start_step=0)).json()["output"]))
+        async for b in open_client(redis_settings(redis_server, repo)):
+            r = await chunk(b, sid, x[4:8], start_step=4)  # B has never seen it
             assert r.status_code == 200, r.text
             outs.append(decode(r.json()["output"]))
-            assert (await a.get(f"/v1/sessions/{sid}")).json()["steps"] == 8  # back to A...
-            assert (await b.get(f"/v1/sessions/{sid}")).json()["steps"] == 8  # ...and to B
-            # B stops with the session: it writes the state; a retry on A is answered from
-            # the kept answer, then the stream goes on
-        r = await chunk(a, sid, x[4:8], start_step=4)
-        assert r.status_code == 200, r.text
-        assert r.json()["steps"] == 8, r.text
-        np.testing.assert_array_equal(decode(r.json()["output"]), outs[1])
-        r = await chunk(a, sid, x[8:], start_step=8)
-        outs.append(decode(r.json()["output"]))
-        np.testing.assert_allclose(np.concatenate(outs), oracle(x), atol=1e-5)
-        metrics = (await a.get("/metrics")).text
-        assert 'rnn_serve_session_handoffs_total{direction="in"}' in metrics
+            assert (await a.get(f"/v1/sessions/{sid}")).json()["steps"] == 8
+            r = await chunk(a, sid, x[8:12], start_step=8)  # A's copy was at step 4
+            assert r.status_code == 200, r.text
+            outs.append(decode(r.json()["output"]))
+            r = await chunk(b, sid, x[8:12], start_step=8)  # a resend on B: the kept answer
+            assert r.status_code == 200, r.text
+            assert r.json()["steps"] == 12
+            np.testing.assert_array_equal(decode(r.json()["output"]), outs[-1])
+            metrics = (await b.get("/metrics")).text
+            assert "rnn_serve_session_cache_misses_total 2.0" in metrics
+            assert "rnn_serve_session_store_commits_total 1.0" in metrics
     finally:
         await a_clients.aclose()
+    async for a2 in open_client(redis_settings(redis_server, repo)):  # A again, a new process
+        r = await chunk(a2, sid, x[12:], start_step=12)
+        assert r.status_code == 200, r.text
+        outs.append(decode(r.json()["output"]))
+        np.testing.assert_allclose(np.concatenate(outs), oracle(x), atol=1e-5)
+        exported = (await a2.get(f"/v1/sessions/{sid}/state")).json()
+        assert exported["steps"] == 16
+        assert (await a2.delete(f"/v1/sessions/{sid}")).status_code == 204
+        assert (await a2.get(f"/v1/sessions/{sid}")).status_code == 404
 
 
-async def test_a_session_whose_replica_died_is_410(tmp_path: Path, anyio_backend: str) -> None:
+async def test_two_replicas_racing_one_step_exactly_one_commits(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Chunks of one session given to two replicas at once, from the same step: one commits,
+    the other gets 409 step-conflict with the step the session is at now."""
     repo = tmp_path / "shared"
+    x = np.random.default_rng(9).standard_normal((6, 1, 10)).astype(np.float32)
+    async for a in open_client(redis_settings(redis_server, repo)):
+        async for b in open_client(redis_settings(redis_server, repo)):
+            for round_ in range(3):
+                sid = await open_session(a)
+                await chunk(a, sid, x[:2], start_step=0)
+                assert (await b.get(f"/v1/sessions/{sid}")).json()["steps"] == 2  # cached on B
+                ra, rb = await asyncio.gather(
+                    chunk(a, sid, x[2:4], start_step=2), chunk(b, sid, x[2:4] + 1, start_step=2)
+                )
+                statuses = sorted([ra.status_code, rb.status_code])
+                assert statuses == [200, 409], (round_, ra.text, rb.text)
+                lost = ra if ra.status_code == 409 else rb
+                assert lost.json()["type"].endswith("step-conflict")
+                assert lost.json()["current_step"] == 4
+                won = ra if ra.status_code == 200 else rb
+                first = x[:4] if won is ra else np.concatenate([x[:2], x[2:4] + 1])
+                r = await chunk(b, sid, x[4:], start_step=4)
+                assert r.status_code == 200, r.text
+                got = decode(r.json()["output"])
+                np.testing.assert_allclose(
+                    got, oracle(np.concatenate([first, x[4:]]))[4:], atol=1e-5
+                )
+
+
+async def test_redis_down_is_503_readiness_says_why_and_sessions_continue(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    x = np.random.default_rng(10).standard_normal((9, 1, 10)).astype(np.float32)
+    settings = redis_settings(redis_server, tmp_path / "repo", session_store_timeout_s=0.5)
+    async for c in open_client(settings):
+        sid = await open_session(c)
+        outs = [decode((await chunk(c, sid, x[:3], start_step=0)).json()["output"])]
+        redis_server.stop(kill=True)
+        r = await chunk(c, sid, x[3:6], start_step=3)
+        assert r.status_code == 503, r.text
+        assert r.json()["type"].endswith("session-store-unavailable")
+        assert r.headers["retry-after"] == "1"
+        assert (await c.post("/v1/models/default/sessions", json={})).status_code == 503
+        for _ in range(100):  # readiness follows the store within a second or so
+            ready = await c.get("/readyz")
+            if ready.status_code == 503:
+                break
+            await asyncio.sleep(0.05)
+        assert ready.status_code == 503
+        assert "session store" in ready.json()["detail"]
+        redis_server.start()  # on its append-only file: every commit is back
+        for _ in range(100):
+            r = await chunk(c, sid, x[3:6], start_step=3)
+            if r.status_code != 503:
+                break
+            await asyncio.sleep(0.05)
+        assert r.status_code == 200, r.text
+        outs.append(decode(r.json()["output"]))
+        outs.append(decode((await chunk(c, sid, x[6:], start_step=6)).json()["output"]))
+        np.testing.assert_allclose(np.concatenate(outs), oracle(x), atol=1e-5)
+        await wait_ready(c)
+
+
+async def test_sessions_in_redis_expire_count_and_keep_sequences(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Expiry is Redis's; RNN_SERVE_MAX_SESSIONS holds across replicas; another key's session
+    is never found; an OIP sequence ended on one replica answers a resend of its end on another."""
+    repo = tmp_path / "shared"
+    x = np.random.default_rng(11).standard_normal((6, 10)).astype(np.float32)
+    async for a in open_client(redis_settings(redis_server, repo, max_sessions=2)):
+        async for b in open_client(redis_settings(redis_server, repo, max_sessions=2)):
+            first = await open_session(a)
+            await open_session(b)
+            r = await a.post("/v1/models/default/sessions", json={})
+            assert r.status_code == 429, r.text  # two are open, on either replica
+            assert (await b.delete(f"/v1/sessions/{first}")).status_code == 204
+            assert (await a.get(f"/v1/sessions/{first}")).status_code == 404
+
+            def infer(k: int, **params: Any) -> dict[str, Any]:
+                part = x[3 * k : 3 * k + 3]
+                return {
+                    "inputs": [{"name": "input", "shape": list(part.shape), "datatype": "FP32",
+                                "data": part.ravel().tolist()}],
+                    "parameters": {"sequence_id": "s1", "start_step": 3 * k, **params},
+                }  # fmt: skip
+
+            r = await a.post("/v2/models/default/infer", json=infer(0, sequence_start=True))
+            assert r.status_code == 200, r.text
+            end = infer(1, sequence_end=True)
+            r1 = await b.post("/v2/models/default/infer", json=end)
+            assert r1.status_code == 200, r1.text
+            r2 = await a.post("/v2/models/default/infer", json=end)  # the end, resent elsewhere
+            assert r2.status_code == 200, r2.text
+            assert r2.json()["outputs"] == r1.json()["outputs"]
+            r3 = await a.post("/v2/models/default/infer", json=infer(1))
+            assert r3.status_code == 400  # ended: only a resend of its end is answered
+    async for c in open_client(redis_settings(redis_server, repo, session_ttl_s=0.5)):
+        sid = await open_session(c)
+        await asyncio.sleep(0.8)
+        assert (await c.get(f"/v1/sessions/{sid}")).status_code == 404  # Redis let it expire
+
+
+async def test_memory_sessions_of_a_restarted_process_are_410(tmp_path: Path) -> None:
+    """With sessions in memory, a restart ends them: an id this server made in its previous
+    life is 410 (resume from an exported state); one it never made is 404."""
+    repo = tmp_path / "repo"
     async for c in open_client(make_settings(model_repository=repo)):
-        sid = "S" * 30
-        # what a killed replica leaves: its marker, no heartbeat, no state
-        key = file_key(sid, None)
-        (repo / ".sessions" / "owners" / key).write_text("gone-123-abc\n\n")
+        sid = await open_session(c)
+    async for c in open_client(make_settings(model_repository=repo)):
         r = await chunk(c, sid, np.ones((2, 1, 10), np.float32))
         assert r.status_code == 410, r.text
-        assert "exported" in r.json()["detail"]
         assert r.json()["type"].endswith("session-lost")
+        assert "exported" in r.json()["detail"]
         assert (await c.get(f"/v1/sessions/{sid}")).status_code == 410
-        # another key's session is never confirmed: a marker owned by someone else is 404
-        (repo / ".sessions" / "owners" / key).write_text("gone-123-abc\nsomeone\n")
-        assert (await c.get(f"/v1/sessions/{sid}")).status_code == 404
-
-
-async def test_expiry_and_caps_hold_across_handoff(tmp_path: Path, anyio_backend: str) -> None:
-    """A session handed over keeps its expiry (past it, it is gone: 404), and counts against
-    the taker's caps: a full replica answers 429 and leaves the state for a later try."""
-    repo = tmp_path / "shared"
-    x = np.random.default_rng(8).standard_normal((6, 1, 10)).astype(np.float32)
-    async for a in open_client(make_settings(model_repository=repo, session_ttl_s=1.0)):
-        short = await open_session(a)
-        await chunk(a, short, x[:3])
-    await asyncio.sleep(1.2)  # its idle time ran out while nobody held it
-    async for a in open_client(make_settings(model_repository=repo)):
-        kept = await open_session(a)
-        first = decode((await chunk(a, kept, x[:3], start_step=0)).json()["output"])
-    # A stopped: both states are on disk; B holds one session of its own and may hold one
-    async for b in open_client(make_settings(model_repository=repo, max_sessions=1)):
-        assert (await chunk(b, short, x[3:])).status_code == 404
-        mine = await open_session(b)
-        r = await chunk(b, kept, x[3:], start_step=3)
-        assert r.status_code == 429, r.text
-        assert (await b.delete(f"/v1/sessions/{mine}")).status_code == 204
-        r = await chunk(b, kept, x[3:], start_step=3)
-        assert r.status_code == 200, r.text
-        got = np.concatenate([first, decode(r.json()["output"])])
-        np.testing.assert_allclose(got, oracle(x), atol=1e-5)
+        assert (await c.get(f"/v1/sessions/{'S' * 40}")).status_code == 404
