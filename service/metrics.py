@@ -154,6 +154,9 @@ class Metrics:
             "Commits sent to the session store in one round trip.",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r,
         )  # fmt: skip
+        for op in ("commit", "load", "create", "step", "delete", "ping"):  # zeros until used
+            self.session_store_seconds.labels(op)
+            self.session_store_errors.labels(op)
         self.session_cache_misses = Counter(
             "rnn_serve_session_cache_misses",
             "Sessions read from the session store: not in this replica's memory, or behind it.",

@@ -98,9 +98,17 @@ def test_torch_threads_match_the_cpu_limit_and_a_pdb_guards_the_replicas() -> No
     docs = list(yaml.safe_load_all((k8s / "rnn-serve.yaml").read_text()))
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     gpu = merge(deployment, yaml.safe_load((k8s / "gpu-patch.yaml").read_text()))
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    store = next(e for e in env if e["name"] == "RNN_SERVE_SESSION_STORE")
+    # sessions in Redis when the Secret holds its URL, in memory without it
+    assert store["valueFrom"]["secretKeyRef"] == {
+        "name": "rnn-serve-session-store",
+        "key": "url",
+        "optional": True,
+    }
     for variant in (deployment, gpu):
         container = variant["spec"]["template"]["spec"]["containers"][0]
-        env = {e["name"]: e["value"] for e in container["env"]}
+        env = {e["name"]: e.get("value") for e in container["env"]}
         limit = int(container["resources"]["limits"]["cpu"])
         assert int(env["RNN_SERVE_TORCH_THREADS"]) == limit - 1
         assert container["resources"]["requests"]["cpu"] == container["resources"]["limits"]["cpu"]
@@ -141,7 +149,7 @@ def test_grafana_dashboard_queries_name_metrics_the_server_exports() -> None:
     assert len(exprs) >= 10
     exported = _exported_metric_names()
     functions = {"sum", "rate", "histogram_quantile", "by", "le", "route", "status", "model",
-                 "outcome", "stage", "direction", "job", "instance"}  # fmt: skip
+                 "outcome", "stage", "op", "job", "instance"}  # fmt: skip
     for expr in exprs:
         names = set(re.findall(r"[a-z_:][a-z0-9_:]*", re.sub(r'"[^"]*"|\[[^\]]*\]', "", expr)))
         metrics = names - functions

@@ -1,7 +1,8 @@
 """The compose stack for real, with podman-compose (`make container-test`): two replicas behind
-nginx with the repository's template and one shared model volume, nginx from the image built on
-the project's Debian base. Load goes through nginx while one replica's container is stopped and
-started again: not one request may fail."""
+nginx with the repository's template, one shared model volume and sessions in Redis; nginx,
+Prometheus and Redis from images built on the project's Debian base. Load goes through nginx
+while one replica's container is stopped and started again: not one request may fail; a session
+goes on after both replicas were killed."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.container
 COMPOSE = shutil.which("podman-compose")
 NGINX_IMAGE = os.environ.get("NGINX_IMAGE", "localhost/rnn-serve-nginx:bookworm")
 PROMETHEUS_IMAGE = os.environ.get("PROMETHEUS_IMAGE", "localhost/rnn-serve-prometheus:bookworm")
+REDIS_IMAGE = os.environ.get("REDIS_IMAGE", "localhost/rnn-serve-redis:bookworm")
 BASE_IMAGE = os.environ.get("BASE_IMAGE", "localhost/rnn-serve-base:bookworm")
 PROJECT = f"rnnserve{os.getpid()}"
 
@@ -51,7 +53,9 @@ def compose(
 def stack() -> Iterator[tuple[str, str, str]]:
     if COMPOSE is None or ENGINE is None or "podman" not in ENGINE:
         pytest.skip("podman-compose is not installed")
-    for image, folder in ((NGINX_IMAGE, "nginx"), (PROMETHEUS_IMAGE, "prometheus")):
+    for image, folder in (
+        (NGINX_IMAGE, "nginx"), (PROMETHEUS_IMAGE, "prometheus"), (REDIS_IMAGE, "redis")
+    ):  # fmt: skip
         if engine("image", "exists", image, check=False).returncode == 0:
             continue
         built = subprocess.run(
@@ -72,6 +76,7 @@ def stack() -> Iterator[tuple[str, str, str]]:
         "CONTAINERS_CONF": str(ROOT / "deploy" / "podman" / "containers.conf"),
         "CONTAINERS_STORAGE_CONF": str(ROOT / "deploy" / "podman" / "storage.conf"),
         "NGINX_IMAGE": NGINX_IMAGE,
+        "REDIS_IMAGE": REDIS_IMAGE,
         "RNN_SERVE_PUBLISH_PORT": str(port),
         # Debian's podman-compose (1.0.3) ignores profiles: the monitoring services start too
         "PROMETHEUS_IMAGE": PROMETHEUS_IMAGE,
@@ -171,3 +176,36 @@ def test_prometheus_from_debian_scrapes_both_replicas(stack: tuple[str, str, str
                   params={"query": "sum by (instance) (rnn_serve_requests_total)"})  # fmt: skip
     instances = {row["metric"]["instance"] for row in r.json()["data"]["result"]}
     assert instances == {"rnn-serve-1:8000", "rnn-serve-2:8000"}, r.text
+
+
+def test_a_session_outlives_both_replicas_through_redis(stack: tuple[str, str, str]) -> None:
+    """Sessions are in the stack's Redis: a stream goes on, exactly, after both replicas'
+    containers were killed and started again (no drain, no handoff)."""
+    url, key, _ = stack
+    headers = {"Authorization": f"Bearer {key}"}
+    x = np.random.default_rng(1).standard_normal((6, 1, 10)).astype(np.float32)
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as c:
+        whole = c.post("/v1/models/default/forward", json={"input": x.tolist()}).json()["output"]
+        r = c.post("/v1/models/default/sessions", json={})
+        assert r.status_code == 201, r.text
+        sid = r.json()["session_id"]
+        first = c.post(f"/v1/sessions/{sid}/forward",
+                       json={"input": x[:3].tolist(), "start_step": 0})  # fmt: skip
+        assert first.status_code == 200, first.text
+        for replica in (f"{PROJECT}_rnn-serve-1_1", f"{PROJECT}_rnn-serve-2_1"):
+            engine("kill", replica, timeout=60)
+            engine("start", replica, timeout=90)
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                r = c.post(f"/v1/sessions/{sid}/forward",
+                           json={"input": x[3:].tolist(), "start_step": 3})  # fmt: skip
+                if r.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the replicas did not come back"
+            time.sleep(1)
+    got = np.concatenate([np.asarray(first.json()["output"]), np.asarray(r.json()["output"])])
+    np.testing.assert_allclose(got, np.asarray(whole), atol=1e-5)
+    assert r.json()["steps"] == 6

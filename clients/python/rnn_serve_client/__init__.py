@@ -131,7 +131,7 @@ class StepConflict(Conflict):
 
 
 class SessionLost(RNNServeError):
-    """410: the replica holding the session was killed before it could hand the state over.
+    """410: the session was held in the memory of a server that has restarted since.
     Resume with `open_session(model, state=...)` from a state you exported."""
 
 
@@ -307,7 +307,8 @@ class _Base:
     def __init__(self, retries: int, backoff: float, stream_retries: int = 8) -> None:
         self.retries = retries
         self.backoff = backoff
-        # session chunks are resent more patiently: a handoff between replicas takes seconds
+        # session chunks are resent more patiently: a replica restarting, or the session
+        # store failing over, takes seconds
         self.stream_retries = stream_retries
 
     def _policy(self, resend: bool) -> dict[str, Any]:
