@@ -5,7 +5,12 @@ chunks/s), open loop: chunk k is due at t0 + k * 50 ms whatever happened before,
 is counted from when it was due (so a server that falls behind is charged for it: no coordinated
 omission). The number of streams ramps up until the p99 passes the budget (50 ms).
 
-- sessions: the server holds the state; each chunk carries `start_step` (exactly once);
+- sessions: the server holds the state (in memory); each chunk carries `start_step` (exactly
+  once);
+- sessions-redis: the same with RNN_SERVE_SESSION_STORE pointing at a Redis on this machine
+  (Debian's redis-server, AOF with fsync every second, as the compose file runs it): every
+  chunk's state commits to Redis before its answer. Also reported: the commit's p50/p99 (from the
+  server's `rnn_serve_session_store_seconds{op="commit"}` histogram) and Redis's own CPU;
 - stateless: the equivalent without sessions — each chunk goes to /v1/models/default/forward with
   `h0` = the `h_n` of the stream's previous answer (the client ships the state both ways).
 
@@ -23,15 +28,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import re
 import resource
+import socket
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import orjson
 
@@ -82,7 +93,7 @@ async def stream(
     x = np.random.default_rng(seed).standard_normal((STEPS, 1, 10)).astype(np.float32)
     x_b64 = orjson.dumps(b64_tensor(x))
     try:
-        if mode == "sessions":
+        if mode.startswith("sessions"):
             status, body = await _exchange(
                 reader, writer, _request("/v1/models/default/sessions", b"{}")
             )
@@ -100,7 +111,7 @@ async def stream(
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            if mode == "sessions":
+            if mode.startswith("sessions"):
                 body = b'{"input":%s,"output_encoding":"b64","start_step":%d}' % (x_b64, k * STEPS)
             else:
                 body = b'{"input":%s,"h0":%s,"output_encoding":"b64"}' % (x_b64, h0)
@@ -166,13 +177,59 @@ def ramp(
     return rows
 
 
+@contextlib.contextmanager
+def redis(work: Path) -> Iterator[tuple[str, int]]:
+    """Debian's redis-server on a free loopback port (AOF, fsync every second): (URL, pid)."""
+    port = free_port()
+    folder = work / "redis"
+    folder.mkdir(parents=True)
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+         "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+         "--logfile", str(folder / "log")]
+    )  # fmt: skip
+    try:
+        for _ in range(200):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0", proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def commit_quantiles(url: str) -> dict[str, float]:
+    """p50 and p99 of the server's commits, from its histogram (linear within a bucket)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    buckets = sorted(
+        (float(le), float(count))
+        for le, count in re.findall(
+            r'^rnn_serve_session_store_seconds_bucket\{le="([^"]+)",op="commit"\} (\S+)$',
+            text, re.M,
+        )
+    )  # fmt: skip
+    total = buckets[-1][1] if buckets else 0.0
+
+    def quantile(q: float) -> float:
+        below, lower = 0.0, 0.0
+        for le, count in buckets:
+            if count >= q * total and count > below:
+                return 1000 * (lower + (le - lower) * (q * total - below) / (count - below))
+            below, lower = count, le
+        return float("nan")
+
+    return {"p50": quantile(0.5), "p99": quantile(0.99), "commits": total}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="a running server (default: start one)")
     parser.add_argument("--budget-ms", type=float, default=50.0)
     parser.add_argument("--step-s", type=float, default=8.0)
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)))
-    parser.add_argument("--modes", default="sessions,stateless")
+    parser.add_argument("--modes", default="sessions,sessions-redis,stateless")
     args = parser.parse_args()
     levels = [int(v) for v in args.levels.split(",")]
     # one connection per stream, for the generator and the server
@@ -188,13 +245,29 @@ def main() -> None:
         script = Path(sys.executable).with_name("rnn-serve")
         command = [str(script), "--host", "127.0.0.1", "--port", str(port)]
         env = {"RNN_SERVE_MODEL_REPOSITORY": str(work / "models"), "RNN_SERVE_LOG_LEVEL": "warning"}
-        with server(command, port, env, work / "server.log") as (url, pid):
+        with contextlib.ExitStack() as stack:
+            redis_pid = None
+            if mode == "sessions-redis":
+                env["RNN_SERVE_SESSION_STORE"], redis_pid = stack.enter_context(redis(work))
+            url, pid = stack.enter_context(server(command, port, env, work / "server.log"))
+            redis0 = cpu_seconds(redis_pid) if redis_pid else 0.0
+            wall0 = time.time()
             results["rows"] += ramp(url, pid, mode, levels, args.step_s, args.budget_ms)
+            if redis_pid:
+                results["redis_cpu"] = (cpu_seconds(redis_pid) - redis0) / (time.time() - wall0)
+                results["commit_ms"] = commit_quantiles(url)
+                print(f"commit p50 {results['commit_ms']['p50']:.2f} ms, p99 "
+                      f"{results['commit_ms']['p99']:.2f} ms; redis-server "
+                      f"{results['redis_cpu']:.0%} of a core", flush=True)  # fmt: skip
     for mode in args.modes.split(","):
         ok = [r for r in results["rows"] if r["mode"] == mode
               and r["p99_ms"] <= args.budget_ms and not r["errors"]]  # fmt: skip
         results[f"capacity_{mode}"] = max((r["streams"] for r in ok), default=0)
         print(f"{mode}: {results[f'capacity_{mode}']} streams within p99 {args.budget_ms:g} ms")
+    if results.get("capacity_sessions"):
+        ratio = results.get("capacity_sessions-redis", 0) / results["capacity_sessions"]
+        results["redis_vs_memory"] = ratio
+        print(f"sessions in Redis keep {ratio:.2f}x the streams of sessions in memory")
     results["cpus"] = os.cpu_count()
     OUT.mkdir(exist_ok=True)
     (OUT / "capacity.json").write_text(json.dumps(results, indent=1))

@@ -132,7 +132,7 @@ class Metrics:
         self.session_store_seconds = Histogram(
             "rnn_serve_session_store_seconds",
             "Round trips to the session store by operation (commit, load, create, ...).",
-            ["op"], buckets=_LATENCY_BUCKETS, registry=r,
+            ["op"], buckets=(0.0001, 0.00025, *_LATENCY_BUCKETS), registry=r,
         )  # fmt: skip
         self.session_store_errors = Counter(
             "rnn_serve_session_store_errors",

@@ -37,7 +37,13 @@ import numpy as np
 from service.engine.job import ForwardResult
 from service.engine.session import Replay, Session
 from service.engine.state import SessionState, from_safetensors, to_safetensors
-from service.errors import ModelConflict, Overloaded, SessionStoreUnavailable
+from service.errors import (
+    ModelConflict,
+    Overloaded,
+    ServiceError,
+    SessionStoreUnavailable,
+    StateMismatch,
+)
 from service.metrics import Metrics
 
 log = logging.getLogger("rnn_serve.sessions")
@@ -270,9 +276,12 @@ class RedisSessions:
         self._metrics.session_cache_misses.inc()
         try:
             return decode(fields[b"blob"], session_id, owner, int(pttl), b"ended" in fields)
-        except ValueError as exc:  # not ours after all, or unreadable: as good as unknown
-            log.warning("session store: unreadable state for a session: %s", exc)
-            return None
+        except (ValueError, ServiceError) as exc:
+            log.warning("session store: an unreadable state for a session: %s", exc)
+            raise StateMismatch(
+                f"the stored state of session {session_id!r} cannot be read (written by another "
+                "version, or damaged); open a new session"
+            ) from None
 
     async def step(self, session_id: str, owner: str | None) -> int | None:
         """The stored session's step (None if none, or ended): is a cached copy current?"""

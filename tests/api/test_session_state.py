@@ -440,6 +440,23 @@ async def test_sessions_in_redis_expire_count_and_keep_sequences(
         assert (await c.get(f"/v1/sessions/{sid}")).status_code == 404  # Redis let it expire
 
 
+async def test_a_stored_state_that_does_not_decode_is_409(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    import redis
+
+    from service.engine.durable import PREFIX, member
+
+    async for a in open_client(redis_settings(redis_server, tmp_path / "repo")):
+        sid = await open_session(a)
+        key = f"{PREFIX}s:{member(sid, None)}"
+        redis.Redis(port=redis_server.port).hset(key, "blob", b"not a safetensors file")
+        async for b in open_client(redis_settings(redis_server, tmp_path / "repo")):
+            r = await chunk(b, sid, np.ones((2, 1, 10), np.float32))
+            assert r.status_code == 409, r.text
+            assert r.json()["type"].endswith("state-mismatch")
+
+
 async def test_memory_sessions_of_a_restarted_process_are_410(tmp_path: Path) -> None:
     """With sessions in memory, a restart ends them: an id this server made in its previous
     life is 410 (resume from an exported state); one it never made is 404."""
