@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,3 +93,53 @@ def snapshot(session: Session, entry: ModelSpec, digest: str) -> SessionState:
         session.model, digest, config.mode, config.dtype, session.steps, parts,
         session.batched, session.batch if session.batched else None,
     )  # fmt: skip
+
+
+class Ended:
+    """Sessions closed by their last chunk (an OIP sequence_end) that kept that chunk's answer:
+    a resend of it, whose first answer was lost, gets the answer again. Each is kept as long as
+    an idle session lives, at most `limit` of them; their bytes count in the store's state
+    budget, and they are the first dropped to make room."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._kept: OrderedDict[Key, tuple[Session, float]] = OrderedDict()
+        self.nbytes = 0
+
+    def keep(self, session: Session, last: Replay, room: int) -> None:
+        """Keep `session` with only `last`, if it fits in `room` bytes (else a resend learns
+        that the sequence is closed, not its answer)."""
+        self.expire()
+        if self.nbytes + last.nbytes > room:
+            return
+        while len(self._kept) >= self.limit:
+            self.drop_oldest()
+        session.state = session.state0 = None  # only the kept answer stays
+        self._kept[session.key] = (session, time.monotonic() + session.ttl)
+        self.nbytes += last.nbytes
+
+    def find(self, key: Key) -> Session | None:
+        self.expire()
+        entry = self._kept.get(key)
+        return None if entry is None else entry[0]
+
+    def forget(self, key: Key) -> None:
+        entry = self._kept.pop(key, None)
+        if entry is not None and entry[0].last is not None:
+            self.nbytes -= entry[0].last.nbytes
+
+    def drop_oldest(self) -> None:
+        if self._kept:
+            self.forget(next(iter(self._kept)))
+
+    def expire(self) -> None:
+        now = time.monotonic()
+        while self._kept:
+            key, (_, until) = next(iter(self._kept.items()))
+            if until > now:
+                break
+            self.forget(key)
+
+    def end_model(self, model: str) -> None:
+        for key in [s.key for s, _ in self._kept.values() if s.model == model]:
+            self.forget(key)

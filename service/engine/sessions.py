@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable
 
 from service.catalog.spec import ModelSpec
 from service.engine.job import ForwardJob, ForwardResult
-from service.engine.session import Key, Replay, Session, state_bytes
+from service.engine.session import Ended, Key, Replay, Session, state_bytes
 from service.engine.tensor import WireTensor
 from service.engine.validate import H0, check_state_dtypes, check_state_shapes, state_parts
 from service.errors import (
@@ -80,12 +80,7 @@ class SessionStore:
         self.max_state_bytes = max_state_bytes
         self._sessions: OrderedDict[Key, Session] = OrderedDict()  # least recently used first
         self._state_bytes = 0
-        # Sessions closed by their last chunk (an OIP sequence_end) that kept that chunk's
-        # answer: a resend of it, whose first answer was lost, gets the answer again. Each is
-        # kept as long as an idle session lives, counted in the state budget (and dropped first
-        # to make room), and at most `max_sessions` of them.
-        self._ended: OrderedDict[Key, tuple[Session, float]] = OrderedDict()
-        self._ended_bytes = 0
+        self._ended = Ended(max_sessions)  # sequences closed by their last chunk
 
     def sessions(self) -> list[Session]:
         return list(self._sessions.values())
@@ -132,7 +127,7 @@ class SessionStore:
                 raise ModelConflict(f"session id {key!r} is taken")
             self._drop((owner, key))
         if key is not None:
-            self._forget_ended((owner, key))
+            self._ended.forget((owner, key))
         if batch_size is not None:
             self._check_fits(state_bytes(entry.config, batch_size))
         self._make_room()
@@ -228,53 +223,26 @@ class SessionStore:
         session = self.get(session_id, owner)
         self._drop(session.key)
         if keep_last and session.last is not None:
-            self._keep_ended(session, session.last)
+            self._ended.keep(session, session.last, self.max_state_bytes - self._state_bytes)
 
     def ended(self, session_id: str, owner: str | None, expect: tuple[int, str]) -> Session | None:
         """A session closed by its last chunk, if `expect` is that chunk again (a resend whose
         first answer was lost): its `last` holds the answer."""
-        self._expire_ended()
-        entry = self._ended.get((owner, session_id))
-        if entry is None:
+        session = self._ended.find((owner, session_id))
+        if session is None:
             return None
-        session = entry[0]
         last = session.last
         if last is None or (last.start, last.digest) != expect:
             return None
         self._metrics.session_replays.inc()
         return session
 
-    def _keep_ended(self, session: Session, last: Replay) -> None:
-        nbytes = last.nbytes
-        self._expire_ended()
-        if self._state_bytes + self._ended_bytes + nbytes > self.max_state_bytes:
-            return  # no room: a resend learns that the sequence is closed, not its answer
-        while len(self._ended) >= self.max_sessions:
-            self._forget_ended(next(iter(self._ended)))
-        session.state = session.state0 = None  # only the kept answer stays
-        self._ended[session.key] = (session, time.monotonic() + session.ttl)
-        self._ended_bytes += nbytes
-
-    def _forget_ended(self, key: Key) -> None:
-        entry = self._ended.pop(key, None)
-        if entry is not None and entry[0].last is not None:
-            self._ended_bytes -= entry[0].last.nbytes
-
-    def _expire_ended(self) -> None:
-        now = time.monotonic()
-        while self._ended:
-            key, (_, until) = next(iter(self._ended.items()))
-            if until > now:
-                break
-            self._forget_ended(key)
-
     def end_model(self, model: str) -> int:
         """End every session of a model (it was deleted)."""
         doomed = [s.key for s in self._sessions.values() if s.model == model]
         for key in doomed:
             self._drop(key)
-        for key in [s.key for s, _ in self._ended.values() if s.model == model]:
-            self._forget_ended(key)
+        self._ended.end_model(model)
         return len(doomed)
 
     @staticmethod
@@ -285,7 +253,7 @@ class SessionStore:
         now = time.monotonic()
         for key in [s.key for s in self._sessions.values() if self._expired(s, now)]:
             self._drop(key)
-        self._expire_ended()
+        self._ended.expire()
 
     def _drop(self, key: Key) -> Session | None:
         session = self._sessions.pop(key, None)
@@ -303,8 +271,8 @@ class SessionStore:
         budget = self.max_state_bytes
         self._check_fits(nbytes)
         growth = nbytes - session.state_bytes
-        while self._ended and self._state_bytes + self._ended_bytes + growth > budget:
-            self._forget_ended(next(iter(self._ended)))  # kept answers of ended ones go first
+        while self._ended.nbytes and self._state_bytes + self._ended.nbytes + growth > budget:
+            self._ended.drop_oldest()  # kept answers of ended ones go first
         for other in list(self._sessions.values()):  # least recently used first
             if self._state_bytes + growth <= budget:
                 break
