@@ -184,6 +184,11 @@ def test_a_session_outlives_both_replicas_through_redis(stack: tuple[str, str, s
     url, key, _ = stack
     headers = {"Authorization": f"Bearer {key}"}
     x = np.random.default_rng(1).standard_normal((6, 1, 10)).astype(np.float32)
+    nginx = f"{PROJECT}_nginx_1"
+    # nginx resolves the replicas' names when it loads its config, and podman gives a restarted
+    # container a new address (the test before this one restarted a replica): resolve again
+    engine("exec", nginx, "nginx", "-s", "reload", timeout=60)
+    time.sleep(1)
     with httpx.Client(base_url=url, headers=headers, timeout=30) as c:
         whole = c.post("/v1/models/default/forward", json={"input": x.tolist()}).json()["output"]
         r = c.post("/v1/models/default/sessions", json={})
@@ -195,6 +200,7 @@ def test_a_session_outlives_both_replicas_through_redis(stack: tuple[str, str, s
         for replica in (f"{PROJECT}_rnn-serve-1_1", f"{PROJECT}_rnn-serve-2_1"):
             engine("kill", replica, timeout=60)
             engine("start", replica, timeout=90)
+        engine("exec", nginx, "nginx", "-s", "reload", timeout=60)
         deadline = time.monotonic() + 180
         while True:
             try:
