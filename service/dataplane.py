@@ -190,7 +190,7 @@ class DataPlane:
     ) -> Encoded:
         """The next chunk of a v1 session: the state carries over."""
         started = time.perf_counter()
-        view = await self.backend.session(session_id, owner)
+        view = await self.backend.session(session_id, owner, fresh=False)  # for its model
         try:
             spec = self.catalog.get(view.model)
         except ModelNotFound:

@@ -84,7 +84,12 @@ class Backend(Protocol):
         """A new session with a copy of this one's state and step count."""
         ...
 
-    async def session(self, session_id: str, owner: str | None = None) -> SessionView: ...
+    async def session(
+        self, session_id: str, owner: str | None = None, fresh: bool = True
+    ) -> SessionView:
+        """The session as it stands. `fresh=False`: as this replica knows it, without asking the
+        session store whether it moved on (enough to learn its model)."""
+        ...
 
     async def close_session(self, session_id: str, owner: str | None = None) -> None: ...
 

@@ -240,12 +240,25 @@ class RedisSessions:
         task.add_done_callback(lambda t: t.exception())  # every outcome is in the futures
 
     async def _send(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
+        from redis.exceptions import NoScriptError
+
         async def run() -> list[Any]:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for keys, args, _ in batch:
-                    await self._commit(keys=keys, args=args, client=pipe)
-                results: list[Any] = await pipe.execute()
+            # EVALSHA straight into the pipeline: a Script object in a pipeline would cost a
+            # SCRIPT EXISTS round trip before every batch. Redis forgot the script (a restart,
+            # a failover): load it, and send the batch again.
+            for attempt in range(2):
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for keys, args, _ in batch:
+                        pipe.evalsha(self._commit.sha, len(keys), *keys, *args)
+                    results: list[Any] = await pipe.execute(raise_on_error=False)
+                if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
+                    await self._client.script_load(_COMMIT)
+                    continue
+                for result in results:
+                    if isinstance(result, Exception):
+                        raise result
                 return results
+            raise AssertionError("unreachable")
 
         try:
             results = await self._timed("commit", run)

@@ -23,7 +23,7 @@ from service.engine.local import LocalBackend
 from service.engine.modules import ModuleCache
 from service.engine.sessions import SessionStore
 from service.engine.weights import seeded_weights
-from service.errors import ModelConflict, ServiceError
+from service.errors import ModelConflict, ServiceError, StorageUnavailable
 from service.gcfreeze import freeze_startup_objects
 from service.metrics import Metrics
 from service.settings import Settings
@@ -81,8 +81,18 @@ class EngineHost:
             self._tasks.append(asyncio.create_task(self.durable.watch()))
 
     async def _warm(self) -> None:
+        reason = None
+        while True:  # a repository that cannot be reached (an object store down): try again
+            try:
+                found = await anyio.to_thread.run_sync(self.catalog.load_all)
+                break
+            except StorageUnavailable as exc:
+                if exc.detail != reason:
+                    log.error("not ready: %s", exc.detail)
+                reason = exc.detail
+                self.backend.readiness = (False, exc.detail)
+                await asyncio.sleep(2.0)
         try:
-            found = await anyio.to_thread.run_sync(self.catalog.load_all)
             log.info("model repository %s: %d models", self.settings.model_repository, len(found))
             default = await anyio.to_thread.run_sync(register_default, self.catalog, self.settings)
             await self.engine.warmup(default)

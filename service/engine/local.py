@@ -318,8 +318,10 @@ class LocalBackend:
         await self._store_new(fork, spec, replace=False)
         return view_of(fork)
 
-    async def session(self, session_id: str, owner: str | None = None) -> SessionView:
-        return view_of(await self._get(session_id, owner, fresh=True))
+    async def session(
+        self, session_id: str, owner: str | None = None, fresh: bool = True
+    ) -> SessionView:
+        return view_of(await self._get(session_id, owner, fresh=fresh))
 
     async def close_session(self, session_id: str, owner: str | None = None) -> None:
         await self._get(session_id, owner)

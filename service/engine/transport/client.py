@@ -287,8 +287,11 @@ class RemoteBackend:
                 self.arena.free(*where)
         return view(reply)
 
-    async def session(self, session_id: str, owner: str | None = None) -> SessionView:
-        reply, _ = await self._call({"op": "session", "session": session_id, "owner": owner})
+    async def session(
+        self, session_id: str, owner: str | None = None, fresh: bool = True
+    ) -> SessionView:
+        call = {"op": "session", "session": session_id, "owner": owner, "fresh": fresh}
+        reply, _ = await self._call(call)
         return view(reply)
 
     async def close_session(self, session_id: str, owner: str | None = None) -> None:

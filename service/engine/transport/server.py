@@ -158,7 +158,7 @@ class _Connection(Frames):
         self.send({"rid": h["rid"], "session": view_header(view)})
 
     async def _session(self, h: Header, payload: bytes) -> None:
-        view = await self.backend.session(h["session"], h["owner"])
+        view = await self.backend.session(h["session"], h["owner"], h.get("fresh", True))
         self.send({"rid": h["rid"], "session": view_header(view)})
 
     async def _close(self, h: Header, payload: bytes) -> None:
