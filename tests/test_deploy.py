@@ -188,9 +188,8 @@ def _exported_metric_names() -> set[str]:
 def test_deployment_probes_match_the_service() -> None:
     docs = list(yaml.safe_load_all((ROOT / "deploy" / "k8s" / "rnn-serve.yaml").read_text()))
     kinds = {d["kind"]: d for d in docs}
-    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PersistentVolumeClaim"} <= set(
-        kinds
-    )
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler"} <= set(kinds)
+    assert "PersistentVolumeClaim" not in kinds  # models in a bucket, sessions in Redis
     container = kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -229,7 +228,8 @@ def test_kserve_inference_service() -> None:
     """The KServe predictor: its pod (containers, volumes) validates against the Kubernetes
     schemas, and what KServe and rnn-serve expect of each other holds: the v2 protocol's health
     paths as probes, the container listening where RNN_SERVE_PORT says, threads within the CPU
-    limit, the shared claim of deploy/k8s. (KServe's own CRD schema is not vendored here.)"""
+    limit, models from a bucket with no shared volume. (KServe's own CRD schema is not vendored
+    here.)"""
     isvc = yaml.safe_load((ROOT / "deploy" / "kserve" / "inferenceservice.yaml").read_text())
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
     assert isvc["kind"] == "InferenceService"
@@ -248,8 +248,8 @@ def test_kserve_inference_service() -> None:
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": port}
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": port}
     assert int(env["RNN_SERVE_TORCH_THREADS"]) == int(container["resources"]["limits"]["cpu"]) - 1
-    docs = list(yaml.safe_load_all((ROOT / "deploy" / "k8s" / "rnn-serve.yaml").read_text()))
-    claim = next(d for d in docs if d["kind"] == "PersistentVolumeClaim")
+    assert env["RNN_SERVE_MODEL_REPOSITORY"].startswith("s3://")  # a bucket: no shared volume
     volumes = {v["name"]: v for v in predictor["volumes"]}
-    assert volumes["models"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert "persistentVolumeClaim" not in str(volumes)
+    assert volumes["model-cache"]["emptyDir"]["sizeLimit"]
     assert min(predictor["minReplicas"], predictor["maxReplicas"]) >= 1

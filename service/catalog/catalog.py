@@ -68,7 +68,7 @@ class Catalog:
         self, settings: Settings, metrics: Metrics, storage: ModelStorage | None = None
     ) -> None:
         self.settings = settings
-        self.repo = storage if storage is not None else open_storage(settings.model_repository)
+        self.repo = storage if storage is not None else open_storage(settings)
         self._metrics = metrics
         self._lock = threading.Lock()
         self._models: dict[str, ModelSpec] = {}

@@ -30,7 +30,7 @@ _STAGING = ".staging"
 _TRASH = ".trash"
 
 # (inode, mtime_ns, size) of config.json and of weights.safetensors (None when absent)
-FileStamp = tuple[int, int, int]
+FileStamp = tuple[int | str, ...]  # a file's (inode, mtime_ns, size); an object's (etag,)
 Version = tuple[FileStamp, FileStamp | None]
 
 

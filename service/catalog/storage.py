@@ -1,8 +1,8 @@
 """The catalog's storage seam: what `Catalog` asks of wherever models are kept.
 
-`Repository` (a local folder, `service.catalog.repository`) is the one implementation;
-`open_storage` picks it from `RNN_SERVE_MODEL_REPOSITORY`. Another store (object storage) is
-another class with these methods, and another branch in `open_storage`.
+`Repository` (a local folder, `service.catalog.repository`) and `ObjectRepository` (an object
+store, `service.catalog.objects`) implement it; `open_storage` picks one from
+`RNN_SERVE_MODEL_REPOSITORY`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from service.catalog.objects import ObjectRepository, WeightsCache, is_object_url
 from service.catalog.repository import FileStamp, Repository, StoredModel, Version
 from service.schemas.config import RNNConfig
+from service.settings import Settings
 
 
 class ModelStorage(Protocol):
@@ -43,5 +45,15 @@ class ModelStorage(Protocol):
     def delete(self, name: str) -> bool: ...
 
 
-def open_storage(location: Path) -> ModelStorage:
-    return Repository(location)
+def open_storage(settings: Settings) -> ModelStorage:
+    """The repository RNN_SERVE_MODEL_REPOSITORY names: an object store's URL, or a folder."""
+    location = settings.model_repository
+    if is_object_url(location):
+        cache = WeightsCache(settings.model_cache, settings.model_cache_bytes)
+        return ObjectRepository(location, cache, settings.repository_recheck_s)
+    if "://" in location:
+        raise ValueError(
+            f"RNN_SERVE_MODEL_REPOSITORY={location!r}: expected a folder or an s3://, gs:// or "
+            "az:// URL"
+        )
+    return Repository(Path(location))

@@ -1,4 +1,6 @@
-"""Trained weights: upload, export, validation, durability, replicas, consistency, memory budget."""
+"""Trained weights: upload, export, validation, durability, replicas, consistency, memory budget.
+The repository's tests run on both kinds of repository: a local folder and a real S3 bucket
+(SeaweedFS)."""
 
 from __future__ import annotations
 
@@ -50,13 +52,24 @@ async def forward(c: httpx.AsyncClient, name: str = "m") -> httpx.Response:
 
 
 @pytest.fixture
-async def repo_client(tmp_path: Path, anyio_backend: str) -> AsyncIterator[httpx.AsyncClient]:
-    async for c in open_client(make_settings(model_repository=tmp_path / "repo")):
+async def repo_client(
+    repository: str, tmp_path: Path, anyio_backend: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = make_settings(model_repository=repository, model_cache=tmp_path / "cache")
+    async for c in open_client(settings):
         yield c
 
 
+@pytest.fixture
+def folder_client(repo_client: httpx.AsyncClient, repository: str) -> httpx.AsyncClient:
+    """The same, for tests of a folder's own files."""
+    if "://" in repository:
+        pytest.skip("a test of the local folder's files")
+    return repo_client
+
+
 async def test_upload_then_forward_equals_local_module(
-    repo_client: httpx.AsyncClient, tmp_path: Path
+    repo_client: httpx.AsyncClient, repository: str
 ) -> None:
     c = repo_client
     assert (await c.post("/v1/models", json={"name": "m", "config": CONFIG})).status_code == 201
@@ -68,8 +81,9 @@ async def test_upload_then_forward_equals_local_module(
     want_out, want_hn = local(rnn, X)
     np.testing.assert_allclose(decode(got["output"]), want_out, atol=1e-6)
     np.testing.assert_allclose(decode(got["h_n"]), want_hn, atol=1e-6)
-    folder = tmp_path / "repo" / "m"
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "weights.safetensors"]
+    if "://" not in repository:
+        folder = Path(repository) / "m"
+        assert sorted(p.name for p in folder.iterdir()) == ["config.json", "weights.safetensors"]
 
 
 async def test_export_round_trips_bit_for_bit(repo_client: httpx.AsyncClient) -> None:
@@ -149,7 +163,7 @@ async def test_upload_needs_octet_stream_and_a_known_model(repo_client: httpx.As
 
 @pytest.mark.parametrize("name", ["..", "%2E%2E", "a%2Fb", "..%2F..%2Fetc", ".hidden", "a" * 65])
 async def test_traversal_names_are_refused(
-    repo_client: httpx.AsyncClient, tmp_path: Path, name: str
+    repo_client: httpx.AsyncClient, tmp_path: Path, name: str, repository: str
 ) -> None:
     c = repo_client
     blob = save(trained(1).state_dict())
@@ -159,13 +173,14 @@ async def test_traversal_names_are_refused(
         await c.delete(f"/v1/models/{name}"),
     ):
         assert r.status_code in (404, 422), r.text
-    outside = {p.name for p in tmp_path.iterdir()}
-    assert outside == {"repo"}
+    outside = {p.name for p in tmp_path.iterdir()} - {"cache"}
+    assert outside == ({"repo"} if "://" not in repository else set())
 
 
 async def test_folder_dropped_by_hand_is_served(
-    repo_client: httpx.AsyncClient, tmp_path: Path
+    folder_client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
+    repo_client = folder_client
     rnn = trained(11)
     folder = tmp_path / "repo" / "byhand"
     folder.mkdir()
@@ -179,21 +194,45 @@ async def test_folder_dropped_by_hand_is_served(
     assert names == ["byhand", "default"]
 
 
-async def test_replicas_sharing_a_repository(tmp_path: Path, anyio_backend: str) -> None:
-    """Two apps on one folder: what one registers, uploads or deletes, the other serves or refuses."""
-    repo = tmp_path / "shared"
-    async for a in open_client(make_settings(model_repository=repo)):
-        async for b in open_client(make_settings(model_repository=repo)):
+async def test_replicas_sharing_a_repository(
+    repository: str, tmp_path: Path, anyio_backend: str
+) -> None:
+    """Two apps on one folder or bucket: what one registers, uploads or deletes, the other serves
+    or refuses (a bucket's changes reach the other within RNN_SERVE_REPOSITORY_RECHECK_S)."""
+
+    def settings(cache: str) -> Any:
+        return make_settings(model_repository=repository, model_cache=tmp_path / cache,
+                             repository_recheck_s=0.1)  # fmt: skip
+
+    async def soon(check: Any) -> httpx.Response:
+        for _ in range(100):
+            r: httpx.Response = await check()
+            if r.status_code != 404 or not remote:
+                return r
+            await asyncio.sleep(0.05)
+        return r
+
+    remote = "://" in repository
+    async for a in open_client(settings("a")):
+        async for b in open_client(settings("b")):
             assert (await forward(b)).status_code == 404
             await a.post("/v1/models", json={"name": "m", "config": CONFIG})
-            seeded = (await forward(b)).json()
+            seeded = (await soon(lambda b=b: forward(b))).json()
             assert seeded == (await forward(a)).json()
             rnn = trained(21)
             await a.put("/v1/models/m/weights", content=save(rnn.state_dict()), headers=OCTET)
-            got = (await forward(b)).json()
+            for _ in range(100):
+                got = (await forward(b)).json()
+                if got != seeded:
+                    break
+                await asyncio.sleep(0.05)
             assert got != seeded
             np.testing.assert_allclose(decode(got["output"]), local(rnn, X)[0], atol=1e-6)
             assert (await a.delete("/v1/models/m")).status_code == 204
+            for _ in range(100):
+                if (await forward(b)).status_code == 404:
+                    break
+                await asyncio.sleep(0.05)
             assert (await forward(b)).status_code == 404
             assert (await b.get("/v1/models/m")).status_code == 404
 
@@ -224,9 +263,12 @@ async def test_forwards_during_reupload_and_delete(repo_client: httpx.AsyncClien
             assert any(np.abs(got - want).max() < 1e-6 for want in candidates)
 
 
-async def test_memory_budget_evicts_and_rebuilds(tmp_path: Path, anyio_backend: str) -> None:
+async def test_memory_budget_evicts_and_rebuilds(
+    repository: str, tmp_path: Path, anyio_backend: str
+) -> None:
     one_model = 4 * sum(p.numel() for p in trained(0).parameters())
-    settings = make_settings(model_repository=tmp_path / "r", max_loaded_bytes=one_model)
+    settings = make_settings(model_repository=repository, model_cache=tmp_path / "cache",
+                             max_loaded_bytes=one_model)  # fmt: skip
     async for c in open_client(settings):
         answers = {}
         for name in ("a", "b", "c"):

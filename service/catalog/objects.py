@@ -1,0 +1,374 @@
+"""The model repository in object storage: `s3://bucket/prefix` (and `gs://`, `az://`), through
+obstore. Endpoint, region and credentials come the standard way (`AWS_ENDPOINT_URL`,
+`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, web identity on k8s;
+`AWS_ALLOW_HTTP=true` for a plain-HTTP endpoint), so MinIO, SeaweedFS, Ceph, R2 and AWS S3 work.
+
+Layout under the prefix:
+- `models/<name>/manifest.json`: the model's config and the key, digest and size of its weights;
+  switching this one small object is every update, so a reader sees a config with its own
+  weights, never another's;
+- `weights/<sha256>.safetensors`: weights, content-addressed (never changed once written);
+- `meta/generation`: rewritten after every change made through rnn-serve; every replica polls it
+  (every `RNN_SERVE_REPOSITORY_RECHECK_S`) and then re-reads the manifests that changed.
+
+Lookups never reach the store: they read an index of the manifests held in memory, kept current
+by one background thread. Weights are fetched once into a local cache folder (bounded in bytes,
+each file verified by its digest when read), so a restart or a rebuild does not download again.
+Weights objects that no manifest names (an upload interrupted before its switch, replaced
+weights) are removed once they are old.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from service.catalog.repository import FileStamp, StoredModel, Version
+from service.errors import StorageUnavailable
+from service.schemas.api import MODEL_NAME
+from service.schemas.config import RNNConfig
+
+log = logging.getLogger("rnn_serve.registry")
+SCHEMES = ("s3://", "gs://", "az://", "azure://", "abfs://")
+_META = "meta/"
+GENERATION = "meta/generation"
+
+
+def is_object_url(location: str) -> bool:
+    return location.startswith(SCHEMES)
+
+
+@dataclass(frozen=True)
+class _Manifest:
+    config: RNNConfig
+    weights: str | None  # sha256 hex of the weights file; None: seeded
+    size: int
+    etag: str
+
+    @property
+    def version(self) -> Version:
+        return ((self.etag,), None if self.weights is None else (self.weights,))
+
+
+class WeightsCache:
+    """Weights files by digest in a local folder, at most `max_bytes` (least recently used
+    evicted); a file whose bytes do not match its digest is dropped, never served."""
+
+    def __init__(self, folder: Path, max_bytes: int) -> None:
+        self.folder, self.max_bytes = folder, max_bytes
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def get(self, digest: str) -> bytes | None:
+        path = self.folder / digest
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        if hashlib.sha256(data).hexdigest() != digest:
+            log.warning("model cache: %s did not match its digest; dropped", path)
+            path.unlink(missing_ok=True)
+            return None
+        os.utime(path)  # recently used
+        return data
+
+    def put(self, digest: str, data: bytes) -> None:
+        tmp = self.folder / f".{digest}.{uuid.uuid4().hex}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, self.folder / digest)
+        self._evict()
+
+    def _evict(self) -> None:
+        files = []
+        for p in self.folder.iterdir():
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue
+            files.append((st.st_mtime, st.st_size, p))
+        total = sum(size for _, size, _ in files)
+        for _, size, path in sorted(files):
+            if total <= self.max_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
+
+
+class ObjectRepository:
+    """`ModelStorage` over an object store (see the module's notes)."""
+
+    def __init__(
+        self, url: str, cache: WeightsCache, recheck_s: float = 1.0, store: Any = None
+    ) -> None:
+        import obstore
+        from obstore.store import from_url
+
+        self._obstore = obstore
+        self.url = url
+        options: dict[str, Any] = {}
+        endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+        if url.startswith("s3://") and endpoint.startswith("http://"):
+            options["client_options"] = {"allow_http": True}
+        # fail fast (then 503, and the caller retries) rather than obstore's minutes of retries
+        options["retry_config"] = {"max_retries": 2, "retry_timeout": timedelta(seconds=10)}
+        self._store = store if store is not None else from_url(url, **options)
+        self.cache = cache
+        self.recheck_s = recheck_s
+        self._lock = threading.Lock()
+        self._index: dict[str, _Manifest] = {}
+        self._generation: str | None = None
+        self._loaded = False
+        self._error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="rnn-repository", daemon=True)
+        self._thread.start()
+
+    # --- talking to the store -------------------------------------------------------------------
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """One store call; NotFound passes as FileNotFoundError, a precondition failure as
+        itself, anything else (unreachable, 5xx, credentials) is 503."""
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+        try:
+            return fn(self._store, *args, **kwargs)
+        except (FileNotFoundError, AlreadyExistsError, PreconditionError):
+            raise
+        except Exception as exc:
+            reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            raise StorageUnavailable(
+                f"the model repository {self.url} cannot be reached ({what}: {reason})",
+                retry_after=5,
+            ) from None
+
+    def _get(self, key: str) -> tuple[bytes, str]:
+        result = self._call(f"GET {key}", self._obstore.get, key)
+        return bytes(result.bytes()), str(result.meta.get("e_tag") or "")
+
+    def _put(self, key: str, data: bytes, mode: Any = None) -> str:
+        kwargs = {} if mode is None else {"mode": mode}
+        put = self._call(f"PUT {key}", self._obstore.put, key, data, **kwargs)
+        return str(put.get("e_tag") or "")
+
+    # --- the index of manifests -----------------------------------------------------------------
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except Exception as exc:  # kept serving what it knows; readiness says why
+                reason = getattr(exc, "detail", None) or repr(exc)
+                if reason != self._error:
+                    log.error("model repository %s: %s", self.url, reason)
+                self._error = reason
+            self._stop.wait(self.recheck_s)
+
+    def refresh(self, force: bool = False) -> None:
+        """Re-read the manifests if the generation changed (or `force`)."""
+        # (a LIST, not a HEAD: some stores answer a HEAD of a missing key with a 500)
+        etag = "none"
+        for batch in self._call(f"LIST {_META}", self._obstore.list, _META):
+            for meta in batch:
+                if meta["path"] == GENERATION:
+                    etag = str(meta.get("e_tag") or meta.get("last_modified"))
+        if not force and self._loaded and etag == self._generation:
+            return
+        seen: dict[str, str] = {}
+        for batch in self._call("LIST models/", self._obstore.list, "models/"):
+            for meta in batch:
+                parts = str(meta["path"]).split("/")
+                if (
+                    len(parts) == 3
+                    and parts[2] == "manifest.json"
+                    and MODEL_NAME.fullmatch(parts[1])
+                ):
+                    seen[parts[1]] = str(meta.get("e_tag") or "")
+        index: dict[str, _Manifest] = {}
+        for name, tag in seen.items():
+            known = self._index.get(name)
+            if known is not None and known.etag == tag:
+                index[name] = known
+                continue
+            try:
+                manifest = self._read_manifest(name)
+            except FileNotFoundError:
+                continue
+            if manifest is not None:
+                index[name] = manifest
+        with self._lock:
+            self._index, self._generation, self._loaded = index, etag, True
+            self._error = None
+
+    def _read_manifest(self, name: str) -> _Manifest | None:
+        data, etag = self._get(f"models/{name}/manifest.json")
+        try:
+            raw = orjson.loads(data)
+            config = RNNConfig.model_validate(raw["config"])
+            return _Manifest(config, raw.get("weights"), int(raw.get("size", 0)), etag)
+        except (orjson.JSONDecodeError, ValidationError, KeyError, TypeError, ValueError) as exc:
+            log.warning("model repository %s: unreadable manifest of %r: %s", self.url, name, exc)
+            return None
+
+    def _ready_index(self) -> dict[str, _Manifest]:
+        if not self._loaded:
+            self.refresh()
+        return self._index
+
+    def _bump(self) -> None:
+        etag = self._put(GENERATION, uuid.uuid4().hex.encode())
+        with self._lock:  # this replica's index is current: its readers see the change at once
+            self._generation = etag
+
+    # --- ModelStorage ---------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        return sorted(self._ready_index())
+
+    def generation(self) -> FileStamp | None:
+        return None if not self._loaded or self._generation is None else (self._generation,)
+
+    def version(self, name: str) -> Version | None:
+        manifest = self._ready_index().get(name)
+        return None if manifest is None else manifest.version
+
+    def read(self, name: str) -> StoredModel | None:
+        manifest = self._ready_index().get(name)
+        return None if manifest is None else StoredModel(manifest.config, manifest.version)
+
+    def read_weights(
+        self, name: str, config: FileStamp | None = None
+    ) -> tuple[bytes, FileStamp] | None:
+        from service.catalog.repository import ModelChanged
+
+        manifest = self._ready_index().get(name)
+        if manifest is None:
+            if config is not None:
+                raise ModelChanged(name)
+            return None
+        if config is not None and manifest.version[0] != config:
+            raise ModelChanged(name)
+        if manifest.weights is None:
+            return None
+        data = self.cache.get(manifest.weights)
+        if data is None:
+            data, _ = self._get(f"weights/{manifest.weights}.safetensors")
+            if hashlib.sha256(data).hexdigest() != manifest.weights:
+                raise StorageUnavailable(
+                    f"the weights of model {name!r} in {self.url} do not match their digest",
+                    retry_after=5,
+                )
+            self.cache.put(manifest.weights, data)
+        return data, (manifest.weights,)
+
+    def _write_weights(self, weights: bytes) -> str:
+        digest = hashlib.sha256(weights).hexdigest()
+        self._put(f"weights/{digest}.safetensors", weights)
+        self.cache.put(digest, weights)
+        return digest
+
+    def _manifest_bytes(self, config: RNNConfig, digest: str, size: int) -> bytes:
+        return orjson.dumps({
+            "config": config.model_dump(mode="json"), "weights": digest, "size": size,
+            "written": datetime.now(UTC).isoformat(timespec="seconds"),
+        }, option=orjson.OPT_INDENT_2)  # fmt: skip
+
+    def create(self, name: str, config: RNNConfig, weights: bytes) -> bool:
+        """Write a new model: its weights, then its manifest only if none is there (one
+        conditional write: of two replicas, one creates it). False if the name is taken."""
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+        if not MODEL_NAME.fullmatch(name):
+            raise ValueError(f"invalid model name {name!r}")
+        digest = self._write_weights(weights)
+        try:
+            etag = self._put(
+                f"models/{name}/manifest.json",
+                self._manifest_bytes(config, digest, len(weights)),
+                mode="create",
+            )
+        except (AlreadyExistsError, PreconditionError):
+            return False
+        with self._lock:
+            self._index = {**self._index, name: _Manifest(config, digest, len(weights), etag)}
+        self._bump()
+        return True
+
+    def replace_weights(self, name: str, weights: bytes) -> None:
+        """Write the new weights, then switch the manifest to them, only if it is still the one
+        read (FileNotFoundError if the model was deleted meanwhile)."""
+        from obstore.exceptions import PreconditionError
+
+        digest = self._write_weights(weights)
+        for _ in range(5):
+            data, etag = self._get(f"models/{name}/manifest.json")  # FileNotFoundError: deleted
+            config = RNNConfig.model_validate(orjson.loads(data)["config"])
+            try:
+                new_etag = self._put(
+                    f"models/{name}/manifest.json",
+                    self._manifest_bytes(config, digest, len(weights)),
+                    mode={"e_tag": etag},
+                )
+            except PreconditionError:
+                continue  # another write came between: read it again
+            with self._lock:
+                self._index = {
+                    **self._index,
+                    name: _Manifest(config, digest, len(weights), new_etag),
+                }
+            self._bump()
+            return
+        raise StorageUnavailable(f"model {name!r} kept changing under this upload", retry_after=1)
+
+    def usage(self) -> tuple[int, int]:
+        index = self._ready_index()
+        return len(index), sum(m.size for m in index.values())
+
+    def weights_size(self, name: str) -> int:
+        manifest = self._ready_index().get(name)
+        return 0 if manifest is None else manifest.size
+
+    def clean_orphans(self, older_than_s: float) -> list[str]:
+        """Remove weights objects no manifest names, once older than `older_than_s` (a younger
+        one may belong to an upload in progress)."""
+        self.refresh(force=True)
+        used = {m.weights for m in self._index.values()}
+        cutoff = time.time() - older_than_s
+        removed = []
+        for batch in self._call("LIST weights/", self._obstore.list, "weights/"):
+            for meta in batch:
+                key = str(meta["path"])
+                digest = key.removeprefix("weights/").removesuffix(".safetensors")
+                modified = meta.get("last_modified")
+                if digest in used or modified is None or modified.timestamp() > cutoff:
+                    continue
+                self._call(f"DELETE {key}", self._obstore.delete, key)
+                removed.append(key)
+        return removed
+
+    def _exists(self, key: str) -> bool:
+        folder = key.rpartition("/")[0] + "/"  # (listing is by folder: a key's own is empty)
+        return any(
+            meta["path"] == key
+            for batch in self._call(f"LIST {folder}", self._obstore.list, folder)
+            for meta in batch
+        )
+
+    def delete(self, name: str) -> bool:
+        key = f"models/{name}/manifest.json"
+        if not self._exists(key):
+            return False
+        self._call(f"DELETE {key}", self._obstore.delete, key)
+        with self._lock:
+            self._index = {k: v for k, v in self._index.items() if k != name}
+        self._bump()
+        return True
+
+    def close(self) -> None:
+        self._stop.set()

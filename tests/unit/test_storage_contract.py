@@ -1,0 +1,129 @@
+"""What the catalog asks of its storage, held by both: a local folder and a real S3 bucket
+(SeaweedFS). Every write is atomic, versions change with every write, and nothing half-written
+is ever visible."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from service.catalog.objects import ObjectRepository, WeightsCache
+from service.catalog.repository import ModelChanged
+from service.catalog.storage import ModelStorage, open_storage
+from service.schemas.config import RNNConfig
+from tests.conftest import make_settings
+
+CONFIG = RNNConfig(input_size=2, hidden_size=3)
+
+
+@pytest.fixture
+def storage(repository: str, tmp_path: Path) -> ModelStorage:
+    return open_storage(make_settings(model_repository=repository, model_cache=tmp_path / "c"))
+
+
+def test_create_read_replace_delete(storage: ModelStorage) -> None:
+    assert storage.names() == []
+    assert storage.create("m", CONFIG, b"first")
+    assert not storage.create("m", RNNConfig(input_size=5, hidden_size=5), b"other")  # taken
+    stored = storage.read("m")
+    assert stored is not None
+    assert stored.config == CONFIG
+    v1 = storage.version("m")
+    assert v1 == stored.version
+    got = storage.read_weights("m")
+    assert got is not None
+    assert got[0] == b"first"
+    storage.replace_weights("m", b"second")
+    v2 = storage.version("m")
+    assert v2 is not None
+    assert v2 != v1
+    got = storage.read_weights("m", v2[0])
+    assert got is not None
+    assert got[0] == b"second"
+    assert storage.usage() == (1, len(b"second"))
+    assert storage.weights_size("m") == len(b"second")
+    assert storage.names() == ["m"]
+    assert storage.delete("m")
+    assert not storage.delete("m")
+    assert storage.version("m") is None
+    assert storage.names() == []
+    with pytest.raises(FileNotFoundError):
+        storage.replace_weights("m", b"third")  # deleted: an upload does not bring it back
+
+
+def test_weights_of_another_registration_are_never_read(storage: ModelStorage) -> None:
+    storage.create("m", CONFIG, b"first")
+    v1 = storage.version("m")
+    assert v1 is not None
+    storage.delete("m")
+    storage.create("m", RNNConfig(input_size=4, hidden_size=4), b"another")
+    with pytest.raises(ModelChanged):
+        storage.read_weights("m", v1[0])
+
+
+def test_generation_changes_with_every_write(storage: ModelStorage) -> None:
+    seen = {storage.generation()}
+    storage.create("m", CONFIG, b"1")
+    seen.add(storage.generation())
+    storage.replace_weights("m", b"2")
+    seen.add(storage.generation())
+    storage.delete("m")
+    seen.add(storage.generation())
+    assert len(seen) == 4
+
+
+def test_a_second_replica_sees_every_change(repository: str, tmp_path: Path) -> None:
+    settings = make_settings(model_repository=repository, model_cache=tmp_path / "a",
+                             repository_recheck_s=0.1)  # fmt: skip
+    a = open_storage(settings)
+    b = open_storage(settings.model_copy(update={"model_cache": tmp_path / "b"}))
+    a.create("m", CONFIG, b"first")
+    a.replace_weights("m", b"second")
+
+    def eventually(check: object) -> None:
+        deadline = time.monotonic() + 10
+        while not check():  # type: ignore[operator]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+    eventually(lambda: b.version("m") == a.version("m"))
+    got = b.read_weights("m")
+    assert got is not None
+    assert got[0] == b"second"
+    a.delete("m")
+    eventually(lambda: b.version("m") is None)
+
+
+def test_object_store_cache_is_verified_and_bounded(s3_server: object, tmp_path: Path) -> None:
+    from tests.s3_server import S3Server
+
+    assert isinstance(s3_server, S3Server)
+    cache = WeightsCache(tmp_path / "cache", max_bytes=10)
+    repo = ObjectRepository(s3_server.url(), cache)
+    repo.create("m", CONFIG, b"12345678")
+    digest = next(p.name for p in (tmp_path / "cache").iterdir())
+    (tmp_path / "cache" / digest).write_bytes(b"tampered")  # a damaged cache file
+    got = repo.read_weights("m")
+    assert got is not None
+    assert got[0] == b"12345678"  # fetched again from the store, not served damaged
+    repo.create("n", CONFIG, b"abcdefgh")
+    assert sum(p.stat().st_size for p in (tmp_path / "cache").iterdir()) <= 10
+
+
+def test_orphans_of_interrupted_uploads_are_removed_when_old(
+    s3_server: object, tmp_path: Path
+) -> None:
+    from tests.s3_server import S3Server
+
+    assert isinstance(s3_server, S3Server)
+    repo = ObjectRepository(s3_server.url(), WeightsCache(tmp_path / "c", 1 << 20))
+    repo.create("m", CONFIG, b"kept")
+    repo._write_weights(b"an upload that never switched the manifest")
+    assert repo.clean_orphans(older_than_s=3600) == []  # young: may be an upload in progress
+    removed = repo.clean_orphans(older_than_s=0)
+    assert len(removed) == 1
+    got = repo.read_weights("m")
+    assert got is not None
+    assert got[0] == b"kept"
