@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # RNN_SERVE_* environment variables are honoured as they are.
 ARGS   ?=
 
-.PHONY: run test test-fast docs docs-serve check fmt openapi image container-test bench bench-capacity bench-publish bench-fairness soak clean
+.PHONY: run test test-fast docs docs-serve check fmt openapi image container-test bench bench-capacity bench-repository bench-publish bench-fairness soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ bench: $(VENV)/.bench
 # Real-time streams within a p99 budget, sessions against stateless (~4 min).
 bench-capacity: $(VENV)/.bench
 	$(BIN)/python -m bench.capacity
+
+# The model repository in a real S3 server (SeaweedFS): client, first use, throughput, lookups.
+bench-repository: $(VENV)/.bench
+	$(BIN)/python -m bench.repository
 
 # make bench writes bench/out/ (untracked); this makes the last run the committed report.
 bench-publish: $(VENV)/.bench

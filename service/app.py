@@ -139,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await host.close()
             if remote is not None:
                 await remote.close()
+            catalog.close()
 
     app = App(
         edge={

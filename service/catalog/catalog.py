@@ -237,6 +237,9 @@ class Catalog:
                 f"model {spec.name!r} was changed concurrently while it loaded; send it again"
             ) from None
 
+    def close(self) -> None:
+        self.repo.close()
+
     # --- internals ----------------------------------------------------------------------------
     def _check_quota(self, new_models: int, new_bytes: int) -> None:
         models, nbytes = self.repo.usage()

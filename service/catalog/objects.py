@@ -161,14 +161,24 @@ class ObjectRepository:
 
     # --- the index of manifests -----------------------------------------------------------------
     def _follow(self) -> None:
+        first = True
         while not self._stop.is_set():
             try:
-                self.refresh()
+                try:
+                    self.refresh()
+                except StorageUnavailable:
+                    if not first:
+                        raise
+                    # a new repository: some stores (SeaweedFS) fail a LIST under a prefix that
+                    # holds nothing yet; its generation object makes the prefix
+                    self._bump()
+                    self.refresh()
             except Exception as exc:  # kept serving what it knows; readiness says why
                 reason = getattr(exc, "detail", None) or repr(exc)
                 if reason != self._error:
                     log.error("model repository %s: %s", self.url, reason)
                 self._error = reason
+            first = False
             self._stop.wait(self.recheck_s)
 
     def refresh(self, force: bool = False) -> None:

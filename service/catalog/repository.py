@@ -250,6 +250,9 @@ class Repository:
             removed.append(str(path.relative_to(self.root)))
         return removed
 
+    def close(self) -> None:
+        """(Nothing follows a folder in the background.)"""
+
     def delete(self, name: str) -> bool:
         """Remove the model's folder; its name disappears at once (one rename)."""
         trash = self.root / _TRASH

@@ -44,6 +44,10 @@ class ModelStorage(Protocol):
 
     def delete(self, name: str) -> bool: ...
 
+    def close(self) -> None:
+        """Stop whatever follows the store in the background."""
+        ...
+
 
 def open_storage(settings: Settings) -> ModelStorage:
     """The repository RNN_SERVE_MODEL_REPOSITORY names: an object store's URL, or a folder."""

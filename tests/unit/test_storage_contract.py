@@ -5,6 +5,7 @@ is ever visible."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,10 @@ CONFIG = RNNConfig(input_size=2, hidden_size=3)
 
 
 @pytest.fixture
-def storage(repository: str, tmp_path: Path) -> ModelStorage:
-    return open_storage(make_settings(model_repository=repository, model_cache=tmp_path / "c"))
+def storage(repository: str, tmp_path: Path) -> Iterator[ModelStorage]:
+    opened = open_storage(make_settings(model_repository=repository, model_cache=tmp_path / "c"))
+    yield opened
+    opened.close()
 
 
 def test_create_read_replace_delete(storage: ModelStorage) -> None:
