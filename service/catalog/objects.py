@@ -150,6 +150,16 @@ class ObjectRepository:
                 retry_after=5,
             ) from None
 
+    def _list(self, prefix: str) -> list[dict[str, Any]]:
+        """Every object under `prefix` (a folder), read whole inside the call (a listing is a
+        stream: its errors come while it is read)."""
+
+        def read(store: Any) -> list[dict[str, Any]]:
+            return [meta for batch in self._obstore.list(store, prefix) for meta in batch]
+
+        found: list[dict[str, Any]] = self._call(f"LIST {prefix}", read)
+        return found
+
     def _get(self, key: str) -> tuple[bytes, str]:
         result = self._call(f"GET {key}", self._obstore.get, key)
         return bytes(result.bytes()), str(result.meta.get("e_tag") or "")
@@ -185,22 +195,16 @@ class ObjectRepository:
         """Re-read the manifests if the generation changed (or `force`)."""
         # (a LIST, not a HEAD: some stores answer a HEAD of a missing key with a 500)
         etag = "none"
-        for batch in self._call(f"LIST {_META}", self._obstore.list, _META):
-            for meta in batch:
-                if meta["path"] == GENERATION:
-                    etag = str(meta.get("e_tag") or meta.get("last_modified"))
+        for meta in self._list(_META):
+            if meta["path"] == GENERATION:
+                etag = str(meta.get("e_tag") or meta.get("last_modified"))
         if not force and self._loaded and etag == self._generation:
             return
         seen: dict[str, str] = {}
-        for batch in self._call("LIST models/", self._obstore.list, "models/"):
-            for meta in batch:
-                parts = str(meta["path"]).split("/")
-                if (
-                    len(parts) == 3
-                    and parts[2] == "manifest.json"
-                    and MODEL_NAME.fullmatch(parts[1])
-                ):
-                    seen[parts[1]] = str(meta.get("e_tag") or "")
+        for meta in self._list("models/"):
+            parts = str(meta["path"]).split("/")
+            if len(parts) == 3 and parts[2] == "manifest.json" and MODEL_NAME.fullmatch(parts[1]):
+                seen[parts[1]] = str(meta.get("e_tag") or "")
         index: dict[str, _Manifest] = {}
         for name, tag in seen.items():
             known = self._index.get(name)
@@ -351,24 +355,19 @@ class ObjectRepository:
         used = {m.weights for m in self._index.values()}
         cutoff = time.time() - older_than_s
         removed = []
-        for batch in self._call("LIST weights/", self._obstore.list, "weights/"):
-            for meta in batch:
-                key = str(meta["path"])
-                digest = key.removeprefix("weights/").removesuffix(".safetensors")
-                modified = meta.get("last_modified")
-                if digest in used or modified is None or modified.timestamp() > cutoff:
-                    continue
-                self._call(f"DELETE {key}", self._obstore.delete, key)
-                removed.append(key)
+        for meta in self._list("weights/"):
+            key = str(meta["path"])
+            digest = key.removeprefix("weights/").removesuffix(".safetensors")
+            modified = meta.get("last_modified")
+            if digest in used or modified is None or modified.timestamp() > cutoff:
+                continue
+            self._call(f"DELETE {key}", self._obstore.delete, key)
+            removed.append(key)
         return removed
 
     def _exists(self, key: str) -> bool:
         folder = key.rpartition("/")[0] + "/"  # (listing is by folder: a key's own is empty)
-        return any(
-            meta["path"] == key
-            for batch in self._call(f"LIST {folder}", self._obstore.list, folder)
-            for meta in batch
-        )
+        return any(meta["path"] == key for meta in self._list(folder))
 
     def delete(self, name: str) -> bool:
         key = f"models/{name}/manifest.json"

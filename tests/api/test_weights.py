@@ -351,3 +351,40 @@ async def test_lstm_projection_weights_are_named_weight_hr(repo_client: httpx.As
     errors = {tuple(e["loc"]): e["msg"] for e in r.json()["errors"]}
     assert errors[("body", "weight_hr_l1_reverse")] == "missing tensor; expected shape [3, 6]"
     assert errors[("body", "weight_hr_l0")] == "expected shape [3, 6], got [3, 5]"
+
+
+async def test_an_unreachable_bucket_is_503_with_the_reason(
+    s3_server: object, tmp_path: Path, anyio_backend: str
+) -> None:
+    """At start-up a store that does not answer is readiness 503 saying why (and retried); a
+    model call is 503 storage-unavailable, never a 500."""
+    from asgi_lifespan import LifespanManager
+
+    from service.app import create_app
+    from tests.server import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    settings = make_settings(model_repository="s3://models/nowhere", model_cache=tmp_path / "c")
+    import os
+
+    saved = os.environ["AWS_ENDPOINT_URL"]
+    os.environ["AWS_ENDPOINT_URL"] = closed
+    try:
+        app = create_app(settings)
+        async with (
+            LifespanManager(app, startup_timeout=60) as manager,
+            httpx.AsyncClient(transport=httpx.ASGITransport(manager.app), base_url="http://t") as c,
+        ):
+            for _ in range(200):
+                r = await c.get("/readyz")
+                if "cannot be reached" in r.text:
+                    break
+                await asyncio.sleep(0.05)
+            assert r.status_code == 503, r.text
+            assert "s3://models/nowhere cannot be reached" in r.json()["detail"]
+            r = await c.get("/v1/models")
+            assert r.status_code == 503, r.text
+            assert r.json()["type"].endswith("storage-unavailable")
+            assert "retry-after" in r.headers
+    finally:
+        os.environ["AWS_ENDPOINT_URL"] = saved
