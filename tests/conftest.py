@@ -110,3 +110,12 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("server")
     with running_server(folder / "models", folder / "server.log") as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def live_server_s3(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Iterator[str]:
+    """The real server with its models in a bucket of the real S3 store."""
+    folder = tmp_path_factory.mktemp("server-s3")
+    env = {**s3_server.env, "RNN_SERVE_MODEL_CACHE": str(folder / "cache")}
+    with running_server(s3_server.url(), folder / "server.log", **env) as url:
+        yield url

@@ -104,6 +104,24 @@ class WeightsCache:
             total -= size
 
 
+def _profile(name: str) -> dict[str, Any]:
+    """A named profile of the AWS config files (AWS_PROFILE), read by boto3's session: its
+    credentials, refreshed as they expire (SSO, assumed roles), and its region."""
+    try:
+        import boto3
+        from obstore.auth.boto3 import Boto3CredentialProvider
+    except ImportError:
+        raise ValueError(
+            f"AWS_PROFILE={name!r} needs boto3 to read the profile: pip install boto3 (or give "
+            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or the pod's identity)"
+        ) from None
+    session = boto3.Session(profile_name=name)
+    options: dict[str, Any] = {"credential_provider": Boto3CredentialProvider(session)}
+    if session.region_name and "AWS_REGION" not in os.environ:
+        options["region"] = session.region_name
+    return options
+
+
 class ObjectRepository:
     """`ModelStorage` over an object store (see the module's notes)."""
 
@@ -119,6 +137,9 @@ class ObjectRepository:
         endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
         if url.startswith("s3://") and endpoint.startswith("http://"):
             options["client_options"] = {"allow_http": True}
+        profile = os.environ.get("AWS_PROFILE")
+        if url.startswith("s3://") and profile and "AWS_ACCESS_KEY_ID" not in os.environ:
+            options.update(_profile(profile))
         # fail fast (then 503, and the caller retries) rather than obstore's minutes of retries
         options["retry_config"] = {"max_retries": 2, "retry_timeout": timedelta(seconds=10)}
         self._store = store if store is not None else from_url(url, **options)

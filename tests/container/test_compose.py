@@ -194,8 +194,7 @@ def test_a_session_outlives_both_replicas_through_redis(stack: tuple[str, str, s
     nginx = f"{PROJECT}_nginx_1"
     # nginx resolves the replicas' names when it loads its config, and podman gives a restarted
     # container a new address (the test before this one restarted a replica): resolve again
-    engine("exec", nginx, "nginx", "-s", "reload", timeout=60)
-    time.sleep(1)
+    _reresolve(nginx)
     with httpx.Client(base_url=url, headers=headers, timeout=30) as c:
         whole = c.post("/v1/models/default/forward", json={"input": x.tolist()}).json()["output"]
         r = c.post("/v1/models/default/sessions", json={})
@@ -207,7 +206,7 @@ def test_a_session_outlives_both_replicas_through_redis(stack: tuple[str, str, s
         for replica in (f"{PROJECT}_rnn-serve-1_1", f"{PROJECT}_rnn-serve-2_1"):
             engine("kill", replica, timeout=60)
             engine("start", replica, timeout=90)
-        engine("exec", nginx, "nginx", "-s", "reload", timeout=60)
+        _reresolve(nginx)
         deadline = time.monotonic() + 180
         while True:
             try:
@@ -222,3 +221,15 @@ def test_a_session_outlives_both_replicas_through_redis(stack: tuple[str, str, s
     got = np.concatenate([np.asarray(first.json()["output"]), np.asarray(r.json()["output"])])
     np.testing.assert_allclose(got, np.asarray(whole), atol=1e-5)
     assert r.json()["steps"] == 6
+
+
+def _reresolve(nginx: str) -> None:
+    """Have nginx resolve the replicas' names again: a reload, or (while a name does not resolve
+    yet, which fails a reload) a restart of its container."""
+    for _ in range(5):
+        if engine("exec", nginx, "nginx", "-s", "reload", check=False).returncode == 0:
+            time.sleep(1)
+            return
+        time.sleep(2)
+    engine("restart", nginx, timeout=90)
+    time.sleep(2)

@@ -81,7 +81,11 @@ def test_make_run_passes_no_flags_of_its_own() -> None:
     assert "--port 9001" in out.stdout
 
 
-def test_operator_commands(live_server: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", ["live_server", "live_server_s3"], ids=["folder", "bucket"])
+def test_operator_commands(server: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """The same commands, the same answers, whichever repository the server has."""
+    live_server = request.getfixturevalue(server)
+
     def models(*args: str) -> subprocess.CompletedProcess[str]:
         return run("models", "--url", live_server, *args)
 

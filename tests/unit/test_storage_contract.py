@@ -130,3 +130,27 @@ def test_orphans_of_interrupted_uploads_are_removed_when_old(
     got = repo.read_weights("m")
     assert got is not None
     assert got[0] == b"kept"
+
+
+def test_credentials_from_a_named_profile(
+    s3_server: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS_PROFILE and the AWS config files, as a developer's machine has them."""
+    from tests.s3_server import KEY, SECRET, S3Server
+
+    assert isinstance(s3_server, S3Server)
+    (tmp_path / "credentials").write_text(
+        f"[rnn]\naws_access_key_id = {KEY}\naws_secret_access_key = {SECRET}\n"
+    )
+    (tmp_path / "config").write_text("[profile rnn]\nregion = us-east-1\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_PROFILE", "rnn")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+        monkeypatch.delenv(name)
+    repo = ObjectRepository(s3_server.url(), WeightsCache(tmp_path / "c", 1 << 20))
+    try:
+        assert repo.create("m", CONFIG, b"through a profile")
+        assert repo.names() == ["m"]
+    finally:
+        repo.close()
