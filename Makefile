@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # RNN_SERVE_* environment variables are honoured as they are.
 ARGS   ?=
 
-.PHONY: run test test-fast docs docs-serve check fmt openapi image container-test bench bench-capacity bench-repository bench-publish bench-fairness soak clean
+.PHONY: run test test-fast docs docs-serve check fmt openapi image container-test bench bench-capacity bench-repository bench-servers bench-publish bench-fairness soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ bench: $(VENV)/.bench
 # Real-time streams within a p99 budget, sessions against stateless (~4 min).
 bench-capacity: $(VENV)/.bench
 	$(BIN)/python -m bench.capacity
+
+# The HTTP server: rnn-serve's app and a no-op under uvicorn and under granian (needs wrk).
+bench-servers: $(VENV)/.bench
+	$(BIN)/python -m pip install -q granian
+	$(BIN)/python -m bench.servers
 
 # The model repository in a real S3 server (SeaweedFS): client, first use, throughput, lookups.
 bench-repository: $(VENV)/.bench
