@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from service.codecs.fastjson import Numbers
 from service.engine.tensor import (
     CARRIER,
     WireTensor,
@@ -110,6 +111,11 @@ def decode_tensor(
     `check_bools=False` skips a Python scan for JSON booleans inside nested/flat lists; callers
     pass it when the raw body cannot contain any (see `service.codecs.envelope`).
     """
+    if isinstance(obj, Numbers):  # decoded with the body (service.codecs.fastjson)
+        arr = obj.array
+        if arr.size > max_elements:
+            raise tensor_too_large(loc, arr.size, max_elements)
+        return WireTensor(cast_numbers(arr, model_dtype, loc), model_dtype, declared=False)
     if isinstance(obj, list):
         arr = _numbers(obj, loc, check_bools)
         if arr.size > max_elements:

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from service.codecs.envelope import loads, may_hide_bools, parse
+from service.codecs.fastjson import loads_forward
 from service.codecs.pipeline import Decoded, Encoded, Served
 from service.codecs.state import from_json
 from service.codecs.tensors import decode_tensor, encode_tensor
@@ -27,7 +28,7 @@ class V1Forward:
     """A forward body (`InlineForwardRequest`, `ForwardRequest` or `SessionChunk`)."""
 
     def __init__(self, body: bytes, envelope: type[ForwardRequest] | type[SessionChunk]) -> None:
-        obj = loads(body)
+        obj = loads_forward(body)  # nested tensors straight to NumPy where nothing can differ
         self.req = parse(envelope, obj)
         config = obj.get("config") if isinstance(obj, dict) else None
         known = sum(type(v) is bool for v in config.values()) if isinstance(config, dict) else 0

@@ -1,0 +1,86 @@
+"""The simdjson path for nested tensors gives what the orjson path gives: the same float32 bits,
+and for anything it does not take, the same refusal word for word."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import service.codecs.v1 as v1
+from service.codecs.envelope import loads
+from service.codecs.fastjson import Numbers, loads_forward
+from service.codecs.v1 import V1Forward
+from service.schemas.api import ForwardRequest
+from service.schemas.config import RNNConfig
+
+CONFIG = RNNConfig(input_size=3, hidden_size=2)
+
+
+def decoded(body: bytes, fast: bool, monkeypatch: pytest.MonkeyPatch, dtype: str) -> str:
+    monkeypatch.setattr(v1, "loads_forward", loads_forward if fast else loads)
+    config = CONFIG.model_copy(update={"dtype": dtype})
+    try:
+        inputs = V1Forward(body, ForwardRequest).decode(config, 10_000).inputs
+    except Exception as exc:  # the refusal is compared, whatever it is
+        return f"{type(exc).__name__}: {exc}"
+    arrays = [t for t in (inputs.input, inputs.h0) if t is not None]
+    return repr([(t.dtype, t.shape, t.array.tobytes()) for t in arrays])
+
+
+NUMBER = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False, width=64),
+    st.integers(min_value=-(2**64), max_value=2**64),
+)
+LEAF = st.one_of(NUMBER, NUMBER, NUMBER, st.booleans(), st.none(), st.text(max_size=2))
+
+
+def nested(depth: int) -> st.SearchStrategy[Any]:
+    if depth == 0:
+        return LEAF
+    return st.lists(nested(depth - 1), max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tensor=st.integers(1, 3).flatmap(nested), dtype=st.sampled_from(["float32", "bfloat16",
+       "float16", "float64"]))  # fmt: skip
+def test_both_paths_agree(tensor: Any, dtype: str) -> None:
+    try:
+        body = orjson.dumps({"input": tensor})
+    except orjson.JSONEncodeError:  # an integer orjson cannot write: write it as text
+        body = ('{"input": ' + repr(tensor).replace("True", "true").replace("False", "false")
+                .replace("None", "null").replace("'", '"') + "}").encode()  # fmt: skip
+    with pytest.MonkeyPatch.context() as m:
+        assert decoded(body, True, m, dtype) == decoded(body, False, m, dtype)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"input": [[[0.1, 2.5, -3]]], "h0": [[0.25, 1e-30]]}',  # taken
+        b'{"input": [[[1,2]],[[3],[4]]]}',  # ragged beyond the first row
+        b'{"input": [[[true, 1, 2]]]}',
+        b'{"input": [[[1e400, 1, 2]]]}',
+        b'{"input": [[[]]]}',
+        b'{"input": 1, "input": [[[1.0, 2, 3]]]}',  # a key twice: the last wins
+        b'{"input": [[[9007199254740993, 1, 2]]]}',  # past 2**53
+        b'{"input": [[[1, 2, 3]]], "output_encoding": "flat"}',
+        b"[1]",
+        b"not json",
+    ],
+)
+def test_edges_agree(body: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as m:
+        assert decoded(body, True, m, "float32") == decoded(body, False, m, "float32")
+
+
+def test_the_fast_path_is_taken_for_a_plain_nested_body() -> None:
+    x = np.random.default_rng(0).standard_normal((50, 1, 64)).astype(np.float32)
+    parsed = loads_forward(orjson.dumps({"input": x.tolist(), "output_encoding": "b64"}))
+    assert isinstance(parsed["input"], Numbers)
+    assert parsed["input"].array.shape == (50, 1, 64)
+    assert parsed["output_encoding"] == "b64"
