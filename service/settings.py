@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from service.cpus import usable_cpus
 from service.schemas.config import RNNConfig
 
+OBJECT_SCHEMES = ("s3://", "gs://", "az://", "azure://", "abfs://")  # what obstore opens
+
 
 class Settings(BaseSettings):
     """Every knob of the service. Environment: RNN_SERVE_<NAME>, e.g. RNN_SERVE_DEVICE=cpu."""
@@ -241,7 +243,12 @@ class Settings(BaseSettings):
     @field_validator("model_repository", mode="before")
     @classmethod
     def _location(cls, value: object) -> object:
-        return os.fspath(value) if isinstance(value, os.PathLike) else value
+        value = os.fspath(value) if isinstance(value, os.PathLike) else value
+        if isinstance(value, str) and "://" in value and not value.startswith(OBJECT_SCHEMES):
+            raise ValueError(
+                "expected a folder or an object store's URL (s3://, gs://, az://bucket/prefix)"
+            )
+        return value
 
     @field_validator("log_level", "log_format", "cuda_fp32_precision", mode="before")
     @classmethod

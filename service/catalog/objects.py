@@ -38,9 +38,10 @@ from service.catalog.repository import FileStamp, StoredModel, Version
 from service.errors import StorageUnavailable
 from service.schemas.api import MODEL_NAME
 from service.schemas.config import RNNConfig
+from service.settings import OBJECT_SCHEMES
 
 log = logging.getLogger("rnn_serve.registry")
-SCHEMES = ("s3://", "gs://", "az://", "azure://", "abfs://")
+SCHEMES = OBJECT_SCHEMES
 _META = "meta/"
 GENERATION = "meta/generation"
 

@@ -55,9 +55,4 @@ def open_storage(settings: Settings) -> ModelStorage:
     if is_object_url(location):
         cache = WeightsCache(settings.model_cache, settings.model_cache_bytes)
         return ObjectRepository(location, cache, settings.repository_recheck_s)
-    if "://" in location:
-        raise ValueError(
-            f"RNN_SERVE_MODEL_REPOSITORY={location!r}: expected a folder or an s3://, gs:// or "
-            "az:// URL"
-        )
     return Repository(Path(location))

@@ -154,3 +154,13 @@ def test_credentials_from_a_named_profile(
         assert repo.names() == ["m"]
     finally:
         repo.close()
+
+
+def test_an_unknown_scheme_is_a_settings_error() -> None:
+    """An s3:// path is never taken for a folder named 's3:'; a scheme nobody serves is refused
+    at start-up, naming the setting."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="expected a folder or an object store"):
+        make_settings(model_repository="ftp://host/models")
+    assert make_settings(model_repository="s3://bucket/prefix").model_repository.startswith("s3:")
