@@ -34,20 +34,19 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from service.catalog.repository import FileStamp, StoredModel, Version
+from service.catalog.repository import FileStamp, ModelChanged, StoredModel, Version
 from service.errors import StorageUnavailable
 from service.schemas.api import MODEL_NAME
 from service.schemas.config import RNNConfig
 from service.settings import OBJECT_SCHEMES
 
 log = logging.getLogger("rnn_serve.registry")
-SCHEMES = OBJECT_SCHEMES
 _META = "meta/"
 GENERATION = "meta/generation"
 
 
 def is_object_url(location: str) -> bool:
-    return location.startswith(SCHEMES)
+    return location.startswith(OBJECT_SCHEMES)
 
 
 @dataclass(frozen=True)
@@ -129,10 +128,13 @@ class ObjectRepository:
     def __init__(
         self, url: str, cache: WeightsCache, recheck_s: float = 1.0, store: Any = None
     ) -> None:
-        import obstore
+        import obstore  # only where an object store is configured
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
         from obstore.store import from_url
 
         self._obstore = obstore
+        self._taken = (AlreadyExistsError, PreconditionError)  # a conditional write refused
+        self._changed = PreconditionError  # a manifest changed since it was read
         self.url = url
         options: dict[str, Any] = {}
         endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
@@ -159,11 +161,9 @@ class ObjectRepository:
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """One store call; NotFound passes as FileNotFoundError, a precondition failure as
         itself, anything else (unreachable, 5xx, credentials) is 503."""
-        from obstore.exceptions import AlreadyExistsError, PreconditionError
-
         try:
             return fn(self._store, *args, **kwargs)
-        except (FileNotFoundError, AlreadyExistsError, PreconditionError):
+        except (FileNotFoundError, *self._taken):
             raise
         except Exception as exc:
             reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
@@ -281,8 +281,6 @@ class ObjectRepository:
     def read_weights(
         self, name: str, config: FileStamp | None = None
     ) -> tuple[bytes, FileStamp] | None:
-        from service.catalog.repository import ModelChanged
-
         manifest = self._ready_index().get(name)
         if manifest is None:
             if config is not None:
@@ -318,8 +316,6 @@ class ObjectRepository:
     def create(self, name: str, config: RNNConfig, weights: bytes) -> bool:
         """Write a new model: its weights, then its manifest only if none is there (one
         conditional write: of two replicas, one creates it). False if the name is taken."""
-        from obstore.exceptions import AlreadyExistsError, PreconditionError
-
         if not MODEL_NAME.fullmatch(name):
             raise ValueError(f"invalid model name {name!r}")
         digest = self._write_weights(weights)
@@ -329,7 +325,7 @@ class ObjectRepository:
                 self._manifest_bytes(config, digest, len(weights)),
                 mode="create",
             )
-        except (AlreadyExistsError, PreconditionError):
+        except self._taken:
             return False
         with self._lock:
             self._index = {**self._index, name: _Manifest(config, digest, len(weights), etag)}
@@ -339,8 +335,6 @@ class ObjectRepository:
     def replace_weights(self, name: str, weights: bytes) -> None:
         """Write the new weights, then switch the manifest to them, only if it is still the one
         read (FileNotFoundError if the model was deleted meanwhile)."""
-        from obstore.exceptions import PreconditionError
-
         digest = self._write_weights(weights)
         for _ in range(5):
             data, etag = self._get(f"models/{name}/manifest.json")  # FileNotFoundError: deleted
@@ -351,7 +345,7 @@ class ObjectRepository:
                     self._manifest_bytes(config, digest, len(weights)),
                     mode={"e_tag": etag},
                 )
-            except PreconditionError:
+            except self._changed:
                 continue  # another write came between: read it again
             with self._lock:
                 self._index = {

@@ -153,6 +153,10 @@ class RedisSessions:
         password_file: Path | None = None,
     ) -> None:
         import redis.asyncio as aioredis  # only where Redis is configured
+        from redis.exceptions import NoScriptError, RedisError
+
+        self._failures = (RedisError, OSError)  # what a call to Redis may raise: 503
+        self._no_script = NoScriptError
 
         options: dict[str, Any] = {
             "socket_timeout": timeout_s,
@@ -176,12 +180,10 @@ class RedisSessions:
         return f"{PREFIX}s:{name}"
 
     async def _timed(self, op: str, call: Callable[[], Awaitable[T]]) -> T:
-        from redis.exceptions import RedisError
-
         started = time.perf_counter()
         try:
             result = await call()
-        except (RedisError, OSError) as exc:
+        except self._failures as exc:
             self._metrics.session_store_errors.labels(op).inc()
             self.healthy = (False, f"the session store does not answer: {exc}")
             raise SessionStoreUnavailable(
@@ -240,8 +242,6 @@ class RedisSessions:
         task.add_done_callback(lambda t: t.exception())  # every outcome is in the futures
 
     async def _send(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
-        from redis.exceptions import NoScriptError
-
         async def run() -> list[Any]:
             # EVALSHA straight into the pipeline: a Script object in a pipeline would cost a
             # SCRIPT EXISTS round trip before every batch. Redis forgot the script (a restart,
@@ -251,7 +251,7 @@ class RedisSessions:
                     for keys, args, _ in batch:
                         pipe.evalsha(self._commit.sha, len(keys), *keys, *args)
                     results: list[Any] = await pipe.execute(raise_on_error=False)
-                if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
+                if attempt == 0 and any(isinstance(r, self._no_script) for r in results):
                     await self._client.script_load(_COMMIT)
                     continue
                 for result in results:
