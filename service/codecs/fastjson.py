@@ -5,13 +5,21 @@ the same Python values orjson would give.
 The fast path is taken only when it cannot differ from orjson's: the body is one JSON object
 with no key twice, and each tensor (`input`, `h0`, `c0`) is a rectangular nested array of
 numbers below 2**53 in magnitude. Anything else — invalid JSON, booleans, nulls, strings,
-ragged rows, an empty dimension, huge integers — is parsed by orjson (`envelope.loads`), so its
-answer or refusal is today's, word for word. The elements are the same float64 values either
-way (both parsers round correctly), so what the model sees is bit-for-bit the same.
+ragged rows, rows of mixed depth, an empty dimension, huge integers — is parsed by orjson
+(`envelope.loads`), so its answer or refusal is today's, word for word. The elements are the
+same float64 values either way (both parsers round correctly), so what the model sees is
+bit-for-bit the same.
+
+Rectangular is proved in two parts. The row walk checks that every row above the innermost
+level is an array of its level's length. simdjson's `as_buffer` flattens whatever it finds, so
+an array nested among the innermost numbers (`[[1, 2], [[3], 4]]`) would pass the walk; the
+body's count of `[` rules it out: with no `[` inside any string, each `[` opens one array, and
+the count must equal the arrays the shapes account for plus those of the other values.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,9 +34,11 @@ _EXACT = float(2**53)  # integers up to here are the same float64 whichever pars
 
 @dataclass(frozen=True, slots=True)
 class Numbers:
-    """A nested JSON number array, already decoded: float64, in its nested shape."""
+    """A nested JSON number array, already decoded: float64, in its nested shape, with its
+    largest magnitude (the range checks need it; one reduction, done here)."""
 
     array: np.ndarray[Any, Any]
+    peak: float
 
 
 def _shape(node: Any) -> list[int] | None:
@@ -54,7 +64,8 @@ def _shape(node: Any) -> list[int] | None:
         level = [item for row in level for item in row]
 
 
-def _numbers(node: Any) -> Numbers | None:
+def _numbers(node: Any) -> tuple[Numbers, int] | None:
+    """The array's numbers and how many JSON arrays a rectangular array of its shape has."""
     shape = _shape(node)
     if shape is None:
         return None
@@ -62,9 +73,13 @@ def _numbers(node: Any) -> Numbers | None:
         flat = np.frombuffer(node.as_buffer(of_type="d"), dtype=np.float64)
     except (TypeError, ValueError):  # a boolean, null, string or object among the numbers
         return None
-    if flat.size != int(np.prod(shape)) or (flat.size and not np.abs(flat).max() < _EXACT):
+    if flat.size != math.prod(shape):
+        return None
+    peak = float(np.abs(flat).max()) if flat.size else 0.0
+    if not peak < _EXACT:
         return None  # (NaN cannot come from JSON; the comparison also refuses inf)
-    return Numbers(flat.reshape(shape))
+    arrays = sum(math.prod(shape[:depth]) for depth in range(len(shape)))
+    return Numbers(flat.reshape(shape), peak), arrays
 
 
 def _python(value: Any) -> Any:
@@ -73,6 +88,29 @@ def _python(value: Any) -> Any:
     if isinstance(value, simdjson.Object):
         return value.as_dict()
     return value
+
+
+def _arrays(value: Any) -> int | None:
+    """The JSON arrays in a plain value; None if a string in it (a key too) holds a `[`."""
+    if isinstance(value, str):
+        return None if "[" in value else 0
+    if isinstance(value, list):
+        total = 1
+        for item in value:
+            inner = _arrays(item)
+            if inner is None:
+                return None
+            total += inner
+        return total
+    if isinstance(value, dict):
+        total = 0
+        for key, item in value.items():
+            inner = _arrays(item)
+            if inner is None or "[" in key:
+                return None
+            total += inner
+        return total
+    return 0
 
 
 def loads_forward(body: bytes) -> Any:
@@ -87,13 +125,21 @@ def loads_forward(body: bytes) -> Any:
     if len(keys) != len(set(keys)):
         return loads(body)  # a key twice: orjson keeps the last one, and so must we
     out: dict[str, Any] = {}
+    arrays = 0
     for key in keys:
         value = doc[key]
         if key in TENSORS and isinstance(value, simdjson.Array):
-            numbers = _numbers(value)
-            if numbers is None:
+            found = _numbers(value)
+            if found is None:
                 return loads(body)
-            out[key] = numbers
+            out[key], tensor_arrays = found
+            arrays += tensor_arrays
         else:
-            out[key] = _python(value)
+            out[key] = plain = _python(value)
+            other = _arrays(plain)
+            if other is None or "[" in key:
+                return loads(body)
+            arrays += other
+    if arrays and body.count(b"[") != arrays:
+        return loads(body)  # an array among a tensor's numbers: not rectangular
     return out

@@ -115,7 +115,8 @@ def decode_tensor(
         arr = obj.array
         if arr.size > max_elements:
             raise tensor_too_large(loc, arr.size, max_elements)
-        return WireTensor(cast_numbers(arr, model_dtype, loc), model_dtype, declared=False)
+        cast = cast_numbers(arr, model_dtype, loc, obj.peak)
+        return WireTensor(cast, model_dtype, declared=False)
     if isinstance(obj, list):
         arr = _numbers(obj, loc, check_bools)
         if arr.size > max_elements:

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from service.codecs.envelope import loads, may_hide_bools, parse
-from service.codecs.fastjson import loads_forward
+from service.codecs.fastjson import TENSORS, loads_forward
 from service.codecs.pipeline import Decoded, Encoded, Served
 from service.codecs.state import from_json
 from service.codecs.tensors import decode_tensor, encode_tensor
@@ -30,9 +30,14 @@ class V1Forward:
     def __init__(self, body: bytes, envelope: type[ForwardRequest] | type[SessionChunk]) -> None:
         obj = loads_forward(body)  # nested tensors straight to NumPy where nothing can differ
         self.req = parse(envelope, obj)
-        config = obj.get("config") if isinstance(obj, dict) else None
-        known = sum(type(v) is bool for v in config.values()) if isinstance(config, dict) else 0
-        self._check_bools = may_hide_bools(body, known)
+        # Booleans can hide only in tensors that are still JSON (lists, flat `data`): one scan
+        # of the raw body says whether to look, and none is needed when every tensor is NumPy.
+        if any(isinstance(obj.get(k), (list, dict)) for k in TENSORS):
+            config = obj.get("config")
+            known = sum(type(v) is bool for v in config.values()) if isinstance(config, dict) else 0
+            self._check_bools = may_hide_bools(body, known)
+        else:
+            self._check_bools = False
 
     def inline_config(self) -> RNNConfig:
         assert isinstance(self.req, InlineForwardRequest)

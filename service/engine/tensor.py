@@ -23,6 +23,7 @@ CARRIER: dict[str, np.dtype[Any]] = {
     "bfloat16": np.dtype("<u2"),
 }
 _BF16_MAX = 3.3895313892515355e38
+_TOP = {d: float(np.finfo(CARRIER[d]).max) for d in ("float32", "float16", "float64")}
 
 
 @dataclass(slots=True)  # a value: never changed once made (not frozen: that costs per request)
@@ -43,15 +44,18 @@ class WireTensor:
         return len(self.array.shape)
 
 
-def cast_numbers(arr: np.ndarray[Any, Any], dtype: DType, loc: Loc) -> np.ndarray[Any, Any]:
+def cast_numbers(
+    arr: np.ndarray[Any, Any], dtype: DType, loc: Loc, peak: float | None = None
+) -> np.ndarray[Any, Any]:
     """Cast numbers to `dtype`'s carrier, refusing any value that is not finite there.
 
     The range is checked before the cast (not with np.errstate around it: that context manager
-    costs more than the whole cast of a small tensor).
+    costs more than the whole cast of a small tensor). `peak`, the largest magnitude, where the
+    caller already has it.
     """
-    top = _BF16_MAX if dtype == "bfloat16" else float(np.finfo(CARRIER[dtype]).max)
+    top = _BF16_MAX if dtype == "bfloat16" else _TOP[dtype]
     # One reduction catches NaN, infinities and overflow alike (NaN compares False).
-    if arr.size and not float(np.abs(arr).max()) <= top:
+    if arr.size and not (float(np.abs(arr).max()) if peak is None else peak) <= top:
         raise InvalidInput.at(loc, f"expected finite numbers within {dtype}'s range")
     if dtype == "bfloat16":
         return _f32_to_bf16_bits(np.ascontiguousarray(arr, dtype=np.float32))

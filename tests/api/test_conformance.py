@@ -286,6 +286,8 @@ async def test_output_encodings_carry_the_same_values(
     ("tensor", "loc", "fragment"),
     [
         ([[1.0, 2.0, 3.0], [1.0, 2.0]], ["body", "input"], "ragged"),
+        # an array among the innermost numbers, of the same element count as a rectangle
+        ([[1.0, 2.0, 3.0], [[1.0], 2.0, 3.0]], ["body", "input"], "ragged"),
         ([[1.0, "2", 3.0]], ["body", "input"], "expected numbers, got strings"),
         ([[1.0, None, 3.0]], ["body", "input"], "expected numbers"),
         ([[1.0, True, 3.0]], ["body", "input"], "expected numbers, got booleans"),

@@ -58,9 +58,34 @@ def test_both_paths_agree(tensor: Any, dtype: str) -> None:
         assert decoded(body, True, m, dtype) == decoded(body, False, m, dtype)
 
 
+def mixed(depth: int) -> st.SearchStrategy[Any]:
+    """Arrays whose rows may nest deeper than their neighbours (`[[1, 2], [[3], 4]]`)."""
+    if depth == 0:
+        return NUMBER
+    return st.lists(st.one_of(NUMBER, mixed(depth - 1)), min_size=1, max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tensor=st.integers(1, 3).flatmap(mixed))
+def test_both_paths_agree_on_rows_of_mixed_depth(tensor: Any) -> None:
+    body = ('{"input": ' + repr(tensor) + ', "lengths": [1], "output_encoding": "nested"}').encode()
+    with pytest.MonkeyPatch.context() as m:
+        assert decoded(body, True, m, "float32") == decoded(body, False, m, "float32")
+
+
 @pytest.mark.parametrize(
     "body",
     [
+        # an array among the innermost numbers: simdjson's as_buffer flattens it, the walk of
+        # the rows above cannot see it; the body's count of "[" does
+        b'{"input": [[1, 2], [[3], 4]]}',
+        b'{"input": [[1, 2], [3, [4]]]}',
+        b'{"input": [1, [2]]}',
+        b'{"input": [[[1, 2], [3, [4]]]], "h0": [[0.5, 0.5]]}',
+        # a "[" inside a string cannot be told from an array by counting: orjson's path
+        b'{"input": [[[1, 2, 3]]], "output_encoding": "[nested"}',
+        b'{"input": [[[1, 2, 3]]], "lengths": [1], "config": {"[": 1}}',
+        b'{"input": [[[1, 2, 3]]], "output_encoding": "\\u005b"}',
         b'{"input": [[[0.1, 2.5, -3]]], "h0": [[0.25, 1e-30]]}',  # taken
         b'{"input": [[[1,2]],[[3],[4]]]}',  # ragged beyond the first row
         b'{"input": [[[true, 1, 2]]]}',
@@ -84,3 +109,22 @@ def test_the_fast_path_is_taken_for_a_plain_nested_body() -> None:
     assert isinstance(parsed["input"], Numbers)
     assert parsed["input"].array.shape == (50, 1, 64)
     assert parsed["output_encoding"] == "b64"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"input": [[1, 2], [[3], 4]]}',
+        b'{"input": [1, [2]]}',
+        b'{"input": [[[1, 2]], [[3], [4]]]}',
+    ],
+)
+def test_rows_of_mixed_depth_are_not_taken(body: bytes) -> None:
+    assert not isinstance(loads_forward(body)["input"], Numbers)
+
+
+def test_arrays_in_other_values_are_counted() -> None:
+    parsed = loads_forward(b'{"input": [[[1, 2, 3]]], "lengths": [1], "h0": [[0.5, 0.5]]}')
+    assert isinstance(parsed["input"], Numbers)
+    assert isinstance(parsed["h0"], Numbers)
+    assert parsed["lengths"] == [1]
