@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from service.catalog.spec import ModelSpec
 from service.engine.job import ForwardJob, ForwardResult
+from service.engine.worker import Worker
 from service.errors import ShuttingDown
 from service.limits import queue_full
 from service.metrics import Metrics
@@ -54,7 +55,7 @@ class _Queue:
 class Batcher:
     def __init__(
         self,
-        executor: Executor,
+        worker: Worker,
         run: BatchRunner,
         metrics: Metrics,
         *,
@@ -66,7 +67,7 @@ class Batcher:
         build: Builder | None = None,
         build_executor: Executor | None = None,
     ) -> None:
-        self._executor = executor
+        self._worker = worker
         self._run = run
         self._metrics = metrics
         self.max_batch_sequences = max_batch_sequences
@@ -132,9 +133,7 @@ class Batcher:
             started = time.perf_counter()
             jobs = [p.job for p in batch]
             try:
-                results = await asyncio.wrap_future(
-                    self._executor.submit(self._run, queue.spec, jobs)
-                )
+                results = await self._worker.call(self._run, queue.spec, jobs)
             except Exception as exc:  # the model's failure is every member's (e.g. OOM, deleted)
                 for p in batch:
                     if not p.future.done():

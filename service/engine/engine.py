@@ -17,6 +17,7 @@ from service.engine.job import ForwardJob, ForwardResult
 from service.engine.runner import run_batch
 from service.engine.slicing import run_sliced, slice_steps
 from service.engine.tensor import WireTensor, cast_numbers
+from service.engine.worker import Worker
 from service.errors import DeviceOutOfMemory
 from service.metrics import Metrics, model_label
 from service.settings import Settings
@@ -55,17 +56,14 @@ class Engine:
         # spin-wait after every forward — 60% of the server's CPU in libgomp under real-time
         # streams (perf), 2.5x the CPU a chunk needs. Each torch thread sets it first.
         threads = torch.get_num_threads()
-        self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="rnn-engine",
-            initializer=torch.set_num_threads, initargs=(threads,),
-        )  # fmt: skip
+        self._worker = Worker("rnn-engine", functools.partial(torch.set_num_threads, threads))
         # Builds and loads run here, never on the worker: forwards of built models go on.
         self._builds = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="rnn-build",
             initializer=torch.set_num_threads, initargs=(threads,),
         )  # fmt: skip
         self.batcher = Batcher(
-            self._executor,
+            self._worker,
             self._run,
             metrics,
             max_batch_sequences=settings.max_batch_sequences,
@@ -124,5 +122,5 @@ class Engine:
 
     async def close(self) -> None:
         await self.batcher.stop()
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._worker.shutdown()
         self._builds.shutdown(wait=True, cancel_futures=True)

@@ -15,6 +15,7 @@ from service.catalog.spec import ModelSpec
 from service.engine.batcher import Batcher
 from service.engine.job import ForwardJob, ForwardResult
 from service.engine.tensor import WireTensor
+from service.engine.worker import Worker
 from service.errors import NotReady, Overloaded, ShuttingDown
 from service.metrics import Metrics
 from service.schemas.config import RNNConfig
@@ -47,8 +48,8 @@ class Runner:
         return [ForwardResult(j.input.array, j.input.array) for j in jobs]
 
 
-def make(runner: Runner, **kw: float) -> tuple[Batcher, ThreadPoolExecutor]:
-    pool = ThreadPoolExecutor(1)
+def make(runner: Runner, **kw: float) -> tuple[Batcher, Worker]:
+    pool = Worker("test-worker")
     options = {
         "max_batch_sequences": 4,
         "max_wait_s": 0.0,
@@ -193,7 +194,7 @@ async def test_a_build_runs_off_the_worker_while_built_models_forward() -> None:
         built.add(s.name)
 
     builds = ThreadPoolExecutor(1)
-    pool = ThreadPoolExecutor(1)
+    pool = Worker("test-worker")
     b = Batcher(pool, runner, Metrics(), max_batch_sequences=4, max_wait_s=0.0, max_queue=100,
                 is_built=lambda s: s.name in built, build=build,
                 build_executor=builds)  # fmt: skip
@@ -220,7 +221,7 @@ async def test_a_failed_build_is_every_waiting_requests_answer() -> None:
     def build(s: ModelSpec) -> None:
         raise NotReady("model 'broken' cannot be loaded from the repository: bad weights")
 
-    builds, pool = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+    builds, pool = ThreadPoolExecutor(1), Worker("test-worker")
     b = Batcher(pool, runner, Metrics(), max_batch_sequences=4, max_wait_s=0.0, max_queue=100,
                 is_built=lambda s: False, build=build,
                 build_executor=builds)  # fmt: skip
