@@ -4,7 +4,7 @@ A forward's round trip from the loop to this thread and back is two wake-ups: th
 queue put) and the loop's (`call_soon_threadsafe`). A `ThreadPoolExecutor` with
 `asyncio.wrap_future` adds a concurrent future, its condition lock and callback chain, and the
 pool's thread accounting on every submit: a no-op's round trip measured 56 µs of CPU that way
-against 12-21 µs this way (`bench/REPORT.md`). Forwards are batched, so this is paid once a
+against 12-21 µs this way (`bench/MEASURED.md`). Forwards are batched, so this is paid once a
 batch, and every lone request on an idle device pays it whole.
 """
 
