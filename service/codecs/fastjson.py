@@ -91,26 +91,22 @@ def _python(value: Any) -> Any:
 
 
 def _arrays(value: Any) -> int | None:
-    """The JSON arrays in a plain value; None if a string in it (a key too) holds a `[`."""
-    if isinstance(value, str):
-        return None if "[" in value else 0
-    if isinstance(value, list):
-        total = 1
-        for item in value:
-            inner = _arrays(item)
-            if inner is None:
+    """The JSON arrays in a plain value; None if a string in it (a key too) holds a `[`.
+    Walked with a stack, not recursion: a body may nest as deep as the parsers allow."""
+    total, todo = 0, [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            if "[" in item:
                 return None
-            total += inner
-        return total
-    if isinstance(value, dict):
-        total = 0
-        for key, item in value.items():
-            inner = _arrays(item)
-            if inner is None or "[" in key:
+        elif isinstance(item, list):
+            total += 1
+            todo.extend(item)
+        elif isinstance(item, dict):
+            if any("[" in key for key in item):
                 return None
-            total += inner
-        return total
-    return 0
+            todo.extend(item.values())
+    return total
 
 
 def loads_forward(body: bytes) -> Any:

@@ -86,6 +86,8 @@ def test_both_paths_agree_on_rows_of_mixed_depth(tensor: Any) -> None:
         b'{"input": [[[1, 2, 3]]], "output_encoding": "[nested"}',
         b'{"input": [[[1, 2, 3]]], "lengths": [1], "config": {"[": 1}}',
         b'{"input": [[[1, 2, 3]]], "output_encoding": "\\u005b"}',
+        # another value nested as deep as the parsers allow: counted without recursion
+        b'{"input": [[[1, 2, 3]]], "lengths": ' + b"[" * 1020 + b"]" * 1020 + b"}",
         b'{"input": [[[0.1, 2.5, -3]]], "h0": [[0.25, 1e-30]]}',  # taken
         b'{"input": [[[1,2]],[[3],[4]]]}',  # ragged beyond the first row
         b'{"input": [[[true, 1, 2]]]}',
