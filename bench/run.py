@@ -227,15 +227,11 @@ def codec_us(s: Scenario) -> tuple[float, float]:
     def encode() -> None:
         done.encode(served)
 
-    number = max(3, int(2000 / (1 + bodies_kib(s))))
+    number = max(3, int(2000 / (1 + len(body) / 1024)))
     return tuple(  # type: ignore[return-value]
         statistics.median(timeit.timeit(f, number=number) / number for _ in range(5)) * 1e6
         for f in (decode, encode)
     )
-
-
-def bodies_kib(s: Scenario) -> float:
-    return len(body_for(s, "rnn-serve")[0]) / 1024
 
 
 def handoff_us(rounds: int = 5000) -> float:
@@ -276,16 +272,23 @@ def _ms(text: str) -> float:
     return float(value) * {**_UNIT, "m": 60e3}[unit]
 
 
+def wrk_command(
+    url: str, body: Path, concurrency: int, seconds: float, header_length: int | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """wrk's command line and environment for POSTing `body` to `url` (bench/post.lua)."""
+    return (
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", "10s", "--latency",
+         "-s", str(BENCH / "post.lua"), url],
+        {**os.environ, "BODY_FILE": str(body), "INFER_HEADER_LENGTH": str(header_length or ""),
+         "CONTENT_TYPE": "application/octet-stream" if header_length else "application/json"},
+    )  # fmt: skip
+
+
 def wrk(
     url: str, body: Path, concurrency: int, seconds: float, header_length: int | None = None
 ) -> dict[str, float]:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", "10s", "--latency",
-         "-s", str(BENCH / "post.lua"), url],
-        env={**os.environ, "BODY_FILE": str(body), "INFER_HEADER_LENGTH": str(header_length or ""),
-             "CONTENT_TYPE": "application/octet-stream" if header_length else "application/json"},
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    command, env = wrk_command(url, body, concurrency, seconds, header_length)
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
     pct = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)\s*$", out, re.M))
     if len(pct) < 3:  # no request completed in time: report it, do not crash the whole run
         print(out, flush=True)
@@ -474,15 +477,8 @@ def main() -> None:
                     )  # fmt: skip
                 if target == "rnn-serve":  # where its CPU goes: a separate run under py-spy
                     c = s.concurrency[-1]
-                    load = subprocess.Popen(
-                        ["wrk", "-t1", f"-c{c}", f"-d{SECONDS + 2:g}s", "--timeout", "10s", "-s",
-                         str(BENCH / "post.lua"), url],
-                        env={**os.environ, "BODY_FILE": str(body),
-                             "INFER_HEADER_LENGTH": str(header_length or ""),
-                             "CONTENT_TYPE": "application/octet-stream" if header_length
-                             else "application/json"},
-                        stdout=subprocess.DEVNULL,
-                    )  # fmt: skip
+                    command, wrk_env = wrk_command(url, body, c, SECONDS + 2, header_length)
+                    load = subprocess.Popen(command, env=wrk_env, stdout=subprocess.DEVNULL)
                     time.sleep(1)
                     shares = profile.record(
                         pid, SECONDS, out_dir / f"profile-{s.model}-{s.batch}-{s.encoding}.txt"
