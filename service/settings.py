@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -248,6 +249,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "expected a folder or an object store's URL (s3://, gs://, az://bucket/prefix)"
             )
+        if isinstance(value, str) and value.startswith(OBJECT_SCHEMES):
+            _check_object_url(value)
         return value
 
     @field_validator("log_level", "log_format", "cuda_fp32_precision", mode="before")
@@ -255,6 +258,30 @@ class Settings(BaseSettings):
     def _any_case(cls, value: object) -> object:
         """INFO, Info and info are one level (operators write all three)."""
         return value.lower() if isinstance(value, str) else value
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9._\-]{1,61}[a-z0-9]")  # S3, GCS and Azure names
+_SEGMENT = re.compile(r"[A-Za-z0-9._\-]+")  # a prefix's segments: no spaces, no escapes
+
+
+def _check_object_url(url: str) -> None:
+    """An object store's URL names a bucket and, optionally, a plain prefix: keys are written
+    under it as they are, so a prefix that a store would read otherwise (`..`, an empty segment,
+    a percent-escape, a space) is refused here, not found later under another name."""
+    scheme, _, rest = url.partition("://")
+    bucket, _, prefix = rest.partition("/")
+    if not _BUCKET.fullmatch(bucket):
+        raise ValueError(
+            f"expected {scheme}://BUCKET[/PREFIX] with a bucket name of 3-63 lowercase letters, "
+            f"digits, dots, underscores and hyphens, got {url!r}"
+        )
+    segments = prefix.rstrip("/").split("/") if prefix.rstrip("/") else []
+    for segment in segments:
+        if not _SEGMENT.fullmatch(segment) or segment in (".", ".."):
+            raise ValueError(
+                f"expected a prefix of plain segments (letters, digits, '.', '_', '-', one '/' "
+                f"between them; no '..', no empty segment, no %-escape or space), got {url!r}"
+            )
 
 
 def frontends_for(settings: Settings) -> int:

@@ -164,3 +164,43 @@ def test_an_unknown_scheme_is_a_settings_error() -> None:
     with pytest.raises(ValidationError, match="expected a folder or an object store"):
         make_settings(model_repository="ftp://host/models")
     assert make_settings(model_repository="s3://bucket/prefix").model_repository.startswith("s3:")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "s3://",
+        "s3:///prefix",
+        "s3://models//double",
+        "s3://models/../x",
+        "s3://models/a/./b",
+        "s3://models/a b/x",
+        "s3://models/%C3%BC%2F",
+        "s3://models/ü",
+        "s3://Upper/x",
+    ],
+)
+def test_odd_object_store_urls_are_a_settings_error(url: str) -> None:
+    """A repository URL whose keys a store would write under another name (`..`, an empty
+    segment, an escape) is refused when the settings are read, naming why; the command line
+    says so in one line naming RNN_SERVE_MODEL_REPOSITORY, not a traceback at start-up."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="expected"):
+        make_settings(model_repository=url)
+
+
+def test_an_odd_url_is_one_line_from_the_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from service.__main__ import settings_from
+
+    with pytest.raises(SystemExit) as exit_:
+        settings_from(["--model-repository", "s3://models/../x"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "RNN_SERVE_MODEL_REPOSITORY" in err[0] and "'..'" in err[0], err
+
+
+@pytest.mark.parametrize("url", ["s3://models", "s3://models/", "s3://my-models.v2/a/b_c/d-1/"])
+def test_plain_object_store_urls_are_taken(url: str) -> None:
+    assert make_settings(model_repository=url).model_repository == url
