@@ -24,7 +24,8 @@ from safetensors.torch import save
 
 from bench.run import OUT
 from service.catalog.catalog import Catalog
-from service.catalog.objects import ObjectRepository, WeightsCache
+from service.catalog.cache import WeightsCache
+from service.catalog.objects import ObjectRepository
 from service.metrics import Metrics
 from service.schemas.config import RNNConfig
 from service.settings import Settings

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -18,6 +19,7 @@ from tests.server import free_port
 
 WEED = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
 KEY, SECRET, BUCKET = "rnn-serve-test", "rnn-serve-test-secret", "models"
+READ_ONLY = ("rnn-serve-reader", "rnn-serve-reader-secret")  # a key that may read and list only
 
 
 def available() -> bool:
@@ -47,7 +49,12 @@ class S3Server:
                     "name": "test",
                     "credentials": [{"accessKey": KEY, "secretKey": SECRET}],
                     "actions": ["Admin", "Read", "Write", "List"],
-                }
+                },
+                {
+                    "name": "reader",
+                    "credentials": [{"accessKey": READ_ONLY[0], "secretKey": READ_ONLY[1]}],
+                    "actions": ["Read", "List"],
+                },
             ]
         }
         config = self.folder / "s3.json"
@@ -85,6 +92,13 @@ class S3Server:
     def url(self) -> str:
         """A fresh repository: a prefix of its own in the bucket."""
         return f"s3://{BUCKET}/{uuid.uuid4().hex[:12]}"
+
+    def client(self) -> Any:
+        """A boto3 client of the bucket, for a test to change objects behind the server."""
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=KEY,
+                            aws_secret_access_key=SECRET, region_name="us-east-1")  # fmt: skip
 
     def export_env(self) -> None:
         os.environ.update(self.env)

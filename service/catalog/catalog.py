@@ -288,7 +288,10 @@ class Catalog:
         try:
             stored = self.repo.read(name)
         except CorruptModel as exc:
-            raise NotReady(f"model {name!r} has an unreadable config in the repository") from exc
+            raise NotReady(
+                f"model {name!r} has an unreadable config in the repository ({exc}): fix or "
+                "delete it there"
+            ) from exc
         if stored is None:
             return None
         entry = ModelSpec(name, stored.config, stored.version)

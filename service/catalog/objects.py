@@ -20,21 +20,29 @@ weights) are removed once they are old.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
+import random
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 
-from service.catalog.repository import FileStamp, ModelChanged, StoredModel, Version
+from service.catalog.cache import WeightsCache
+from service.catalog.credentials import profile_options
+from service.catalog.manifest import Manifest, Unreadable, parse_manifest
+from service.catalog.repository import (
+    CorruptModel,
+    FileStamp,
+    ModelChanged,
+    StoredModel,
+    Version,
+)
 from service.errors import StorageUnavailable
 from service.schemas.api import MODEL_NAME
 from service.schemas.config import RNNConfig
@@ -49,77 +57,12 @@ def is_object_url(location: str) -> bool:
     return location.startswith(OBJECT_SCHEMES)
 
 
-@dataclass(frozen=True)
-class _Manifest:
-    config: RNNConfig
-    weights: str | None  # sha256 hex of the weights file; None: seeded
-    size: int
-    etag: str
-
-    @property
-    def version(self) -> Version:
-        return ((self.etag,), None if self.weights is None else (self.weights,))
-
-
-class WeightsCache:
-    """Weights files by digest in a local folder, at most `max_bytes` (least recently used
-    evicted); a file whose bytes do not match its digest is dropped, never served."""
-
-    def __init__(self, folder: Path, max_bytes: int) -> None:
-        self.folder, self.max_bytes = folder, max_bytes
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def get(self, digest: str) -> bytes | None:
-        path = self.folder / digest
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        if hashlib.sha256(data).hexdigest() != digest:
-            log.warning("model cache: %s did not match its digest; dropped", path)
-            path.unlink(missing_ok=True)
-            return None
-        os.utime(path)  # recently used
-        return data
-
-    def put(self, digest: str, data: bytes) -> None:
-        tmp = self.folder / f".{digest}.{uuid.uuid4().hex}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, self.folder / digest)
-        self._evict()
-
-    def _evict(self) -> None:
-        files = []
-        for p in self.folder.iterdir():
-            try:
-                st = p.stat()
-            except FileNotFoundError:
-                continue
-            files.append((st.st_mtime, st.st_size, p))
-        total = sum(size for _, size, _ in files)
-        for _, size, path in sorted(files):
-            if total <= self.max_bytes:
-                break
-            path.unlink(missing_ok=True)
-            total -= size
-
-
-def _profile(name: str) -> dict[str, Any]:
-    """A named profile of the AWS config files (AWS_PROFILE), read by boto3's session: its
-    credentials, refreshed as they expire (SSO, assumed roles), and its region."""
+def _on_event_loop() -> bool:
     try:
-        import boto3
-        from obstore.auth.boto3 import Boto3CredentialProvider
-    except ImportError:
-        raise ValueError(
-            f"AWS_PROFILE={name!r} needs boto3 to read the profile: pip install boto3 (or give "
-            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or the pod's identity)"
-        ) from None
-    session = boto3.Session(profile_name=name)
-    options: dict[str, Any] = {"credential_provider": Boto3CredentialProvider(session)}
-    if session.region_name and "AWS_REGION" not in os.environ:
-        options["region"] = session.region_name
-    return options
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class ObjectRepository:
@@ -142,16 +85,19 @@ class ObjectRepository:
             options["client_options"] = {"allow_http": True}
         profile = os.environ.get("AWS_PROFILE")
         if url.startswith("s3://") and profile and "AWS_ACCESS_KEY_ID" not in os.environ:
-            options.update(_profile(profile))
+            options.update(profile_options(profile))
         # fail fast (then 503, and the caller retries) rather than obstore's minutes of retries
         options["retry_config"] = {"max_retries": 2, "retry_timeout": timedelta(seconds=10)}
         self._store = store if store is not None else from_url(url, **options)
         self.cache = cache
         self.recheck_s = recheck_s
         self._lock = threading.Lock()
-        self._index: dict[str, _Manifest] = {}
+        self._index: dict[str, Manifest] = {}
+        self._unreadable: dict[str, Unreadable] = {}
         self._generation: str | None = None
         self._loaded = False
+        self._first = threading.Event()  # set once the index was first read
+        self._writes = 0  # this replica's writes (a reading of the index made across one is stale)
         self._error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="rnn-repository", daemon=True)
@@ -214,69 +160,91 @@ class ObjectRepository:
             self._stop.wait(self.recheck_s)
 
     def refresh(self, force: bool = False) -> None:
-        """Re-read the manifests if the generation changed (or `force`)."""
+        """Re-read the manifests if the generation changed (or `force`). A write of this
+        replica's made while they were read makes the reading stale: it is read again."""
+        for _ in range(5):
+            writes = self._writes
+            if self._refresh(force, writes):
+                return
+            force = True
+
+    def _refresh(self, force: bool, writes: int) -> bool:
         # (a LIST, not a HEAD: some stores answer a HEAD of a missing key with a 500)
         etag = "none"
         for meta in self._list(_META):
             if meta["path"] == GENERATION:
                 etag = str(meta.get("e_tag") or meta.get("last_modified"))
         if not force and self._loaded and etag == self._generation:
-            return
+            return True
         seen: dict[str, str] = {}
         for meta in self._list("models/"):
             parts = str(meta["path"]).split("/")
             if len(parts) == 3 and parts[2] == "manifest.json" and MODEL_NAME.fullmatch(parts[1]):
                 seen[parts[1]] = str(meta.get("e_tag") or "")
-        index: dict[str, _Manifest] = {}
+        index: dict[str, Manifest] = {}
+        unreadable: dict[str, Unreadable] = {}
         for name, tag in seen.items():
-            known = self._index.get(name)
-            if known is not None and known.etag == tag:
+            known = self._index.get(name) or self._unreadable.get(name)
+            if known is None or known.etag != tag:
+                try:
+                    known = self._read_manifest(name)
+                except FileNotFoundError:
+                    continue
+            if isinstance(known, Manifest):
                 index[name] = known
-                continue
-            try:
-                manifest = self._read_manifest(name)
-            except FileNotFoundError:
-                continue
-            if manifest is not None:
-                index[name] = manifest
+            else:
+                unreadable[name] = known
         with self._lock:
-            self._index, self._generation, self._loaded = index, etag, True
+            if self._writes != writes:
+                return False
+            self._index, self._unreadable = index, unreadable
+            self._generation, self._loaded = etag, True
             self._error = None
+        self._first.set()
+        return True
 
-    def _read_manifest(self, name: str) -> _Manifest | None:
+    def _read_manifest(self, name: str) -> Manifest | Unreadable:
         data, etag = self._get(f"models/{name}/manifest.json")
-        try:
-            raw = orjson.loads(data)
-            config = RNNConfig.model_validate(raw["config"])
-            return _Manifest(config, raw.get("weights"), int(raw.get("size", 0)), etag)
-        except (orjson.JSONDecodeError, ValidationError, KeyError, TypeError, ValueError) as exc:
-            log.warning("model repository %s: unreadable manifest of %r: %s", self.url, name, exc)
-            return None
+        return parse_manifest(data, etag, f"{self.url}: model {name!r}")
 
-    def _ready_index(self) -> dict[str, _Manifest]:
+    def _ready_index(self) -> dict[str, Manifest]:
+        """The index, without store I/O on the caller's thread: before its first load, a
+        thread waits for it a while, and the event loop is answered 503 at once."""
+        if not self._loaded and not _on_event_loop():
+            self._first.wait(15.0)
         if not self._loaded:
-            self.refresh()
+            why = self._error or "its first listing is under way"
+            raise StorageUnavailable(
+                f"the model repository {self.url} has not been read yet ({why}); retry",
+                retry_after=1,
+            )
         return self._index
 
     def _bump(self) -> None:
         etag = self._put(GENERATION, uuid.uuid4().hex.encode())
         with self._lock:  # this replica's index is current: its readers see the change at once
             self._generation = etag
+            self._writes += 1
 
     # --- ModelStorage ---------------------------------------------------------------------------
     def names(self) -> list[str]:
-        return sorted(self._ready_index())
+        return sorted({*self._ready_index(), *self._unreadable})
 
     def generation(self) -> FileStamp | None:
         return None if not self._loaded or self._generation is None else (self._generation,)
 
     def version(self, name: str) -> Version | None:
-        manifest = self._ready_index().get(name)
+        manifest = self._ready_index().get(name) or self._unreadable.get(name)
         return None if manifest is None else manifest.version
 
     def read(self, name: str) -> StoredModel | None:
         manifest = self._ready_index().get(name)
-        return None if manifest is None else StoredModel(manifest.config, manifest.version)
+        if manifest is None:
+            broken = self._unreadable.get(name)
+            if broken is not None:
+                raise CorruptModel(f"its manifest cannot be read: {broken.reason}")
+            return None
+        return StoredModel(manifest.config, manifest.version)
 
     def read_weights(
         self, name: str, config: FileStamp | None = None
@@ -292,7 +260,15 @@ class ObjectRepository:
             return None
         data = self.cache.get(manifest.weights)
         if data is None:
-            data, _ = self._get(f"weights/{manifest.weights}.safetensors")
+            key = f"weights/{manifest.weights}.safetensors"
+            try:
+                data, _ = self._get(key)
+            except FileNotFoundError:
+                raise StorageUnavailable(
+                    f"the weights of model {name!r} are missing from {self.url} ({key} was "
+                    "deleted behind the server): upload them again",
+                    retry_after=30,
+                ) from None
             if hashlib.sha256(data).hexdigest() != manifest.weights:
                 raise StorageUnavailable(
                     f"the weights of model {name!r} in {self.url} do not match their digest",
@@ -328,7 +304,8 @@ class ObjectRepository:
         except self._taken:
             return False
         with self._lock:
-            self._index = {**self._index, name: _Manifest(config, digest, len(weights), etag)}
+            self._index = {**self._index, name: Manifest(config, digest, len(weights), etag)}
+            self._writes += 1
         self._bump()
         return True
 
@@ -336,7 +313,7 @@ class ObjectRepository:
         """Write the new weights, then switch the manifest to them, only if it is still the one
         read (FileNotFoundError if the model was deleted meanwhile)."""
         digest = self._write_weights(weights)
-        for _ in range(5):
+        for attempt in range(10):
             data, etag = self._get(f"models/{name}/manifest.json")  # FileNotFoundError: deleted
             config = RNNConfig.model_validate(orjson.loads(data)["config"])
             try:
@@ -345,13 +322,15 @@ class ObjectRepository:
                     self._manifest_bytes(config, digest, len(weights)),
                     mode={"e_tag": etag},
                 )
-            except self._changed:
-                continue  # another write came between: read it again
+            except self._changed:  # another write came between: read it again, a moment later
+                time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
+                continue
             with self._lock:
                 self._index = {
                     **self._index,
-                    name: _Manifest(config, digest, len(weights), new_etag),
+                    name: Manifest(config, digest, len(weights), new_etag),
                 }
+                self._writes += 1
             self._bump()
             return
         raise StorageUnavailable(f"model {name!r} kept changing under this upload", retry_after=1)
@@ -368,7 +347,16 @@ class ObjectRepository:
         """Remove weights objects no manifest names, once older than `older_than_s` (a younger
         one may belong to an upload in progress)."""
         self.refresh(force=True)
+        # every digest any manifest names is in use, parsed or not
         used = {m.weights for m in self._index.values()}
+        used |= {m.weights for m in self._unreadable.values()}
+        blind = sorted(n for n, m in self._unreadable.items() if not m.known)
+        if blind:
+            log.warning(
+                "model repository %s: no weights removed: the manifests of %s cannot be read, "
+                "so the weights they name are unknown", self.url, ", ".join(blind),
+            )  # fmt: skip
+            return []
         cutoff = time.time() - older_than_s
         removed = []
         for meta in self._list("weights/"):
@@ -377,7 +365,14 @@ class ObjectRepository:
             modified = meta.get("last_modified")
             if digest in used or modified is None or modified.timestamp() > cutoff:
                 continue
-            self._call(f"DELETE {key}", self._obstore.delete, key)
+            try:  # best effort: a key that may not delete (read-only) still serves
+                self._call(f"DELETE {key}", self._obstore.delete, key)
+            except (StorageUnavailable, FileNotFoundError) as exc:
+                log.warning(
+                    "model repository %s: an unused weights object stays (%s)",
+                    self.url, getattr(exc, "detail", exc),
+                )  # fmt: skip
+                continue
             removed.append(key)
         return removed
 
@@ -392,6 +387,7 @@ class ObjectRepository:
         self._call(f"DELETE {key}", self._obstore.delete, key)
         with self._lock:
             self._index = {k: v for k, v in self._index.items() if k != name}
+            self._writes += 1
         self._bump()
         return True
 

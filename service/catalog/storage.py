@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from service.catalog.objects import ObjectRepository, WeightsCache, is_object_url
+from service.catalog.cache import WeightsCache
+from service.catalog.objects import ObjectRepository, is_object_url
 from service.catalog.repository import FileStamp, Repository, StoredModel, Version
 from service.schemas.config import RNNConfig
 from service.settings import Settings

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from service.catalog.objects import ObjectRepository, WeightsCache
+from service.catalog.cache import WeightsCache
+from service.catalog.objects import ObjectRepository
 from service.catalog.repository import ModelChanged
 from service.catalog.storage import ModelStorage, open_storage
 from service.schemas.config import RNNConfig
