@@ -42,6 +42,8 @@ class RedisServer:
             "no",
             "--logfile",
             str(self.folder / "log"),
+            "--enable-debug-command",  # DEBUG SLEEP: a stall for the fault tests
+            "local",
         ]
         if self.aof:
             args += ["--appendonly", "yes", "--appendfsync", "always"]

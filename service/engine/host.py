@@ -58,6 +58,8 @@ class EngineHost:
             self.durable = RedisSessions(
                 settings.session_store, metrics, settings.max_sessions,
                 settings.session_store_timeout_s, settings.session_store_password_file,
+                # a chunk's deadline, then its commit's own time
+                hold_s=settings.request_timeout_s + 2 * settings.session_store_timeout_s,
             )  # fmt: skip
         # with a durable store, these are its cache on the device
         self.sessions = SessionStore(

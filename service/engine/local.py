@@ -16,16 +16,17 @@ from collections.abc import Sequence
 from service.catalog.catalog import Catalog
 from service.catalog.spec import ModelSpec
 from service.engine.backend import Expect, SessionView
-from service.engine.durable import Conflict, RedisSessions, Stored, encode
+from service.engine.durable import Conflict, RedisSessions, Stored, damaged, encode
 from service.engine.engine import Engine
 from service.engine.job import ForwardJob, ForwardResult
 from service.engine.modules import ModuleCache
-from service.engine.session import Session, snapshot
-from service.engine.sessions import Commit, SessionStore
+from service.engine.session import Durability, Session, Stale, snapshot
+from service.engine.sessions import SessionStore
 from service.engine.state import SessionState
 from service.engine.tensor import WireTensor
 from service.engine.weights import seeded_weights
 from service.errors import (
+    InvalidInput,
     ModelConflict,
     ModelNotFound,
     SessionLost,
@@ -101,11 +102,8 @@ class LocalBackend:
             return await self._load(session_id, owner)
         if fresh and self.durable is not None:
             async with session.lock:
-                stored = await self.durable.step(session_id, owner)
-            if stored is None:
-                self.sessions.evict(session)
-                raise _not_found(session_id)
-            if stored != session.steps:
+                current = await self.durable.current(session)
+            if not current:  # behind, closed, or another opening of the id: read it again
                 self.sessions.evict(session)
                 return await self._load(session_id, owner)
         return session
@@ -140,10 +138,14 @@ class LocalBackend:
         self, spec: ModelSpec, stored: Stored, session_id: str, owner: str | None
     ) -> Session:
         state = stored.state
-        session = self.sessions.open(
-            spec, *state.initial_state(), state.batch if state.batched else None,
-            key=session_id, replace=True, owner=owner, steps=state.steps,
-        )  # fmt: skip
+        try:
+            session = self.sessions.open(
+                spec, *state.initial_state(), state.batch if state.batched else None,
+                key=session_id, replace=True, owner=owner, steps=state.steps,
+            )  # fmt: skip
+        except InvalidInput:  # a stored state that does not fit its model: the store's damage
+            raise damaged(session_id) from None
+        session.epoch = stored.epoch
         if state.batched is False:
             session.batched, session.batch = False, 1
         session.ttl = stored.ttl or session.ttl
@@ -154,20 +156,9 @@ class LocalBackend:
     async def _stored_state(self, session: Session, spec: ModelSpec) -> bytes:
         return encode(session, snapshot(session, spec, await self.digest(spec)))
 
-    def _committer(self, spec: ModelSpec, digest: str, close: bool) -> Commit:
-        durable = self.durable
-        assert durable is not None
-        config = spec.config
-
-        async def commit(session: Session, from_step: int, result: ForwardResult) -> None:
-            parts = (result.h_n,) if result.c_n is None else (result.h_n, result.c_n)
-            state = SessionState(
-                session.model, digest, config.mode, config.dtype, session.steps, parts,
-                session.batched, session.batch if session.batched else None,
-            )  # fmt: skip
-            await durable.commit(session, from_step, encode(session, state), ended=close)
-
-        return commit
+    def _committer(self, spec: ModelSpec, digest: str, close: bool) -> Durability:
+        assert self.durable is not None
+        return _Committer(self.durable, spec, digest, close)
 
     async def _spec_of(self, session: Session) -> ModelSpec:
         try:
@@ -203,6 +194,7 @@ class LocalBackend:
         if self.durable is not None:
             commit = self._committer(spec, await self.digest(spec), close)
         reread = False
+        at = None  # the stored step the last refused commit met
         for _ in range(_RETRIES):
             try:
                 session = await self._get(session_id, owner)
@@ -213,7 +205,10 @@ class LocalBackend:
                 return ended
             try:
                 result = await self.sessions.chunk(session, spec, job, run, expect, commit)
-            except Conflict:  # another replica's chunk (or close) came first: read it, retry
+            except Stale as exc:  # another replica's chunk, close or opening came first: read
+                # the stored session, and judge the chunk again on it
+                if isinstance(exc, Conflict) and exc.current >= 0:
+                    at = exc.current
                 reread = True
                 continue
             except StepConflict:
@@ -229,7 +224,7 @@ class LocalBackend:
         raise StepConflict(
             f"session {session_id!r} moved on under this chunk {_RETRIES} times (other "
             "replicas' chunks of it); send it again",
-            session.steps,
+            session.steps if at is None else at,
         )
 
     async def _ended(
@@ -324,10 +319,17 @@ class LocalBackend:
         return view_of(await self._get(session_id, owner, fresh=fresh))
 
     async def close_session(self, session_id: str, owner: str | None = None) -> None:
-        await self._get(session_id, owner)
-        if self.durable is not None:
-            await self.durable.delete(session_id, owner)
-        self.sessions.close(session_id, owner)
+        if self.durable is None:
+            await self._get(session_id, owner)
+            self.sessions.close(session_id, owner)
+            return
+        # straight to the store, whatever its stored state holds (a damaged one too)
+        found = await self.durable.delete(session_id, owner)
+        cached = self.sessions.get_held(session_id, owner)
+        if cached is not None:
+            self.sessions.evict(cached)
+        if not found:
+            raise _not_found(session_id)
 
     async def end_model(self, name: str) -> None:
         # (in a durable store, its sessions end as each is next read: the model is gone)
@@ -351,3 +353,27 @@ class LocalBackend:
 
     async def seeded_weights(self, config: RNNConfig) -> bytes:
         return await asyncio.to_thread(seeded_weights, config)
+
+
+class _Committer:
+    """The durable store around one chunk of a model (`Durability`)."""
+
+    __slots__ = ("_close", "_config", "_digest", "_durable")
+
+    def __init__(self, durable: RedisSessions, spec: ModelSpec, digest: str, close: bool) -> None:
+        self._durable, self._config, self._digest, self._close = durable, spec.config, digest, close
+
+    async def current(self, session: Session) -> bool:
+        return await self._durable.current(session)
+
+    async def hold(self, session: Session) -> bool:
+        return await self._durable.hold(session)
+
+    async def commit(self, session: Session, from_step: int, result: ForwardResult) -> None:
+        config = self._config
+        parts = (result.h_n,) if result.c_n is None else (result.h_n, result.c_n)
+        state = SessionState(
+            session.model, self._digest, config.mode, config.dtype, session.steps, parts,
+            session.batched, session.batch if session.batched else None,
+        )  # fmt: skip
+        await self._durable.commit(session, from_step, encode(session, state), ended=self._close)

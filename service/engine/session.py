@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -22,6 +24,17 @@ from service.engine.tensor import CARRIER, WireTensor
 from service.schemas.config import RNNConfig
 
 Key = tuple[str | None, str]  # (owner, id): a session's place in the store
+
+
+def new_epoch() -> str:
+    """A session's opening: made anew by every open, import, fork and sequence restart."""
+    return secrets.token_hex(8)
+
+
+class Stale(Exception):
+    """A cached copy of a session is not the stored session (another replica moved it on,
+    closed it, or opened it anew under the same id): read the stored one, never answer from
+    the copy."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,9 @@ class Session:
     state_bytes: int = 0  # what its state takes (counted against the store's budget)
     owner: str | None = None  # the API key that opened it (None: the server has no keys)
     last: Replay | None = None  # the last chunk sent with an expected step, for its retries
+    # which opening of this id it is: a copy of another opening (an id closed and opened again,
+    # an OIP sequence restarted) is stale even at the same step
+    epoch: str = field(default_factory=new_epoch)
 
     @property
     def key(self) -> Key:
@@ -143,3 +159,19 @@ class Ended:
     def end_model(self, model: str) -> None:
         for key in [s.key for s, _ in self._kept.values() if s.model == model]:
             self.forget(key)
+
+
+class Durability(Protocol):
+    """What a durable store (`service.engine.durable`) does around a chunk of its cache's."""
+
+    async def current(self, session: Session) -> bool:
+        """Whether the cached copy is the stored session (its step and its opening)."""
+        ...
+
+    async def hold(self, session: Session) -> bool:
+        """Keep the stored session from expiring while the chunk runs; False if it is gone."""
+        ...
+
+    async def commit(self, session: Session, from_step: int, result: ForwardResult) -> None:
+        """Make the chunk's new state durable (from `from_step`); `Stale` if it moved on."""
+        ...

@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable
 
 from service.catalog.spec import ModelSpec
 from service.engine.job import ForwardJob, ForwardResult
-from service.engine.session import Ended, Key, Replay, Session, state_bytes
+from service.engine.session import Durability, Ended, Key, Replay, Session, Stale, state_bytes
 from service.engine.tensor import WireTensor
 from service.engine.validate import H0, check_state_dtypes, check_state_shapes, state_parts
 from service.errors import (
@@ -54,9 +54,6 @@ from service.errors import (
     StepConflict,
 )
 from service.metrics import Metrics
-
-# makes a chunk's new state durable: (session, the step it started from, its result)
-Commit = Callable[[Session, int, ForwardResult], Awaitable[None]]
 
 
 class SessionStore:
@@ -304,12 +301,14 @@ class SessionStore:
         job: ForwardJob,
         run: Callable[[ForwardJob], Awaitable[ForwardResult]],
         expect: tuple[int, str] | None = None,
-        commit: Commit | None = None,
+        durable: Durability | None = None,
     ) -> ForwardResult:
         """Run the next chunk with the session's state; chunks of one session never overlap.
         `expect`: the step the chunk expects to start at and its digest (exactly once).
-        `commit`: makes the new state durable before the answer (a durable store); if it
-        fails, the session leaves this cache (its next chunk reloads what the store has)."""
+        `durable`: the store this one caches. A kept answer is given only once the copy is
+        known current; the stored session is held from expiring while the chunk runs; the new
+        state commits before the answer. If the copy is stale or the commit fails, the session
+        leaves this cache (its next chunk reloads what the store has): `Stale`."""
         async with session.lock:  # asyncio.Lock wakes waiters first come, first served
             if self._sessions.get(session.key) is not session:
                 raise SessionNotFound(
@@ -324,6 +323,9 @@ class SessionStore:
             if expect is not None and expect[0] != session.steps:
                 last = session.last
                 if last is not None and (last.start, last.digest) == expect:
+                    if durable is not None and not await durable.current(session):
+                        self._drop(session.key)
+                        raise Stale(session.id)
                     session.last_used = time.monotonic()
                     self._metrics.session_replays.inc()
                     return last.result  # a retry of the chunk just applied: its answer again
@@ -353,6 +355,9 @@ class SessionStore:
             if session.last is not None and size + session.last.nbytes > self.max_state_bytes:
                 session.last = None  # the new state fits the budget only without it
             self._reserve(session, size + (0 if session.last is None else session.last.nbytes))
+            if durable is not None and not await durable.hold(session):
+                self._drop(session.key)
+                raise Stale(session.id)
             started = time.perf_counter()
             # (built directly: dataclasses.replace costs ~5 µs of the event loop per chunk)
             job = ForwardJob(
@@ -375,9 +380,9 @@ class SessionStore:
                     session.last = replay
                 except Overloaded:  # no room to keep it: a retry learns the step, not the answer
                     pass
-            if commit is not None:
+            if durable is not None:
                 try:
-                    await commit(session, from_step, result)
+                    await durable.commit(session, from_step, result)
                 except BaseException:
                     self.evict(session)
                     raise

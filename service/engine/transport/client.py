@@ -28,6 +28,7 @@ from service.engine.transport.marshal import (
     view,
 )
 from service.errors import NotReady
+from service.outcome import outlive_cancellation, withdraw_cancellation
 from service.schemas.config import DType, RNNConfig
 
 
@@ -212,6 +213,14 @@ class RemoteBackend:
                 # a deadline or a client gone: the engine drops the job (or its next slices)
                 if self._conn is not None and not call.done():
                     self._conn.send({"op": "cancel", "target": rid})
+                if header["op"] == "chunk":
+                    # a chunk whose commit was on its way when the cancel came may have been
+                    # applied: the engine's answer says so, and is this chunk's answer
+                    cancels = 1 + await outlive_cancellation(call)
+                    if not call.cancelled() and call.exception() is None:
+                        withdraw_cancellation(cancels)
+                        reply, data = call.result()
+                        return self._result(reply, data, out, where), reply
                 call.add_done_callback(_retrieve)  # its answer is nobody's now
                 # the engine may still write into the block: give it back only once it answered
                 if where is not None:
