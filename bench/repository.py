@@ -23,8 +23,8 @@ import torch
 from safetensors.torch import save
 
 from bench.run import OUT
-from service.catalog.catalog import Catalog
 from service.catalog.cache import WeightsCache
+from service.catalog.catalog import Catalog
 from service.catalog.objects import ObjectRepository
 from service.metrics import Metrics
 from service.schemas.config import RNNConfig

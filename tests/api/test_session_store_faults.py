@@ -266,5 +266,6 @@ async def test_a_redis_user_without_evalsha_is_never_ready_and_says_why(
         assert "evalsha" in seen[-1][1], seen[-1]
         r = await c.post("/v1/models/default/sessions", json={})
         assert r.status_code == 503, r.text
-        assert "evalsha" in r.json()["detail"] and "grant" in r.json()["detail"], r.text
+        assert "evalsha" in r.json()["detail"], r.text
+        assert "grant" in r.json()["detail"], r.text
         assert r.headers["retry-after"] == "30"

@@ -193,7 +193,7 @@ def test_a_manifest_this_version_cannot_parse_keeps_its_weights(
         with pytest.raises(CorruptModel, match="future_knob"):
             other.read("m")
         catalog = Catalog(make_settings(model_repository=url), Metrics(), storage=other)
-        with pytest.raises(NotReady, match="unreadable config.*future_knob"):
+        with pytest.raises(NotReady, match=r"unreadable config.*future_knob"):
             catalog.register("m", CONFIG, lambda: b"seeded")
         with pytest.raises(NotReady, match="unreadable config"):
             catalog.get("m")

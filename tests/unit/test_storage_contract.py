@@ -199,7 +199,8 @@ def test_an_odd_url_is_one_line_from_the_command(capsys: pytest.CaptureFixture[s
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
-    assert "RNN_SERVE_MODEL_REPOSITORY" in err[0] and "'..'" in err[0], err
+    assert "RNN_SERVE_MODEL_REPOSITORY" in err[0], err
+    assert "'..'" in err[0], err
 
 
 @pytest.mark.parametrize("url", ["s3://models", "s3://models/", "s3://my-models.v2/a/b_c/d-1/"])
