@@ -128,7 +128,7 @@ async def test_a_deadline_during_a_stalled_commit_tells_the_truth(
         first = await chunk(c, sid, x[:5], start_step=0)
         assert first.status_code == 200, first.text
         stall = threading.Thread(
-            target=lambda: redis.Redis(port=redis_server.port).execute_command(
+            target=lambda: redis.Redis(port=redis_server.port).execute_command(  # type: ignore[no-untyped-call]
                 "DEBUG", "SLEEP", 0.8
             )
         )
@@ -248,7 +248,8 @@ async def test_a_redis_user_without_evalsha_is_never_ready_and_says_why(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     admin = redis.Redis(port=redis_server.port)
-    admin.execute_command("ACL", "SETUSER", "limited", "on", ">secret", "~*", "&*", "+@all",
+    admin.execute_command(  # type: ignore[no-untyped-call]
+        "ACL", "SETUSER", "limited", "on", ">secret", "~*", "&*", "+@all",
                           "-evalsha")  # fmt: skip
     url = f"redis://limited:secret@127.0.0.1:{redis_server.port}/0"
     app = create_app(make_settings(model_repository=tmp_path / "r", session_store=url))
