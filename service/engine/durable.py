@@ -280,10 +280,7 @@ class RedisSessions:
             if cancels:
                 raise asyncio.CancelledError  # not applied: the cancellation stands
             if int(current) == -3:
-                raise StateMismatch(
-                    f"the stored step of session {session.id!r} is not a number (damaged); "
-                    "open a new session"
-                )
+                raise damaged(session.id)
             raise Conflict(int(current))
         withdraw_cancellation(cancels)
         self._metrics.session_store_commits.inc()

@@ -270,3 +270,47 @@ async def test_a_redis_user_without_evalsha_is_never_ready_and_says_why(
         assert "evalsha" in r.json()["detail"], r.text
         assert "grant" in r.json()["detail"], r.text
         assert r.headers["retry-after"] == "30"
+
+
+async def test_a_409_after_repeated_conflicts_names_the_step_redis_holds(
+    tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another replica's chunk lands just before each of this replica's commits (a real write
+    to the real Redis, made as the other replica would): after its retries the chunk is 409,
+    and its current_step is the step Redis holds, not this replica's own count."""
+    from dataclasses import replace
+
+    from service.engine import host as host_module
+    from service.engine.durable import RedisSessions
+    from service.engine.session import Session
+
+    store = redis.Redis(port=redis_server.port)
+
+    racing = False
+
+    class Raced(RedisSessions):
+        async def commit(
+            self, session: Session, from_step: int, blob: bytes, ended: bool = False
+        ) -> None:
+            if not racing:
+                return await super().commit(session, from_step, blob, ended)
+            key = key_of(session.id, session.owner)
+            stored = store.hget(key, "blob")
+            assert isinstance(stored, bytes)
+            state, tags, _ = from_safetensors(stored, ("session_store",))
+            ahead = replace(state, steps=state.steps + 7)  # the other replica's chunk
+            own = {k: tags[k] for k in ("id", "owner", "ttl")}
+            store.hset(key, mapping={"step": ahead.steps,
+                                     "blob": to_safetensors(ahead, own, {})})  # fmt: skip
+            await super().commit(session, from_step, blob, ended)
+
+    monkeypatch.setattr(host_module, "RedisSessions", Raced)
+    async for c in open_client(settings(redis_server, tmp_path / "r")):
+        sid = await open_session(c)
+        assert (await chunk(c, sid, np.ones((2, 1, 10), np.float32))).status_code == 200
+        racing = True
+        r = await chunk(c, sid, np.ones((2, 1, 10), np.float32))
+        assert r.status_code == 409, r.text
+        held = store.hget(key_of(sid), "step")
+        assert held is not None
+        assert r.json().get("current_step") == int(held) == 2 + 3 * 7, r.text

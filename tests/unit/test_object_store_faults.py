@@ -15,6 +15,9 @@ import httpx
 import orjson
 import pytest
 from asgi_lifespan import LifespanManager
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from service.app import create_app
 from service.catalog import catalog as catalog_module
@@ -221,5 +224,71 @@ def test_a_manifest_that_is_not_even_json_stops_every_removal(
         _bump(s3_server, prefix)
         assert repo.clean_orphans(older_than_s=0) == [orphan.removeprefix(prefix + "/")]
         assert repo.read_weights("m") is not None
+    finally:
+        repo.close()
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.text(max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@st.composite
+def damaged_manifests(draw: st.DrawFn, digest: str) -> bytes:
+    """What a newer writer, a hand edit or a torn write may leave in a manifest."""
+    good: dict[str, Any] = {"config": CONFIG.model_dump(mode="json"), "weights": digest,
+                            "size": 12}  # fmt: skip
+    kind = draw(st.sampled_from(["extra-config-key", "extra-key", "bad-value", "drop", "bytes"]))
+    if kind == "extra-config-key":
+        good["config"][draw(st.text(min_size=1, max_size=8))] = draw(_JSON)
+    elif kind == "extra-key":
+        good[draw(st.sampled_from(["format", "x", "weights_v2"]))] = draw(_JSON)
+    elif kind == "bad-value":
+        good["config"][draw(st.sampled_from(sorted(good["config"])))] = draw(_JSON)
+    elif kind == "drop":
+        good.pop(draw(st.sampled_from(["config", "size"])))
+    else:
+        raw = orjson.dumps(good)
+        return raw[: draw(st.integers(0, len(raw) - 1))] + draw(st.binary(max_size=4))
+    return orjson.dumps(good)
+
+
+@pytest.mark.fuzz
+def test_no_manifest_damage_ever_loses_the_weights_it_names(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """Whatever a manifest holds, the weights it names survive orphan cleanup, and its model is
+    either served as written or reported unreadable, never taken for absent."""
+    url = s3_server.url()
+    prefix = url.removeprefix(f"s3://{BUCKET}/")
+    repo = _repo(url, tmp_path / "a")
+    try:
+        repo.create("m", CONFIG, b"weights of m")
+        key = f"{prefix}/models/m/manifest.json"
+        digest = orjson.loads(s3_server.client().get_object(Bucket=BUCKET, Key=key)["Body"].read())[
+            "weights"
+        ]
+        weights = f"{prefix}/weights/{digest}.safetensors"
+
+        @given(manifest=damaged_manifests(digest))
+        @hypothesis_settings(max_examples=25, deadline=None,
+                             suppress_health_check=list(HealthCheck))  # fmt: skip
+        def damage(manifest: bytes) -> None:
+            _write_manifest(s3_server, prefix, "m", manifest)
+            assert repo.clean_orphans(older_than_s=0) == []
+            assert weights in _objects(s3_server, prefix)
+            assert "m" in repo.names()
+            try:
+                stored = repo.read("m")
+            except CorruptModel:
+                return
+            assert stored is not None  # parsed after all: served as written
+            assert repo.read_weights("m") is not None
+
+        damage()
     finally:
         repo.close()
