@@ -203,6 +203,11 @@ class LocalBackend:
                 if ended is None:
                     raise
                 return ended
+            if session.model != spec.name:  # the id was opened anew, for another model
+                raise ModelConflict(
+                    f"session {session_id!r} was opened again, for model {session.model!r}, "
+                    f"while this chunk for {spec.name!r} was on its way; send it again"
+                )
             try:
                 result = await self.sessions.chunk(session, spec, job, run, expect, commit)
             except Stale as exc:  # another replica's chunk, close or opening came first: read

@@ -314,3 +314,26 @@ async def test_a_409_after_repeated_conflicts_names_the_step_redis_holds(
         held = store.hget(key_of(sid), "step")
         assert held is not None
         assert r.json().get("current_step") == int(held) == 2 + 3 * 7, r.text
+
+
+async def test_an_id_opened_again_for_another_model_is_never_run_on_the_old_one(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    sid = "reused-across-models-0123456789"
+    offer = {"X-Session-ID": sid}
+    other = {"input_size": 10, "hidden_size": 5}
+    x = RNG.standard_normal((3, 1, 10)).astype(np.float32)
+    async for a in open_client(settings(redis_server, tmp_path / "r")):
+        async for b in open_client(settings(redis_server, tmp_path / "r")):
+            assert (await b.post("/v1/models", json={"name": "other", "config": other})).is_success
+            r = await a.post("/v1/models/default/sessions", json={}, headers=offer)
+            assert r.status_code == 201, r.text
+            assert (await b.delete(f"/v1/sessions/{sid}")).status_code == 204
+            r = await b.post("/v1/models/other/sessions", json={}, headers=offer)
+            assert r.status_code == 201, r.text
+            first = await chunk(a, sid, x)  # A's copy says "default"
+            assert first.status_code == 409, first.text
+            r = await chunk(a, sid, x)  # sent again: the model the id has now
+            assert r.status_code == 200, r.text
+            want = oracle(x, other)
+            np.testing.assert_allclose(decode(r.json()["output"]), want, atol=1e-5)
