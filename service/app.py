@@ -58,6 +58,7 @@ class App(FastAPI):
     def __init__(self, *, edge: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._edge_options = edge
+        self.keys = edge["keys"]  # (the home page lists models only where no key is needed)
 
     def build_middleware_stack(self) -> ASGIApp:
         handlers = dict(self.exception_handlers)
@@ -91,6 +92,24 @@ def _stop_frontend() -> None:
         os.getppid(),
     )  # fmt: skip
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def _announce(settings: Settings, plane: DataPlane) -> None:
+    """Say once, when the server first becomes ready, where it listens and where its API docs
+    are (with several front-ends, the first one ready says it)."""
+    await plane.readiness.first.wait()
+    if settings.engine_socket:
+        marker = os.path.join(os.path.dirname(settings.engine_socket), "announced")
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    url = f"http://{host}:{settings.port}"
+    log.info(
+        "rnn-serve is ready on %s: model %r; API docs at %s/docs (ReDoc at %s/redoc)",
+        url, settings.default_model_name, url, url,
+    )  # fmt: skip
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -128,13 +147,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             catalog, backend = host.catalog, host.backend
         plane = DataPlane(settings, catalog, backend, metrics, backend.device, slow, tracer)
         watching = asyncio.create_task(plane.follow_readiness())
+        announcing = asyncio.create_task(_announce(settings, plane))
         try:
             yield {"plane": plane}
         finally:
             plane.stop()
-            watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watching
+            for task in (watching, announcing):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if host is not None:
                 await host.close()
             if remote is not None:

@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import MutableMapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,6 +55,7 @@ class Readiness:
 
     ready: bool = False
     reason: str = "warming up the default model"
+    first: asyncio.Event = field(default_factory=asyncio.Event)  # set once first ready
 
 
 def _digest(job: ForwardJob) -> str:
@@ -129,6 +130,7 @@ class DataPlane:
             ready, reason = await self.backend.ready()
             if ready:
                 self.device = self.backend.device
+                self.readiness.first.set()
             self.readiness.ready, self.readiness.reason = ready, reason
             await asyncio.sleep(0.5 if ready else 0.05)
 

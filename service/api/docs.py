@@ -4,7 +4,9 @@ cluster. And `GET /`: where everything is."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
+from html import escape
 from pathlib import Path
 
 import fastapi_offline
@@ -19,7 +21,8 @@ from starlette.responses import Response
 
 from service import __version__
 from service.api import problems, routing
-from service.errors import ModelNotFound
+from service.dataplane import DataPlane
+from service.errors import ModelNotFound, ServiceError
 from service.schemas.api import Links
 
 router = routing.router("", "docs")
@@ -43,14 +46,51 @@ def _asset(name: str) -> bytes:
             responses={200: {"content": {"text/html": {}}}})  # fmt: skip
 async def index(request: Request) -> Response:
     if "text/html" in request.headers.get("accept", ""):
-        items = "".join(
-            f'<li><a href="{url}">{name}</a></li>'
-            for name, url in LINKS.model_dump().items()
-            if name not in ("name", "version")
-        )
-        page = f"<!doctype html><title>rnn-serve</title><h1>rnn-serve {__version__}</h1>"
-        return HTMLResponse(f"{page}<ul>{items}</ul>")
+        return HTMLResponse(await _home(request))
     return Response(LINKS.model_dump_json(), media_type="application/json")
+
+
+_LABELS = {
+    "docs": "Swagger UI: try every call", "redoc": "ReDoc: the API reference",
+    "openapi": "OpenAPI document", "health": "liveness", "ready": "readiness",
+    "metrics": "Prometheus metrics", "v1": "the v1 API: registered models (JSON)",
+    "v2": "the Open Inference Protocol v2: server metadata (JSON)",
+}  # fmt: skip
+
+
+async def _home(request: Request) -> str:
+    """A page for a browser: what this server is, whether it is ready, its models, the links."""
+    plane: DataPlane = request.state.plane
+    ready = plane.readiness
+    state = "ready" if ready.ready else f"not ready: {ready.reason}"
+    if getattr(request.app, "keys", None) is not None and request.app.keys.enabled:
+        models = "<p>Its models are listed by <code>GET /v1/models</code>, with an API key.</p>"
+    else:
+        try:
+            specs = await asyncio.to_thread(plane.catalog.list)
+            rows = "".join(
+                f"<li><code>{escape(m.name)}</code>: {escape(m.config.mode)}, input "
+                f"{m.config.input_size}, hidden {m.config.hidden_size}, "
+                f"{m.config.num_layers} layer(s)</li>"
+                for m in specs
+            )
+            models = f"<h2>Models</h2><ul>{rows}</ul>" if rows else "<p>No models yet.</p>"
+        except ServiceError as exc:
+            models = f"<p>Models cannot be listed now: {escape(exc.detail)}</p>"
+    links = "".join(
+        f'<li><a href="{url}">{url}</a>: {_LABELS[name]}</li>'
+        for name, url in LINKS.model_dump().items()
+        if name in _LABELS
+    )
+    return (
+        '<!doctype html><html lang="en"><meta charset="utf-8"><title>rnn-serve</title>'
+        f"<h1>rnn-serve {escape(__version__)}</h1>"
+        "<p>An inference server for PyTorch recurrent networks (<code>nn.RNN</code>, "
+        "<code>nn.LSTM</code>, <code>nn.GRU</code>): send an input and an optional initial "
+        "state, get <code>output</code> and <code>h_n</code> as torch computes them. "
+        f"This server is <strong>{escape(state)}</strong>, on {escape(plane.device)}.</p>"
+        f"{models}<h2>Links</h2><ul>{links}</ul></html>"
+    )
 
 
 @router.get("/docs", include_in_schema=False)

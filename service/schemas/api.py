@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+from pydantic.config import JsonDict
 
 from service.errors import InvalidInput, Loc
 from service.schemas.config import DType, RNNConfig
@@ -28,10 +29,14 @@ def check_model_name(name: str, loc: Loc = ("path", "name")) -> str:
 _STATE = "(D*num_layers, N, {size}), never batch-first; (D*num_layers, {size}) unbatched."
 
 
+_ROW: list[JsonValue] = [round(0.1 * i, 1) for i in range(10)]  # one step: 10 features
+_SEED: JsonDict = {"input": [[_ROW], [_ROW[::-1]]]}  # (L=2, N=1, 10): the default model's input
+
+
 class ForwardRequest(BaseModel):
     """Forward with a registered model (POST /v1/models/{name}/forward)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_SEED]})
 
     input: Tensor = Field(
         description="(L, N, input_size); (N, L, input_size) if batch_first; (L, input_size) "
@@ -57,6 +62,18 @@ class ForwardRequest(BaseModel):
 class InlineForwardRequest(ForwardRequest):
     """Forward with an inline config (POST /v1/rnn/forward)."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "config": {"input_size": 2, "hidden_size": 3, "num_layers": 2},
+                    "input": [[[0.1, 0.2]], [[0.3, 0.4]]],
+                }
+            ]
+        },
+    )
+
     config: RNNConfig
 
 
@@ -73,7 +90,14 @@ class ForwardResponse(BaseModel):
 
 
 class RegisterModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"name": "my-rnn", "config": {"input_size": 10, "hidden_size": 20, "num_layers": 2}}
+            ]
+        },
+    )
 
     name: ModelName
     config: RNNConfig
@@ -128,7 +152,7 @@ class Problem(BaseModel):
 
 
 class OpenSession(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"batch_size": 1}]})
 
     h0: Tensor | None = Field(
         default=None, description="Initial state: (D*num_layers, N, H), or (D*num_layers, H)."
@@ -152,7 +176,9 @@ class OpenSession(BaseModel):
 
 
 class SessionChunk(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{**_SEED, "start_step": 0}]}
+    )
 
     input: Tensor = Field(description="The next chunk: (L_chunk, N, input_size), or 2-D.")
     lengths: list[int] | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, WithJsonSchema
+from pydantic.config import JsonDict
 
 from service.schemas.config import DType
 
@@ -96,8 +97,20 @@ _PARAMETERS = {
 }
 
 
+_SEED_INFER: JsonDict = {
+    "inputs": [
+        {
+            "name": "input",
+            "shape": [2, 10],
+            "datatype": "FP32",
+            "data": [round(0.1 * i, 1) for i in range(20)],
+        }
+    ]
+}  # fmt: skip  (the default model's input: L=2 steps, unbatched)
+
+
 class InferRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_SEED_INFER]})
 
     id: str | None = None
     parameters: Annotated[dict[str, Any] | None, WithJsonSchema(_PARAMETERS)] = None

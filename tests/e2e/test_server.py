@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import numpy as np
 import pytest
 import torch
+
+from tests.server import server_process
+from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -40,3 +45,15 @@ def test_errors_are_problems_over_the_wire(live_server: str) -> None:
     assert r.headers["content-type"] == "application/problem+json"
     assert httpx.get(f"{live_server}/healthz", timeout=5).json() == {"status": "ok"}
     assert "rnn_serve_requests_total" in httpx.get(f"{live_server}/metrics", timeout=5).text
+
+
+def test_a_started_server_says_once_where_it_listens(tmp_path: Path) -> None:
+    """`make run` on a fresh machine prints pip's output and then log lines: one of them says,
+    once it is ready, where it listens and where its API docs are."""
+    log = tmp_path / "server.log"
+    with server_process(tmp_path / "models", log) as (url, _):
+        wait_until(lambda: "is ready on" in log.read_text(), 30)
+        lines = [line for line in log.read_text().splitlines() if "is ready on" in line]
+        assert len(lines) == 1, lines
+        assert f"{url}: model 'default'" in lines[0], lines[0]
+        assert f"{url}/docs" in lines[0], lines[0]
