@@ -649,6 +649,7 @@ def write_report(
         "a constant; `baseline` a plain FastAPI RNN endpoint (bench/baseline.py). CPU a request is "
         "utime + stime of the server's every process and thread over the run, per answered request.",
         "",
+        "<!-- --8<-- [start:floor] -->",
         "## Targets",
         "",
         "The floor of a request is the work it cannot skip: the bare no-op's CPU a request (HTTP), "
@@ -698,6 +699,7 @@ def write_report(
         "| scenario | CPU µs/req | " + " | ".join(profile.STAGES) + " |",
         "|---|---|" + "---|" * len(profile.STAGES),
         *stage_rows,
+        "<!-- --8<-- [end:floor] -->",
         "",
         "![the floor against rnn-serve's CPU by stage, every scenario](overhead.png)",
         "",
@@ -746,6 +748,7 @@ def capacity_section() -> list[str]:
     return [
         "## Capacity: real-time streams within a p99 budget",
         "",
+        "<!-- --8<-- [start:capacity] -->",
         f"Streams of the seed model, each sending a chunk of 10 steps every 50 ms (20 chunks/s), "
         f"open loop (latency counted from when a chunk was due), ramped until the p99 passed "
         f"{budget:g} ms; {cap['step_s']:g} s a level, the first second not counted "
@@ -763,6 +766,7 @@ def capacity_section() -> list[str]:
         *[f"| {r['mode']} | {r['streams']} | {r['chunks_per_s']:.0f} ({r['target_chunks_per_s']:.0f}) | "
           f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['send_lag_p99_ms']:.2f} | {r['errors']} | "
           f"{r['generator_cpu']:.0%} | {r['server_cpu']:.0%} |" for r in cap["rows"]],
+        "<!-- --8<-- [end:capacity] -->",
         "",
     ]  # fmt: skip
 
@@ -873,7 +877,13 @@ def plot_overhead(
     import matplotlib.pyplot as plt
 
     c = SWEEP[-1]
-    fig, axes = plt.subplots(1, len(SCENARIOS), figsize=(16, 5.5))
+    # three panels a row, at a size whose labels read at a page's width
+    rows = -(-len(SCENARIOS) // 3)
+    fig, grid = plt.subplots(rows, 3, figsize=(11, 4.2 * rows + 1.2), squeeze=False)
+    axes = list(grid.ravel())
+    for spare in axes[len(SCENARIOS) :]:
+        spare.set_visible(False)
+    axes = axes[: len(SCENARIOS)]
     floor_parts = ("bare HTTP", "decode", "encode", "forward")
     floor_colors = ("#bbbbbb", "#8fbbd9", "#a6d49f", "#f4b183")
     for ax, s in zip(axes, SCENARIOS, strict=True):
@@ -891,14 +901,15 @@ def plot_overhead(
             ax.bar(1, part, 0.7, bottom=bottom, color=f"C{i}", label=f"rnn-serve: {stage}")
             bottom += part
         ax.set_xticks([0, 1])
-        ax.set_xticklabels(["floor", "rnn-serve"], fontsize=8)
-        ax.set_title(s.name.replace(", ", "\n", 2), fontsize=8)
+        ax.set_xticklabels(["floor", "rnn-serve"], fontsize=10)
+        ax.set_title(s.name.replace(", ", "\n", 2), fontsize=10)
         ax.grid(True, axis="y", alpha=0.3)
-    axes[0].set_ylabel(f"CPU µs a request at c={c}")
+    for ax in axes[::3]:
+        ax.set_ylabel(f"CPU µs a request at c={c}")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=6, fontsize=8)
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9)
     fig.suptitle("The floor of each request beside rnn-serve's CPU a request by stage (one run)")
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(OUT / "overhead.png", dpi=110)
     plt.close(fig)
 
@@ -931,9 +942,43 @@ def publish() -> None:
             print(f"published bench/{name}")
 
 
+def replot_published() -> None:
+    """`python -m bench.run --replot`: bench/overhead.png drawn again from the figures of the
+    published report's own tables (the floor and the stage split, at the top concurrency), for
+    a change of the plot's layout that needs no new run."""
+    global OUT
+    text = (BENCH / "REPORT.md").read_text()
+    c, names = SWEEP[-1], {s.name for s in SCENARIOS}
+    results, codecs, profiles = [], {}, {}
+    for row in text.splitlines():
+        cells = [x.strip() for x in row.strip().strip("|").split("|")]
+        if len(cells) == 9 and cells[0] in names and cells[1] == str(c):
+            bare, decode, encode = (float(x) for x in cells[2:5])
+            forward, ours = float(cells[5].split()[0]), float(cells[7])
+            results += [
+                Result(cells[0], "bare", c, 0, 0, 0, 0, 0, cpu_ms=bare / 1e3),
+                Result(cells[0], "rnn-serve", c, 0, 0, 0, 0, 0, cpu_ms=ours / 1e3,
+                       forward_us=forward),
+            ]  # fmt: skip
+            codecs[cells[0]] = (decode, encode)
+        elif len(cells) == 2 + len(profile.STAGES) and cells[0] in names and "%)" in cells[2]:
+            parts = [float(x.split()[0]) if x[:1].isdigit() else 0.0 for x in cells[2:]]
+            profiles[cells[0]] = {
+                k: v / sum(parts) for k, v in zip(profile.STAGES, parts, strict=True)
+            }
+    OUT, out = BENCH, OUT
+    try:
+        plot_overhead(results, codecs, profiles)
+    finally:
+        OUT = out
+    print("wrote bench/overhead.png from bench/REPORT.md's figures")
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--report"]:
         report_again()
+    elif sys.argv[1:] == ["--replot"]:
+        replot_published()
     elif sys.argv[1:] == ["--publish"]:
         publish()
     else:

@@ -36,6 +36,7 @@ class Progress:
         self.what, self.total, self.out = what, total, out
         self.done = 0
         self._shown = 0.0
+        self._last: str | None = None  # the line shown last (never the same one twice)
 
     def advance(self, n: int) -> None:
         self.done += n
@@ -51,6 +52,9 @@ class Progress:
             line += f"({100 * self.done // self.total}%)"
         else:
             line = f"{self.what}: {mib:.1f} MiB"
+        if line == self._last:
+            return
+        self._last = line
         end = "\r" if self.out.isatty() else "\n"
         print(line, end=end, file=self.out, flush=True)
 

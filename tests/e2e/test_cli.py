@@ -102,10 +102,11 @@ def test_operator_commands(server: str, request: pytest.FixtureRequest, tmp_path
     out = models("upload", "cli-model", str(weights))
     assert out.returncode == 0, out.stderr
     assert "upload cli-model" in out.stderr  # progress
-    assert "100%" in out.stderr
+    assert out.stderr.count("100%") == 1, out.stderr  # the last line once, not twice
     exported = tmp_path / "out.safetensors"
     out = models("export", "cli-model", str(exported))
     assert out.returncode == 0, out.stderr
+    assert out.stderr.count("100%") == 1, out.stderr
     assert exported.read_bytes() == weights.read_bytes()
     assert '"hidden_size": 4' in models("show", "cli-model").stdout
     assert models("delete", "cli-model").returncode == 0

@@ -3,8 +3,11 @@ innermost frame that names one, the engine thread's to the worker (its wait to t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from bench import profile
 from bench.profile import STAGES, summarize
 
 MAIN = "thread (1): MainThread;Runner.run (asyncio/runners.py:118)"
@@ -39,3 +42,28 @@ def test_samples_go_to_their_stages() -> None:
 
 def test_an_empty_profile_has_no_shares() -> None:
     assert set(summarize("").values()) == {0.0}
+
+
+def test_the_overhead_plot_draws_every_scenario_readably(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """overhead.png from made-up figures: a panel a scenario, three a row (its labels read at a
+    page's width), whatever the number of scenarios."""
+    from PIL import Image
+
+    from bench import run
+
+    monkeypatch.setattr(run, "OUT", tmp_path)
+    c = run.SWEEP[-1]
+    results = [
+        run.Result(s.name, target, c, 100.0, 1.0, 2.0, 3.0, 0, cpu_ms=0.3, forward_us=8.0)
+        for s in run.SCENARIOS
+        for target in ("rnn-serve", "bare")
+    ]
+    codecs = {s.name: (50.0, 20.0) for s in run.SCENARIOS}
+    shares = {stage: 1 / len(profile.STAGES) for stage in profile.STAGES}
+    run.plot_overhead(results, codecs, {s.name: shares for s in run.SCENARIOS})
+    with Image.open(tmp_path / "overhead.png") as image:
+        width, height = image.size
+    assert width < 1300, width  # three panels across, not all of them in one row
+    assert height > width * 0.6, (width, height)
