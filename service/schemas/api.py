@@ -94,7 +94,7 @@ class RegisterModel(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"name": "my-rnn", "config": {"input_size": 10, "hidden_size": 20, "num_layers": 2}}
+                {"name": "example-rnn", "config": {"input_size": 10, "hidden_size": 20, "num_layers": 2}}
             ]
         },
     )
