@@ -45,14 +45,20 @@ STAGES = (
 _RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (stage, re.compile(pattern))
     for stage, pattern in (
-        ("metrics and logs", r"\((service/(metrics|logs|tracing)\.py|prometheus_client/|logging/)"),
+        (
+            "metrics and logs",
+            r"\((service/core/(metrics|logs|tracing)\.py|prometheus_client/|logging/)",
+        ),
         ("codec", r"\((service/codecs/|service/engine/tensor\.py|service/engine/state\.py)"),
-        ("queue hand-off", r"\(service/engine/(batcher|transport/)|\((asyncio|concurrent)/futures"),
+        (
+            "queue hand-off",
+            r"\(service/(engine/batcher|runtime/transport/)|\((asyncio|concurrent)/futures",
+        ),
         ("queue hand-off", r"\(asyncio/tasks\.py|^Task\.|call_soon_threadsafe"),
-        ("admission", r"\(service/(dataplane|limits|catalog/|engine/(validate|local|engine)\.py)"),
-        ("admission", r"\(service/(session_extension|repository_extension)\.py"),
-        ("edge", r"\(service/api/|\((fastapi|starlette)/|\(service/app\.py"),
-        ("HTTP", r"\(service/httpproto\.py|\(uvicorn/|\(httptools/|\(h11/|\(asyncio/"),
+        ("admission", r"\(service/(dataplane/|core/limits|catalog/|engine/(validate|engine)\.py)"),
+        ("admission", r"\(service/(runtime/local\.py|sessions/)"),
+        ("edge", r"\(service/http/(?!protocol\.py)|\((fastapi|starlette)/|\(service/app\.py"),
+        ("HTTP", r"\(service/http/protocol\.py|\(uvicorn/|\(httptools/|\(h11/|\(asyncio/"),
     )
 )
 _WAIT = re.compile(

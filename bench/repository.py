@@ -26,9 +26,9 @@ from bench.run import OUT
 from service.catalog.cache import WeightsCache
 from service.catalog.catalog import Catalog
 from service.catalog.objects import ObjectRepository
-from service.metrics import Metrics
-from service.schemas.config import RNNConfig
-from service.settings import Settings
+from service.core.metrics import Metrics
+from service.core.schemas.config import RNNConfig
+from service.core.settings import Settings
 from tests.s3_server import BUCKET, S3Server
 
 BIG = RNNConfig(input_size=64, hidden_size=1024, num_layers=4)  # ~28 MB of float32 weights

@@ -198,9 +198,9 @@ def codec_us(s: Scenario) -> tuple[float, float]:
     from service.codecs.oip import OIPInfer
     from service.codecs.pipeline import Served
     from service.codecs.v1 import V1Forward
+    from service.core.schemas.api import ForwardRequest
+    from service.core.schemas.config import RNNConfig
     from service.engine.job import ForwardResult
-    from service.schemas.api import ForwardRequest
-    from service.schemas.config import RNNConfig
 
     body, header = body_for(s, "rnn-serve")
     i, h, layers = SHAPES[s.model]
@@ -366,8 +366,8 @@ def main() -> None:
     base_cmd = [python, "-m", "uvicorn", "bench.baseline:app", "--host", "127.0.0.1", "--port",
                 str(base_port), "--loop", "uvloop", "--http", "httptools", "--log-level", "warning"]  # fmt: skip
     results: list[Result] = []
+    from service.core.settings import Settings
     from service.engine.device import torch_threads
-    from service.settings import Settings
 
     torch.set_num_threads(torch_threads(Settings()))
     floors = {

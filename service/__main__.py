@@ -5,7 +5,7 @@ a flag wins over the variable, which wins over `.env`. `rnn-serve models ...` ru
 commands against a running server (service.ops).
 
 With one front-end, this process serves HTTP and runs the engine. With several, this process
-runs the engine (registry, batcher, worker thread, sessions) on a thread of its own, serves it
+runs the engine (catalog, batcher, worker thread, sessions) on a thread of its own, serves it
 on a Unix socket, and uvicorn's supervisor runs the front-end processes on the shared listening
 socket, restarting any that dies; SIGTERM drains the front-ends, then stops the engine.
 """
@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from pydantic_settings import CliSettingsSource
 
 from service import __version__
-from service.settings import Settings, frontends_for
+from service.core.settings import Settings, frontends_for
 
 
 def version() -> str:
@@ -83,7 +83,7 @@ def warn_if_open(settings: Settings) -> None:
     import ipaddress
     import logging
 
-    from service.api.auth import Keys
+    from service.http.auth import Keys
 
     if Keys(settings).enabled:
         return
@@ -102,7 +102,7 @@ def warn_if_open(settings: Settings) -> None:
 
 
 def _uvicorn_options(settings: Settings) -> dict[str, object]:
-    from service.httpproto import TimedHttpToolsProtocol
+    from service.http.protocol import TimedHttpToolsProtocol
 
     TimedHttpToolsProtocol.configure(settings)
     return {
@@ -120,7 +120,7 @@ def serve_in_one_process(settings: Settings) -> None:
     import uvicorn
 
     from service.app import create_app
-    from service.logs import configure as configure_logging
+    from service.core.logs import configure as configure_logging
 
     log_config = configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(create_app(settings), log_config=log_config, **_uvicorn_options(settings))  # type: ignore[arg-type]
@@ -136,8 +136,8 @@ def serve_with_frontends(settings: Settings, frontends: int) -> None:
     os.environ["RNN_SERVE_ENGINE_SOCKET"] = socket_path
     import uvicorn
 
-    from service.engine.process import EngineThread
-    from service.logs import configure as configure_logging
+    from service.core.logs import configure as configure_logging
+    from service.runtime.process import EngineThread
 
     configure_logging(settings.log_level, settings.log_format)
     engine = EngineThread(settings, socket_path)

@@ -1,4 +1,4 @@
-"""The app factory. The lifespan owns the registry, engine and metrics; nothing is global."""
+"""The app factory. The lifespan owns the catalog, engine and metrics; nothing is global."""
 
 from __future__ import annotations
 
@@ -17,23 +17,23 @@ from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import __version__
-from service.api import docs, health, problems, sessions, v1, v2
-from service.api.auth import Keys
-from service.api.edge import Edge
-from service.api.openapi import openapi_factory
-from service.api.routing import mount
 from service.catalog.catalog import Catalog
-from service.dataplane import DataPlane
+from service.core.gcfreeze import freeze_startup_objects
+from service.core.metrics import Metrics
+from service.core.settings import Settings
+from service.core.slow import SlowRequests
+from service.core.tracing import tracer_for
+from service.dataplane.plane import DataPlane
 from service.engine.backend import Backend
-from service.engine.transport.client import RemoteBackend
-from service.gcfreeze import freeze_startup_objects
-from service.metrics import Metrics
-from service.settings import Settings
-from service.slow import SlowRequests
-from service.tracing import tracer_for
+from service.http import docs, health, problems, sessions, v1, v2
+from service.http.auth import Keys
+from service.http.edge import Edge
+from service.http.openapi import openapi_factory
+from service.http.routing import mount
+from service.runtime.transport.client import RemoteBackend
 
 if TYPE_CHECKING:
-    from service.engine.host import EngineHost
+    from service.runtime.host import EngineHost
 
 log = logging.getLogger("rnn_serve")
 
@@ -46,7 +46,7 @@ DESCRIPTION = (
 
 
 class App(FastAPI):
-    """FastAPI with rnn-serve's edge in front (`service.api.edge`).
+    """FastAPI with rnn-serve's edge in front (`service.http.edge`).
 
     Every HTTP request crosses the edge first (request id, body limit, metrics, access log) —
     after any middleware added with `add_middleware`; lean routes are served there, and every
@@ -140,7 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             # torch is imported here only: a front-end process of a several-process server
             # never does (the engine process owns the device)
-            from service.engine.host import EngineHost
+            from service.runtime.host import EngineHost
 
             host = EngineHost(settings, metrics)
             host.start()
@@ -179,7 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         separate_input_output_schemas=False,
-        docs_url=None,  # served by service.api.docs, from the package (no CDN)
+        docs_url=None,  # served by service.http.docs, from the package (no CDN)
         redoc_url=None,
     )
     problems.install(app)
@@ -195,8 +195,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def frontend() -> FastAPI:
     """The app of a front-end process (uvicorn's factory; settings from the environment, the
     engine's socket among them)."""
-    from service.httpproto import TimedHttpToolsProtocol
-    from service.logs import configure as configure_logging
+    from service.core.logs import configure as configure_logging
+    from service.http.protocol import TimedHttpToolsProtocol
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)

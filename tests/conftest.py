@@ -15,7 +15,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from service.app import create_app
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.redis_server import REDIS, RedisServer
 from tests.s3_server import S3Server
 from tests.s3_server import available as s3_available

@@ -12,11 +12,11 @@ import torch
 
 from service.catalog.catalog import Catalog
 from service.catalog.spec import ModelSpec
+from service.core.metrics import Metrics
+from service.core.schemas.config import RNNConfig
+from service.core.settings import Settings
 from service.engine.modules import ModuleCache
 from service.engine.weights import seeded_weights
-from service.metrics import Metrics
-from service.schemas.config import RNNConfig
-from service.settings import Settings
 
 
 def flat(arr: np.ndarray, dtype: str = "float32") -> dict[str, Any]:

@@ -2,14 +2,20 @@
 
     python -m tools.layers            # prints the graph's layers and any violation; exit 1 if any
 
-Layers, lowest first (a module may import its own layer and those below, never above):
-  0 foundation  settings, errors, metrics, logs, tracing, slow, cpus, gcfreeze, schemas
-  1 catalog     registered models, their storage and quotas (torch-free)
-  2 engine      the device: batcher, worker, modules, sessions, transport
-  3 codecs      wire formats and the pipeline's vocabulary
-  4 data plane  the one door: dataplane, its repository and session extensions
-  5 api         HTTP: the edge, routes, problems, the HTTP protocol
-  6 entry       the app factory, the CLI, the operator commands
+Folders are the layers, lowest first (a module may import its own layer and those below, never
+above):
+  0 core        service/core: settings, errors, limits, metrics, logs, tracing, slow, schemas
+  1 catalog     service/catalog: registered models, their storage and quotas (torch-free)
+  2 engine      service/engine: the device: its values, validation, batcher, worker, modules
+  3 sessions    service/sessions: session values, the memory store, the Redis store, the cache
+  4 runtime     service/runtime: where the engine runs: this process, or another over a socket
+  5 codecs      service/codecs: wire formats and the pipeline's vocabulary
+  6 data plane  service/dataplane: the one door, its extensions, the request context
+  7 http        service/http: the edge, routes, problems, the HTTP protocol
+  8 entry       the app factory, the CLI, the operator commands (service/'s own modules)
+
+A module of a folder belongs to that folder's layer; service/'s own modules are named one by one.
+A module in no layer (a new folder, or a new module at service/'s root) is an error.
 """
 
 from __future__ import annotations
@@ -19,19 +25,19 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("service", "service.settings", "service.errors", "service.metrics",
-                    "service.logs", "service.tracing", "service.slow", "service.cpus",
-                    "service.gcfreeze", "service.schemas")),
-    ("catalog", ("service.catalog",)),
-    ("engine", ("service.engine",)),
-    ("codecs", ("service.codecs",)),
-    ("data plane", ("service.dataplane", "service.repository_extension",
-                    "service.session_extension")),
-    ("api", ("service.api", "service.httpproto")),
-    ("entry", ("service.app", "service.__main__", "service.ops", "service.client",
-               "service.openapi_export")),
-]  # fmt: skip
+FOLDERS: list[tuple[str, str]] = [
+    ("core", "service.core"),
+    ("catalog", "service.catalog"),
+    ("engine", "service.engine"),
+    ("sessions", "service.sessions"),
+    ("runtime", "service.runtime"),
+    ("codecs", "service.codecs"),
+    ("data plane", "service.dataplane"),
+    ("http", "service.http"),
+]
+ENTRY = ("service", "service.__main__", "service.app", "service.client", "service.ops",
+         "service.openapi_export")  # fmt: skip
+LAYERS = [name for name, _ in FOLDERS] + ["entry"]
 
 
 def modules() -> dict[str, Path]:
@@ -43,14 +49,16 @@ def modules() -> dict[str, Path]:
 
 
 def layer_of(module: str) -> int:
-    best, rank = -1, -1
-    for i, (_, prefixes) in enumerate(LAYERS):
-        for p in prefixes:
-            if (module == p or module.startswith(p + ".")) and len(p) > best:
-                best, rank = len(p), i
-    if rank < 0:
-        raise SystemExit(f"tools/layers.py: {module} is in no layer; add it to LAYERS")
-    return rank
+    """The layer of a module: its folder's, or entry for service/'s own named modules."""
+    if module in ENTRY:
+        return len(FOLDERS)
+    for rank, (_, folder) in enumerate(FOLDERS):
+        if module == folder or module.startswith(folder + "."):
+            return rank
+    raise SystemExit(
+        f"tools/layers.py: {module} is in no layer: put it in a layer's folder (or, for an "
+        "entry point, name it in ENTRY)"
+    )
 
 
 def imports(mods: dict[str, Path]) -> dict[str, set[str]]:
@@ -122,14 +130,14 @@ def upward(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
 def main() -> int:
     mods = modules()
     graph = imports(mods)
-    for i, (name, _) in enumerate(LAYERS):
+    for i, name in enumerate(LAYERS):
         members = sorted(m for m in mods if layer_of(m) == i)
         print(f"{i} {name:<11} {len(members):>2} modules: {', '.join(members)}")
     bad_circles, bad_up = circles(graph), upward(graph)
     for comp in bad_circles:
         print("circle:", " <-> ".join(comp))
     for m, t in bad_up:
-        print(f"upward: {m} ({LAYERS[layer_of(m)][0]}) imports {t} ({LAYERS[layer_of(t)][0]})")
+        print(f"upward: {m} ({LAYERS[layer_of(m)]}) imports {t} ({LAYERS[layer_of(t)]})")
     print(f"{len(bad_circles)} circles, {len(bad_up)} upward imports")
     return 1 if bad_circles or bad_up else 0
 

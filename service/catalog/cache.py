@@ -8,7 +8,7 @@ import os
 import uuid
 from pathlib import Path
 
-log = logging.getLogger("rnn_serve.registry")
+log = logging.getLogger("rnn_serve.catalog")
 
 
 class WeightsCache:

@@ -20,12 +20,15 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
-from service.catalog.repository import CorruptModel, FileStamp, ModelChanged
+from service.catalog.cache import WeightsCache
+from service.catalog.folder import Repository
+from service.catalog.objects import ObjectRepository, is_object_url
 from service.catalog.spec import ModelSpec
-from service.catalog.storage import ModelStorage, open_storage
+from service.catalog.storage import CorruptModel, FileStamp, ModelChanged, ModelStorage
 from service.catalog.weights import check_weights
-from service.errors import (
+from service.core.errors import (
     InvalidInput,
     Loc,
     ModelConflict,
@@ -34,11 +37,11 @@ from service.errors import (
     StorageFull,
     StorageUnavailable,
 )
-from service.metrics import Metrics
-from service.schemas.config import RNNConfig
-from service.settings import Settings
+from service.core.metrics import Metrics
+from service.core.schemas.config import RNNConfig
+from service.core.settings import Settings
 
-log = logging.getLogger("rnn_serve.registry")
+log = logging.getLogger("rnn_serve.catalog")
 ORPHAN_AGE_S = 60.0  # a temporary file this old belongs to no write in progress
 
 
@@ -302,3 +305,12 @@ class Catalog:
     def _forget(self, name: str) -> None:  # caller holds the lock
         self._models.pop(name, None)
         self._verified.pop(name, None)
+
+
+def open_storage(settings: Settings) -> ModelStorage:
+    """The repository RNN_SERVE_MODEL_REPOSITORY names: an object store's URL, or a folder."""
+    location = settings.model_repository
+    if is_object_url(location):
+        cache = WeightsCache(settings.model_cache, settings.model_cache_bytes)
+        return ObjectRepository(location, cache, settings.repository_recheck_s)
+    return Repository(Path(location))

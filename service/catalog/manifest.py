@@ -10,10 +10,10 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from service.catalog.repository import Version
-from service.schemas.config import RNNConfig
+from service.catalog.storage import Version
+from service.core.schemas.config import RNNConfig
 
-log = logging.getLogger("rnn_serve.registry")
+log = logging.getLogger("rnn_serve.catalog")
 
 
 @dataclass(frozen=True)

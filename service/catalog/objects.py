@@ -36,19 +36,13 @@ import orjson
 from service.catalog.cache import WeightsCache
 from service.catalog.credentials import profile_options
 from service.catalog.manifest import Manifest, Unreadable, parse_manifest
-from service.catalog.repository import (
-    CorruptModel,
-    FileStamp,
-    ModelChanged,
-    StoredModel,
-    Version,
-)
-from service.errors import StorageUnavailable
-from service.schemas.api import MODEL_NAME
-from service.schemas.config import RNNConfig
-from service.settings import OBJECT_SCHEMES
+from service.catalog.storage import CorruptModel, FileStamp, ModelChanged, StoredModel, Version
+from service.core.errors import StorageUnavailable
+from service.core.schemas.api import MODEL_NAME
+from service.core.schemas.config import RNNConfig
+from service.core.settings import OBJECT_SCHEMES
 
-log = logging.getLogger("rnn_serve.registry")
+log = logging.getLogger("rnn_serve.catalog")
 _META = "meta/"
 GENERATION = "meta/generation"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
-from service.catalog.repository import Version
-from service.schemas.config import RNNConfig
+from service.catalog.storage import Version
+from service.core.schemas.config import RNNConfig
 
 
 @dataclass(frozen=True)

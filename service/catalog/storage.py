@@ -1,20 +1,35 @@
-"""The catalog's storage seam: what `Catalog` asks of wherever models are kept.
+"""The catalog's storage seam: what `Catalog` asks of wherever models are kept, and the values
+every store speaks (stamps, versions, a stored model, and the two ways a read can fail).
 
-`Repository` (a local folder, `service.catalog.repository`) and `ObjectRepository` (an object
+`Repository` (a local folder, `service.catalog.folder`) and `ObjectRepository` (an object
 store, `service.catalog.objects`) implement it; `open_storage` picks one from
 `RNN_SERVE_MODEL_REPOSITORY`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Protocol
 
-from service.catalog.cache import WeightsCache
-from service.catalog.objects import ObjectRepository, is_object_url
-from service.catalog.repository import FileStamp, Repository, StoredModel, Version
-from service.schemas.config import RNNConfig
-from service.settings import Settings
+from service.core.schemas.config import RNNConfig
+
+# (inode, mtime_ns, size) of config.json and of weights.safetensors (None when absent)
+FileStamp = tuple[int | str, ...]  # a file's (inode, mtime_ns, size); an object's (etag,)
+Version = tuple[FileStamp, FileStamp | None]
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    config: RNNConfig
+    version: Version
+
+
+class CorruptModel(Exception):
+    """A folder in the repository whose config.json cannot be read as an RNN config."""
+
+
+class ModelChanged(Exception):
+    """The model's files changed while they were being read (deleted, or registered anew)."""
 
 
 class ModelStorage(Protocol):
@@ -48,12 +63,3 @@ class ModelStorage(Protocol):
     def close(self) -> None:
         """Stop whatever follows the store in the background."""
         ...
-
-
-def open_storage(settings: Settings) -> ModelStorage:
-    """The repository RNN_SERVE_MODEL_REPOSITORY names: an object store's URL, or a folder."""
-    location = settings.model_repository
-    if is_object_url(location):
-        cache = WeightsCache(settings.model_cache, settings.model_cache_bytes)
-        return ObjectRepository(location, cache, settings.repository_recheck_s)
-    return Repository(Path(location))

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from safetensors import SafetensorError, deserialize
 
-from service.errors import FieldError, InvalidInput
-from service.schemas.config import GATES, RNNConfig
+from service.core.errors import FieldError, InvalidInput
+from service.core.schemas.config import GATES, RNNConfig
 
 LOC = ("body",)
 

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from service.errors import FieldError, InvalidInput, Loc, MalformedBody
+from service.core.errors import FieldError, InvalidInput, Loc, MalformedBody
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -17,6 +17,9 @@ from service.catalog.spec import ModelSpec
 from service.codecs.envelope import loads, parse
 from service.codecs.pipeline import Decoded, Encoded, Sequence, Served
 from service.codecs.tensors import check_shape
+from service.core.errors import InvalidInput, Loc, MalformedBody
+from service.core.schemas.config import DType, RNNConfig
+from service.core.schemas.oip import FROM_OIP, TO_OIP, InferRequest, ModelMetadata, TensorMetadata
 from service.engine.job import Inputs
 from service.engine.tensor import (
     CARRIER,
@@ -25,9 +28,6 @@ from service.engine.tensor import (
     cast_numbers,
     check_raw_finite,
 )
-from service.errors import InvalidInput, Loc, MalformedBody
-from service.schemas.config import DType, RNNConfig
-from service.schemas.oip import FROM_OIP, TO_OIP, InferRequest, ModelMetadata, TensorMetadata
 
 HEADER = "inference-header-content-length"
 STATE_INPUTS = ("h0", "c0")

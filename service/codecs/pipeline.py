@@ -2,7 +2,7 @@
 
 A codec (`service.codecs.v1`, `service.codecs.oip`) turns a request body into `Decoded` inputs for
 a model's config, and a `Served` result into an `Encoded` body. What HTTP adds to that (a status
-other than 200, the request id) is `service.api`'s.
+other than 200, the request id) is `service.http`'s.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from service.catalog.spec import ModelSpec
+from service.core.schemas.config import RNNConfig
 from service.engine.backend import SessionView
 from service.engine.job import ForwardResult, Inputs
 from service.engine.state import SessionState
 from service.engine.tensor import WireTensor
-from service.schemas.config import RNNConfig
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from service.codecs.tensors import decode_tensor, encode_tensor
+from service.core.errors import InvalidInput
+from service.core.schemas.config import DType
 from service.engine.state import FORMAT, PART_NAMES, SessionState, of_tags
-from service.errors import InvalidInput
-from service.schemas.config import DType
 
 
 def to_json(state: SessionState) -> dict[str, Any]:

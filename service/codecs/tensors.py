@@ -14,6 +14,9 @@ from typing import Any, Literal
 import numpy as np
 
 from service.codecs.fastjson import Numbers
+from service.core.errors import InvalidInput, Loc
+from service.core.limits import tensor_too_large
+from service.core.schemas.config import DTYPES, DType
 from service.engine.tensor import (
     CARRIER,
     WireTensor,
@@ -21,9 +24,6 @@ from service.engine.tensor import (
     cast_numbers,
     check_raw_finite,
 )
-from service.errors import InvalidInput, Loc
-from service.limits import tensor_too_large
-from service.schemas.config import DTYPES, DType
 
 Encoding = Literal["nested", "flat", "b64"]
 

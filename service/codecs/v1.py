@@ -15,13 +15,13 @@ from service.codecs.fastjson import TENSORS, loads_forward
 from service.codecs.pipeline import Decoded, Encoded, Served
 from service.codecs.state import from_json
 from service.codecs.tensors import decode_tensor, encode_tensor
+from service.core.errors import InvalidInput, Loc
+from service.core.schemas.api import ForwardRequest, InlineForwardRequest, OpenSession, SessionChunk
+from service.core.schemas.config import RNNConfig
 from service.engine.job import Inputs
 from service.engine.state import SessionState, from_safetensors
 from service.engine.tensor import WireTensor
 from service.engine.validate import C0, H0, INPUT
-from service.errors import InvalidInput, Loc
-from service.schemas.api import ForwardRequest, InlineForwardRequest, OpenSession, SessionChunk
-from service.schemas.config import RNNConfig
 
 
 class V1Forward:

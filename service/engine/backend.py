@@ -2,8 +2,8 @@
 sessions whose state lives there. One per device, whatever number of processes serve HTTP.
 
 `Backend` is the interface the data plane calls; this module is torch-free. `LocalBackend`
-(`service.engine.local`) runs the engine in this process (one front-end). With several front-end
-processes, each talks to the one engine process through `service.engine.transport`, whose client
+(`service.runtime.local`) runs the engine in this process (one front-end). With several front-end
+processes, each talks to the one engine process through `service.runtime.transport`, whose client
 has this same interface, so the data plane above does not know which it has.
 """
 
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from service.catalog.spec import ModelSpec
+from service.core.schemas.config import RNNConfig
 from service.engine.job import ForwardJob, ForwardResult
 from service.engine.state import SessionState
 from service.engine.tensor import WireTensor
-from service.schemas.config import RNNConfig
 
 Expect = tuple[int, str] | None  # a chunk's expected start step and its digest
 

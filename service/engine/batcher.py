@@ -28,11 +28,11 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from service.catalog.spec import ModelSpec
+from service.core.errors import ShuttingDown
+from service.core.limits import queue_full
+from service.core.metrics import Metrics
 from service.engine.job import ForwardJob, ForwardResult
 from service.engine.worker import Worker
-from service.errors import ShuttingDown
-from service.limits import queue_full
-from service.metrics import Metrics
 
 BatchRunner = Callable[[ModelSpec, Sequence[ForwardJob]], list[ForwardResult]]
 Builder = Callable[[ModelSpec], object]  # builds (and caches) the model's module

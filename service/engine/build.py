@@ -7,7 +7,7 @@ import threading
 import torch
 from torch import nn
 
-from service.schemas.config import DType, RNNConfig
+from service.core.schemas.config import DType, RNNConfig
 
 TORCH_DTYPES: dict[DType, torch.dtype] = {
     "float32": torch.float32,

@@ -6,8 +6,8 @@ import warnings
 
 import torch
 
-from service.cpus import usable_cpus
-from service.settings import Settings
+from service.core.cpus import usable_cpus
+from service.core.settings import Settings
 
 
 def resolve_device(spec: str) -> torch.device:

@@ -12,15 +12,15 @@ import torch
 from torch import nn
 
 from service.catalog.spec import ModelSpec
+from service.core.errors import DeviceOutOfMemory
+from service.core.metrics import Metrics, model_label
+from service.core.settings import Settings
 from service.engine.batcher import Batcher
 from service.engine.job import ForwardJob, ForwardResult
 from service.engine.runner import run_batch
 from service.engine.slicing import run_sliced, slice_steps
 from service.engine.tensor import WireTensor, cast_numbers
 from service.engine.worker import Worker
-from service.errors import DeviceOutOfMemory
-from service.metrics import Metrics, model_label
-from service.settings import Settings
 
 __all__ = ["Engine"]
 
@@ -36,7 +36,7 @@ def _out_of_memory(exc: RuntimeError) -> bool:
 class Engine:
     """Owns the worker thread and the batcher; `forward` is awaited by the data plane.
 
-    `modules` maps a model's spec to its built module (the registry's `module_for`); it is
+    `modules` maps a model's spec to its built module (the module cache's `module_for`); it is
     called in the worker thread, so builds and loads never run on the event loop.
     """
 

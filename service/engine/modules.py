@@ -21,13 +21,13 @@ import torch
 from torch import nn
 
 from service.catalog.catalog import Catalog
-from service.catalog.repository import Version
 from service.catalog.spec import ModelSpec
+from service.catalog.storage import Version
+from service.core.errors import InvalidInput, ModelConflict, NotReady
+from service.core.metrics import Metrics
+from service.core.settings import Settings
 from service.engine.build import build_seeded
 from service.engine.weights import module_from_weights, parse_weights
-from service.errors import InvalidInput, ModelConflict, NotReady
-from service.metrics import Metrics
-from service.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from service.core.schemas.config import RNNConfig
 from service.engine.build import TORCH_DTYPES
 from service.engine.job import ForwardJob, ForwardResult, State
 from service.engine.tensor import WireTensor
-from service.schemas.config import RNNConfig
 
 
 def to_torch(t: WireTensor, device: torch.device) -> torch.Tensor:

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from service.core.schemas.config import RNNConfig
 from service.engine.job import ForwardJob, ForwardResult, State
 from service.engine.tensor import CARRIER, WireTensor
-from service.schemas.config import RNNConfig
 
 Run = Callable[[ForwardJob], Awaitable[ForwardResult]]
 

@@ -22,9 +22,9 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from service.core.errors import InvalidInput, MalformedBody
+from service.core.schemas.config import DType
 from service.engine.tensor import CARRIER, WireTensor
-from service.errors import InvalidInput, MalformedBody
-from service.schemas.config import DType
 
 FORMAT = "rnn-serve.session-state/1"
 PART_NAMES = ("h", "c")

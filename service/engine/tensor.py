@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from service.errors import InvalidInput, Loc
-from service.schemas.config import DType
+from service.core.errors import InvalidInput, Loc
+from service.core.schemas.config import DType
 
 # The NumPy dtype that carries each wire dtype (little-endian, as the contract says).
 CARRIER: dict[str, np.dtype[Any]] = {

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from service.core.errors import InvalidInput, Loc
+from service.core.schemas.config import RNNConfig
 from service.engine.job import ForwardJob, Inputs
 from service.engine.tensor import WireTensor
-from service.errors import InvalidInput, Loc
-from service.schemas.config import RNNConfig
 
 INPUT: Loc = ("body", "input")
 H0: Loc = ("body", "h0")

@@ -9,8 +9,8 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from service.catalog.weights import check_weights
+from service.core.schemas.config import RNNConfig
 from service.engine.build import build_seeded, construct, prepare_module
-from service.schemas.config import RNNConfig
 
 
 def parse_weights(data: bytes, config: RNNConfig) -> dict[str, torch.Tensor]:

@@ -13,10 +13,10 @@ import httpx
 import numpy as np
 import pytest
 
-from service.catalog.repository import Repository
-from service.errors import ModelConflict
-from service.metrics import Metrics
-from service.schemas.config import RNNConfig
+from service.catalog.folder import Repository
+from service.core.errors import ModelConflict
+from service.core.metrics import Metrics
+from service.core.schemas.config import RNNConfig
 from tests.conftest import make_settings, open_client
 from tests.helpers import Models, b64, open_session
 

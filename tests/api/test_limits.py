@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.catalog import repository as repository_module
+from service.catalog import folder as repository_module
 from tests.conftest import make_settings, open_client
 from tests.helpers import b64
 
@@ -139,7 +139,7 @@ async def test_orphaned_temporary_files_are_removed_at_start(
         os.utime(path.parent, (old, old))
     fresh = repo / "m" / ".weights.safetensors.4567.tmp"  # a write in progress elsewhere
     fresh.write_bytes(b"y")
-    with caplog.at_level(logging.WARNING, logger="rnn_serve.registry"):
+    with caplog.at_level(logging.WARNING, logger="rnn_serve.catalog"):
         async for c in open_client(make_settings(model_repository=repo)):
             assert (await c.get("/v1/models/m")).status_code == 200
     assert not leftovers[0].exists()

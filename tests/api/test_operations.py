@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.logs import ACCESS
+from service.core.logs import ACCESS
 
 pytestmark = pytest.mark.anyio
 

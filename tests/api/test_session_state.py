@@ -445,7 +445,7 @@ async def test_a_stored_state_that_does_not_decode_is_409(
 ) -> None:
     import redis
 
-    from service.engine.durable import PREFIX, member
+    from service.sessions.redis_store import PREFIX, member
 
     async for a in open_client(redis_settings(redis_server, tmp_path / "repo")):
         sid = await open_session(a)

@@ -20,8 +20,8 @@ import redis
 from asgi_lifespan import LifespanManager
 
 from service.app import create_app
-from service.engine.durable import PREFIX, member
 from service.engine.state import SessionState, from_safetensors, to_safetensors
+from service.sessions.redis_store import PREFIX, member
 from tests.conftest import make_settings, open_client
 from tests.helpers import b64, chunk, decode, open_session
 from tests.oracle import forward, seeded_params
@@ -280,9 +280,9 @@ async def test_a_409_after_repeated_conflicts_names_the_step_redis_holds(
     and its current_step is the step Redis holds, not this replica's own count."""
     from dataclasses import replace
 
-    from service.engine import host as host_module
-    from service.engine.durable import RedisSessions
-    from service.engine.session import Session
+    from service.runtime import host as host_module
+    from service.sessions.redis_store import RedisSessions
+    from service.sessions.session import Session
 
     store = redis.Redis(port=redis_server.port)
 

@@ -27,7 +27,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from service.engine.durable import PREFIX, member
+from service.sessions.redis_store import PREFIX, member
 from tests.conftest import make_settings, open_client
 from tests.oracle import forward, seeded_params
 from tests.redis_server import RedisServer

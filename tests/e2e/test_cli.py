@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save
 
 from service.__main__ import settings_from
-from service.settings import Settings
+from service.core.settings import Settings
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,15 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.api.problems import service_error_response, status_of
 from service.catalog.spec import ModelSpec
+from service.core.errors import NotReady, Overloaded, ShuttingDown
+from service.core.metrics import Metrics
+from service.core.schemas.config import RNNConfig
 from service.engine.batcher import Batcher
 from service.engine.job import ForwardJob, ForwardResult
 from service.engine.tensor import WireTensor
 from service.engine.worker import Worker
-from service.errors import NotReady, Overloaded, ShuttingDown
-from service.metrics import Metrics
-from service.schemas.config import RNNConfig
+from service.http.problems import service_error_response, status_of
 
 pytestmark = pytest.mark.anyio
 CONFIG = RNNConfig(input_size=1, hidden_size=1)

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from service.codecs.tensors import decode_tensor, encode_tensor
+from service.core.errors import InvalidInput, PayloadTooLarge
 from service.engine.tensor import bf16_bits_to_f32, cast_numbers
-from service.errors import InvalidInput, PayloadTooLarge
 
 LOC = ("body", "input")
 

@@ -12,10 +12,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from service.core.errors import InvalidInput, ModelConflict, ModelNotFound
+from service.core.metrics import Metrics
+from service.core.schemas.config import RNNConfig
 from service.engine.build import build_seeded
-from service.errors import InvalidInput, ModelConflict, ModelNotFound
-from service.metrics import Metrics
-from service.schemas.config import RNNConfig
 from tests.conftest import make_settings
 from tests.helpers import Models
 
@@ -134,7 +134,7 @@ def test_torch_threads_leave_a_core_to_the_event_loop(monkeypatch: pytest.Monkey
 def test_usable_cpus_follow_affinity_and_cgroup_quota(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from service import cpus as device
+    from service.core import cpus as device
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
@@ -143,7 +143,7 @@ def test_usable_cpus_follow_affinity_and_cgroup_quota(
     def fake_path(p: str) -> Path:
         return quota if p == "/sys/fs/cgroup/cpu.max" else Path(p)
 
-    monkeypatch.setattr("service.cpus.Path", fake_path)
+    monkeypatch.setattr("service.core.cpus.Path", fake_path)
     quota.write_text("max 100000\n")
     assert device.usable_cpus() == 4  # affinity, not the 64 CPUs of the host
     quota.write_text("150000 100000\n")

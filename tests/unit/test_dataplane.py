@@ -11,17 +11,17 @@ import numpy as np
 import orjson
 import pytest
 
-from service.api.answer import status_of
 from service.catalog.catalog import Catalog
 from service.catalog.spec import ModelSpec
 from service.codecs.v1 import V1Forward
-from service.dataplane import DataPlane
+from service.core.errors import DeadlineExceeded, Forbidden, PayloadTooLarge
+from service.core.metrics import Metrics
+from service.core.schemas.api import InlineForwardRequest
+from service.core.schemas.config import RNNConfig
+from service.core.slow import SlowRequests
+from service.dataplane.plane import DataPlane
 from service.engine.job import ForwardJob, ForwardResult
-from service.errors import DeadlineExceeded, Forbidden, PayloadTooLarge
-from service.metrics import Metrics
-from service.schemas.api import InlineForwardRequest
-from service.schemas.config import RNNConfig
-from service.slow import SlowRequests
+from service.http.answer import status_of
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio

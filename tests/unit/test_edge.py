@@ -13,11 +13,11 @@ from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import Message, Receive, Scope, Send
 
-from service.api import problems
-from service.api.auth import Keys
-from service.api.edge import Edge
-from service.errors import ServiceError
-from service.metrics import Metrics
+from service.core.errors import ServiceError
+from service.core.metrics import Metrics
+from service.http import problems
+from service.http.auth import Keys
+from service.http.edge import Edge
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio

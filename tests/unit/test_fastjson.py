@@ -15,8 +15,8 @@ import service.codecs.v1 as v1
 from service.codecs.envelope import loads
 from service.codecs.fastjson import Numbers, loads_forward
 from service.codecs.v1 import V1Forward
-from service.schemas.api import ForwardRequest
-from service.schemas.config import RNNConfig
+from service.core.schemas.api import ForwardRequest
+from service.core.schemas.config import RNNConfig
 
 CONFIG = RNNConfig(input_size=3, hidden_size=2)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tools import layers
 
 
@@ -15,8 +17,8 @@ def test_no_circle_and_no_upward_import() -> None:
 
 
 def test_the_checker_sees_an_upward_import() -> None:
-    graph = {"service.errors": {"service.api.edge"}, "service.api.edge": set()}
-    assert layers.upward(graph) == [("service.errors", "service.api.edge")]
+    graph = {"service.core.errors": {"service.http.edge"}, "service.http.edge": set()}
+    assert layers.upward(graph) == [("service.core.errors", "service.http.edge")]
     assert layers.circles({"service.a": {"service.b"}, "service.b": {"service.a"}}) == [
         ["service.a", "service.b"]
     ]
@@ -25,9 +27,9 @@ def test_the_checker_sees_an_upward_import() -> None:
 FRONTEND = """
 import sys
 from service.app import create_app
-from service.settings import Settings
+from service.core.settings import Settings
 app = create_app(Settings(engine_socket="/nonexistent/engine.sock"))
-import service.api.v1, service.api.v2, service.api.sessions, service.engine.transport.client
+import service.http.v1, service.http.v2, service.http.sessions, service.runtime.transport.client
 print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
 """
 
@@ -37,3 +39,12 @@ def test_a_frontend_process_imports_no_torch() -> None:
         [sys.executable, "-c", FRONTEND], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_a_module_in_no_layer_is_an_error() -> None:
+    """No catch-all: a new module at service/'s root, or a new folder, must be placed."""
+    assert layers.layer_of("service.http.edge") == layers.LAYERS.index("http")
+    assert layers.layer_of("service.app") == layers.LAYERS.index("entry")
+    for stray in ("service.newthing", "service.newfolder.module"):
+        with pytest.raises(SystemExit, match="is in no layer"):
+            layers.layer_of(stray)

@@ -1,12 +1,12 @@
-"""service.limits: every refusal names its setting, and where the request met it."""
+"""service.core.limits: every refusal names its setting, and where the request met it."""
 
 from __future__ import annotations
 
 import pytest
 
-from service.errors import Overloaded, PayloadTooLarge
-from service.limits import Admission, BodyLimits, body_too_large, queue_full, tensor_too_large
-from service.schemas.config import RNNConfig
+from service.core.errors import Overloaded, PayloadTooLarge
+from service.core.limits import Admission, BodyLimits, body_too_large, queue_full, tensor_too_large
+from service.core.schemas.config import RNNConfig
 from tests.conftest import make_settings
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from service.logs import AccessLog
+from service.core.logs import AccessLog
 
 
 def test_access_lines_as_json_and_text() -> None:

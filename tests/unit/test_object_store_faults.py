@@ -24,10 +24,10 @@ from service.catalog import catalog as catalog_module
 from service.catalog.cache import WeightsCache
 from service.catalog.catalog import Catalog
 from service.catalog.objects import ObjectRepository
-from service.catalog.repository import CorruptModel
-from service.errors import NotReady, StorageUnavailable
-from service.metrics import Metrics
-from service.schemas.config import RNNConfig
+from service.catalog.storage import CorruptModel
+from service.core.errors import NotReady, StorageUnavailable
+from service.core.metrics import Metrics
+from service.core.schemas.config import RNNConfig
 from tests.conftest import make_settings, open_client
 from tests.s3_server import BUCKET, READ_ONLY, S3Server
 

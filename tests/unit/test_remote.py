@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 
 from service.catalog.spec import ModelSpec
-from service.engine.host import EngineHost
+from service.core.errors import InvalidInput, SessionNotFound
+from service.core.metrics import Metrics
+from service.core.schemas.config import RNNConfig
 from service.engine.job import Inputs
 from service.engine.shm import Arena
 from service.engine.tensor import WireTensor
-from service.engine.transport.client import RemoteBackend
-from service.engine.transport.server import EngineServer
 from service.engine.validate import validate_forward
 from service.engine.weights import seeded_weights
-from service.errors import InvalidInput, SessionNotFound
-from service.metrics import Metrics
-from service.schemas.config import RNNConfig
+from service.runtime.host import EngineHost
+from service.runtime.transport.client import RemoteBackend
+from service.runtime.transport.server import EngineServer
 from tests.conftest import make_settings
 from tests.oracle import forward, lstm_forward, seeded_params
 
@@ -181,7 +181,7 @@ async def test_an_unreachable_engine_is_a_503_not_a_hang(engine: tuple[EngineHos
     assert remote._conn.transport is not None
     remote._conn.transport.close()
     await asyncio.sleep(0.05)
-    from service.errors import NotReady
+    from service.core.errors import NotReady
 
     with pytest.raises(NotReady):
         await remote.forward(spec, job_for(spec.config, np.zeros((2, 1, 3))))

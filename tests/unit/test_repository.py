@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from service.catalog.repository import Repository
-from service.schemas.config import RNNConfig
+from service.catalog.folder import Repository
+from service.core.schemas.config import RNNConfig
 
 CONFIG = RNNConfig(input_size=2, hidden_size=3)
 

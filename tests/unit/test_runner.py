@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from service.core.schemas.config import RNNConfig
 from service.engine.build import build_seeded
 from service.engine.job import ForwardJob
 from service.engine.runner import run_batch, run_forward
 from service.engine.tensor import WireTensor
-from service.schemas.config import RNNConfig
 
 
 @pytest.mark.parametrize("batch_first", [False, True])

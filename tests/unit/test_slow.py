@@ -8,7 +8,7 @@ import functools
 
 import pytest
 
-from service.slow import SlowRequests
+from service.core.slow import SlowRequests
 
 pytestmark = pytest.mark.anyio
 

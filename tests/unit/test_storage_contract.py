@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from service.catalog.cache import WeightsCache
+from service.catalog.catalog import open_storage
 from service.catalog.objects import ObjectRepository
-from service.catalog.repository import ModelChanged
-from service.catalog.storage import ModelStorage, open_storage
-from service.schemas.config import RNNConfig
+from service.catalog.storage import ModelChanged, ModelStorage
+from service.core.schemas.config import RNNConfig
 from tests.conftest import make_settings
 
 CONFIG = RNNConfig(input_size=2, hidden_size=3)

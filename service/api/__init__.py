@@ -1,1 +1,0 @@
-"""HTTP routers. They parse and shape; the engine does the work."""
