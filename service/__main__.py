@@ -83,7 +83,7 @@ def warn_if_open(settings: Settings) -> None:
     import ipaddress
     import logging
 
-    from service.http.auth import Keys
+    from service.dataplane.keys import Keys
 
     if Keys(settings).enabled:
         return

@@ -23,10 +23,10 @@ from service.core.metrics import Metrics
 from service.core.settings import Settings
 from service.core.slow import SlowRequests
 from service.core.tracing import tracer_for
+from service.dataplane.keys import Keys
 from service.dataplane.plane import DataPlane
 from service.engine.backend import Backend
 from service.http import docs, health, problems, sessions, v1, v2
-from service.http.auth import Keys
 from service.http.edge import Edge
 from service.http.openapi import openapi_factory
 from service.http.routing import mount

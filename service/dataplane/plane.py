@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +35,7 @@ from service.core.schemas.config import RNNConfig
 from service.core.settings import Settings
 from service.core.slow import SlowRequests
 from service.core.tracing import forward_spans
+from service.dataplane.context import RequestContext
 from service.dataplane.repository import RepositoryExtension
 from service.dataplane.sessions import SessionExtension
 from service.engine.backend import Backend, SessionView
@@ -44,9 +44,6 @@ from service.engine.validate import C0, H0, validate_forward
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
-
-
-LogFields = MutableMapping[str, Any]
 
 
 @dataclass
@@ -68,6 +65,17 @@ def _digest(job: ForwardJob) -> str:
 
 
 _ENCODE_ON_LOOP_MAX = 1 << 18  # output elements encoded on the event loop itself
+
+
+@dataclass(slots=True)
+class _Call:
+    """One forward or chunk on its way through the pipeline."""
+
+    ctx: RequestContext
+    spec: ModelSpec
+    codec: Codec
+    started: float  # perf_counter() when the data plane took it
+    session_id: str | None = None
 
 
 class _Deadline:
@@ -160,16 +168,9 @@ class DataPlane:
         return self.catalog.get(check_model_name(name))
 
     # --- forwards -------------------------------------------------------------------------------
-    async def infer(
-        self,
-        codec: Codec,
-        model: str | RNNConfig,
-        log: LogFields,
-        owner: str | None = None,
-        timeout_s: float | None = None,
-    ) -> Encoded:
-        """A forward with the registered model of that name, or with an inline config.
-        `timeout_s`: the caller's own deadline, capped by the server's."""
+    async def infer(self, ctx: RequestContext, codec: Codec, model: str | RNNConfig) -> Encoded:
+        """A forward with the registered model of that name, or with an inline config. The
+        caller's own deadline (`ctx.timeout_s`) is capped by the server's."""
         started = time.perf_counter()
         if isinstance(model, str):
             spec = self.model(model)
@@ -180,19 +181,12 @@ class DataPlane:
                 "inline configs are turned off on this server (RNN_SERVE_INLINE_CONFIGS=false): "
                 "register the model and use /v1/models/{name}/forward"
             )
-        return await self._serve(spec, codec, started, log, None, owner, timeout_s)
+        return await self._serve(_Call(ctx, spec, codec, started))
 
-    async def chunk(
-        self,
-        session_id: str,
-        codec: Codec,
-        log: LogFields,
-        owner: str | None = None,
-        timeout_s: float | None = None,
-    ) -> Encoded:
+    async def chunk(self, ctx: RequestContext, codec: Codec, session_id: str) -> Encoded:
         """The next chunk of a v1 session: the state carries over."""
         started = time.perf_counter()
-        view = await self.backend.session(session_id, owner, fresh=False)  # for its model
+        view = await self.backend.session(session_id, ctx.owner, fresh=False)  # for its model
         try:
             spec = self.catalog.get(view.model)
         except ModelNotFound:
@@ -200,40 +194,28 @@ class DataPlane:
             raise SessionNotFound(
                 f"session {session_id!r} ended: its model {view.model!r} was deleted"
             ) from None
-        return await self._serve(spec, codec, started, log, session_id, owner, timeout_s)
+        return await self._serve(_Call(ctx, spec, codec, started, session_id))
 
-    async def _serve(
-        self,
-        spec: ModelSpec,
-        codec: Codec,
-        started: float,
-        log: LogFields,
-        session_id: str | None = None,
-        owner: str | None = None,
-        timeout_s: float | None = None,
-    ) -> Encoded:
+    async def _serve(self, call: _Call) -> Encoded:
         """The pipeline, once for every protocol: decode, validate, queue and run, encode."""
-        timers = self._metrics.stages_for(model_label(spec.name, spec.inline))
+        timers = self._metrics.stages_for(model_label(call.spec.name, call.spec.inline))
         try:
-            answer = await self._pipeline(spec, codec, started, log, timers, session_id, owner,
-                                          timeout_s)  # fmt: skip
+            answer = await self._pipeline(call, timers)
         except BaseException:
             timers.fail.inc()
             raise
         timers.served()
         return answer
 
-    async def _pipeline(
-        self,
-        spec: ModelSpec,
-        codec: Codec,
-        started: float,
-        log: LogFields,
-        timers: StageTimers,
-        session_id: str | None,
-        owner: str | None,
-        timeout_s: float | None,
-    ) -> Encoded:
+    async def _pipeline(self, call: _Call, timers: StageTimers) -> Encoded:
+        ctx, spec, codec, started, session_id = (
+            call.ctx,
+            call.spec,
+            call.codec,
+            call.started,
+            call.session_id,
+        )
+        owner, timeout_s, log = ctx.owner, ctx.timeout_s, ctx.log
         decoded = codec.decode(spec.config, self._max_elements)
         inputs, sequence = decoded.inputs, decoded.sequence
         if sequence is not None:
@@ -273,7 +255,9 @@ class DataPlane:
                 result = await self.backend.forward(spec, job)
             else:
                 close = sequence is not None and sequence.end
-                result, view = await self.backend.chunk(session_id, spec, job, close, owner, expect)
+                result, view = await self.backend.chunk(
+                    session_id, spec, job, close=close, owner=owner, expect=expect
+                )
         except asyncio.CancelledError:
             if not expiry.fired:
                 raise  # not the deadline's doing: a client gone, or the server stopping
@@ -325,17 +309,18 @@ class DataPlane:
 
     # --- sessions -------------------------------------------------------------------------------
     async def open_session(
-        self,
-        spec: ModelSpec,
-        codec: StateCodec,
-        session_id: str | None,
-        owner: str | None = None,
+        self, ctx: RequestContext, spec: ModelSpec, codec: StateCodec, session_id: str | None
     ) -> SessionView:
+        owner = ctx.owner
         state = codec.decode_import(spec.config, self._max_elements)
         if state is not None:
-            return await self.backend.import_session(spec, state, session_id, owner)
+            return await self.backend.import_session(
+                spec, state, session_id=session_id, owner=owner
+            )
         h0, c0, batch_size = codec.decode_state(spec.config, self._max_elements)
-        return await self.backend.open_session(spec, (h0, c0), batch_size, session_id, owner=owner)
+        return await self.backend.open_session(
+            spec, (h0, c0), batch_size=batch_size, session_id=session_id, owner=owner
+        )
 
     async def _sequence(
         self, spec: ModelSpec, inputs: Inputs, sequence: Sequence, owner: str | None
@@ -355,7 +340,7 @@ class DataPlane:
         if sequence.start:
             state0 = (inputs.h0, inputs.c0)
             await self.backend.open_session(
-                spec, state0, None, session_id, replace=True, owner=owner
+                spec, state0, session_id=session_id, replace=True, owner=owner
             )
         elif inputs.h0 is not None or inputs.c0 is not None:
             loc = H0 if inputs.h0 is not None else C0

@@ -45,6 +45,7 @@ class Backend(Protocol):
         session_id: str,
         spec: ModelSpec,
         job: ForwardJob,
+        *,
         close: bool = False,
         owner: str | None = None,
         expect: Expect = None,
@@ -58,8 +59,9 @@ class Backend(Protocol):
         self,
         spec: ModelSpec,
         state0: Sequence[WireTensor | None],
-        batch_size: int | None,
-        session_id: str | None,
+        *,
+        batch_size: int | None = None,
+        session_id: str | None = None,
         replace: bool = False,
         owner: str | None = None,
     ) -> SessionView:
@@ -70,6 +72,7 @@ class Backend(Protocol):
         self,
         spec: ModelSpec,
         state: SessionState,
+        *,
         session_id: str | None = None,
         owner: str | None = None,
     ) -> SessionView:

@@ -1,16 +1,7 @@
-"""API keys with two scopes, checked at the edge.
+"""API keys over HTTP: the scope each route needs, declared as its OpenAPI security requirement.
 
-- `inference`: forwards, sessions, OIP inference and model metadata.
-- `admin`: everything `inference` may, plus registering, uploading, exporting and deleting
-  models and forwards with inline configs.
-
-Keys come from settings (`RNN_SERVE_INFERENCE_KEYS`, `RNN_SERVE_ADMIN_KEYS`: JSON lists) and from
-a file (`RNN_SERVE_API_KEYS_FILE`: one `<scope>:<key>` a line, `#` comments), such as a mounted
-secret. Only their SHA-256 digests are kept; a presented key is hashed and compared with every
-digest in constant time, so neither timing nor a memory dump gives a key away. With no key
-configured the server is open (local use).
-
-A route declares the scope it needs as its OpenAPI security requirement (`requires`), so the
+The keys and their check are the data plane's (`service.dataplane.keys`), shared by every front
+end. A route declares the scope it needs as its OpenAPI security requirement (`requires`), so the
 document clients read and the check the edge makes come from the same place. Health, readiness,
 metrics and the OpenAPI document declare none and stay open (metrics can require `admin`:
 `RNN_SERVE_PROTECT_METRICS`).
@@ -18,15 +9,10 @@ metrics and the OpenAPI document declare none and stay open (metrics can require
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from pathlib import Path
 from typing import Any
 
-from service.core.errors import Forbidden, Unauthorized
-from service.core.settings import Settings
+from service.dataplane.keys import INFERENCE
 
-INFERENCE, ADMIN = "inference", "admin"
 SCHEME = "apiKey"  # the OpenAPI security scheme's name
 
 
@@ -51,52 +37,3 @@ def required_scope(openapi_extra: dict[str, Any] | None) -> str | None:
         for scopes in requirement.values():
             return str(scopes[0]) if scopes else INFERENCE
     return None
-
-
-def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
-
-
-class Keys:
-    def __init__(self, settings: Settings) -> None:
-        self._keys: list[tuple[bytes, str]] = []  # (digest, scope)
-        for scope, keys in ((INFERENCE, settings.inference_keys), (ADMIN, settings.admin_keys)):
-            self._keys += [(_digest(k.get_secret_value()), scope) for k in keys]
-        if settings.api_keys_file is not None:
-            self._keys += list(_read_file(settings.api_keys_file))
-        self.protect_metrics = settings.protect_metrics and self.enabled
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self._keys)
-
-    def check(self, authorization: str | None, scope: str) -> str:
-        """The caller's key id (a digest prefix: who owns a session), or 401 / 403."""
-        if authorization is None:
-            raise Unauthorized("this server needs an API key: send Authorization: Bearer <key>")
-        kind, _, key = authorization.partition(" ")
-        if kind.lower() != "bearer" or not key.strip():
-            raise Unauthorized("expected Authorization: Bearer <key>")
-        digest = _digest(key.strip())
-        granted = None
-        for known, known_scope in self._keys:  # every digest, whatever matched: constant time
-            if hmac.compare_digest(digest, known):
-                granted = known_scope
-        if granted is None:
-            raise Unauthorized("the API key is not valid")
-        if scope == ADMIN and granted != ADMIN:
-            raise Forbidden(f"this key has the {granted} scope; this needs the {ADMIN} scope")
-        return digest[:8].hex()
-
-
-def _read_file(path: Path) -> list[tuple[bytes, str]]:
-    keys = []
-    for number, raw in enumerate(path.read_text().splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        scope, sep, key = line.partition(":")
-        if not sep or scope.strip() not in (INFERENCE, ADMIN) or not key.strip():
-            raise ValueError(f"{path}:{number}: expected '<inference|admin>:<key>'")
-        keys.append((_digest(key.strip()), scope.strip()))
-    return keys

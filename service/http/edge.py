@@ -20,10 +20,7 @@ the table's order, as the router would — and the outcome for a (method, path) 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import re
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -39,8 +36,10 @@ from service.core.logs import ACCESS
 from service.core.metrics import Metrics
 from service.core.slow import SlowRequests
 from service.core.tracing import RequestSpan
+from service.dataplane.context import RequestIds
+from service.dataplane.keys import ADMIN, Keys
 from service.http.answer import status_of
-from service.http.auth import ADMIN, Keys, required_scope
+from service.http.auth import required_scope
 from service.http.body import read_body
 from service.http.encoding import BodyDecoder, coding_of
 from service.http.problems import problem_answer
@@ -50,19 +49,6 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
 log = logging.getLogger("rnn_serve.errors")
-_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
-
-
-class RequestIds:
-    """Request ids without uuid4: a random per-process prefix (64 bits) and a counter, 32 hex
-    characters in all — unique across replicas and restarts, at the cost of one increment."""
-
-    def __init__(self) -> None:
-        self._prefix = secrets.token_hex(8)
-        self._next = itertools.count().__next__
-
-    def new(self) -> str:
-        return f"{self._prefix}{self._next():016x}"
 
 
 class Edge:
@@ -102,14 +88,12 @@ class Edge:
         if method == "HEAD":  # a GET route answers HEAD too: its status and headers, no body
             scope = {**scope, "method": "GET"}  # a copy: the server's own still says HEAD
             send = _without_body(send)
-        request_id = None
+        offered = None
         for key, value in scope["headers"]:
-            if key == b"x-request-id" and _ID.match(value):
-                request_id = value.decode()
+            if key == b"x-request-id":
+                offered = value.decode("latin-1")
                 break
-        if request_id is None:
-            request_id = self.ids.new()
-        scope["request_id"] = request_id
+        scope["request_id"] = request_id = self.ids.take(offered)
         in_flight = self.metrics.in_flight
         in_flight.inc()
         span = None
@@ -123,7 +107,8 @@ class Edge:
             refusal = None
             if self.keys is not None and found.scope is not None:
                 try:
-                    scope["key_id"] = self.keys.check(_authorization(scope), found.scope)
+                    caller = self.keys.check(_authorization(scope), found.scope)
+                    scope["caller"], scope["key_id"] = caller, caller.key_id
                 except ServiceError as exc:
                     refusal = found.route.render_error(exc) if found.lean else problem_answer(exc)
             if refusal is not None:

@@ -25,7 +25,8 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from service.codecs.pipeline import Encoded
-from service.core.errors import ClientDisconnected, InvalidInput, ServiceError
+from service.core.errors import ClientDisconnected, ServiceError
+from service.dataplane.context import ANONYMOUS, RequestContext, parse_timeout
 from service.dataplane.plane import DataPlane
 from service.http.answer import Answer
 from service.http.problems import oip_error_answer, problem_answer, response_of
@@ -59,34 +60,29 @@ class LeanRequest(Request):
         return None
 
     @property
-    def timeout_s(self) -> float | None:
-        """The client's own deadline for this forward: the X-Request-Timeout header, in seconds
-        (the server's RNN_SERVE_REQUEST_TIMEOUT_S caps it); None without the header."""
-        value = self.header(b"x-request-timeout")
-        if value is None:
-            return None
-        try:
-            seconds = float(value)
-        except ValueError:
-            seconds = -1.0
-        if not 0 < seconds < float("inf"):
-            raise InvalidInput.at(
-                ("header", "X-Request-Timeout"),
-                f"X-Request-Timeout: expected a positive number of seconds, got {value[:40]!r}",
-            )
-        return seconds
+    def context(self) -> RequestContext:
+        """The request as the data plane sees it (`context_of`)."""
+        return context_of(self.scope)
 
-    @property
-    def key_id(self) -> str | None:
-        """Who is calling: the API key's id, set by the edge (None when the server has none)."""
-        key: str | None = self.scope.get("key_id")
-        return key
 
-    @property
-    def log_fields(self) -> dict[str, Any]:
-        """The access log line's extra fields for this request (model, sequences, batch)."""
-        fields: dict[str, Any] = self.scope.setdefault("log_fields", {})
-        return fields
+def context_of(scope: Scope) -> RequestContext:
+    """The request's context, made once from what the edge decided (its id, the caller) and
+    the client's own deadline: the X-Request-Timeout header, in seconds (the server's
+    RNN_SERVE_REQUEST_TIMEOUT_S caps it). Its `log` is the access log line's extra fields."""
+    ctx: RequestContext | None = scope.get("context")
+    if ctx is None:
+        timeout = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-timeout":
+                timeout = value.decode("latin-1")
+                break
+        ctx = RequestContext(
+            scope.get("request_id", "-"), "http", scope.get("caller", ANONYMOUS),
+            parse_timeout(timeout, ("header", "X-Request-Timeout")),
+            scope.setdefault("log_fields", {}),
+        )  # fmt: skip
+        scope["context"] = ctx
+    return ctx
 
 
 LeanEndpoint = Callable[[LeanRequest], Awaitable[Encoded]]

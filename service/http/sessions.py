@@ -21,14 +21,15 @@ from service.core.schemas.api import (
     SessionChunk,
     SessionInfo,
 )
+from service.dataplane.keys import INFERENCE
 from service.engine.backend import SessionView
 from service.engine.state import to_safetensors
 from service.http import problems, routing
-from service.http.auth import INFERENCE, requires
+from service.http.auth import requires
 from service.http.body import json_body, lean_json_body
 from service.http.deps import ModelNamePath, PlaneDep
 from service.http.openapi import json_body_schema
-from service.http.routing import LeanRequest, LeanRoute
+from service.http.routing import LeanRequest, LeanRoute, context_of
 
 router = routing.router("/v1", "sessions")
 STATE_MEDIA_TYPE = "application/octet-stream"  # a state as a safetensors file
@@ -69,7 +70,7 @@ async def open_session(name: ModelNamePath, request: Request, plane: PlaneDep) -
     # The id a load balancer made (and hashed on), or one the client chose.
     proposed = request.headers.get("x-session-id")
     key = proposed if proposed and SESSION_ID.fullmatch(proposed) else None
-    return info(await plane.open_session(spec, codec, key, request.scope.get("key_id")))
+    return info(await plane.open_session(context_of(request.scope), spec, codec, key))
 
 
 @chunks.post(
@@ -90,9 +91,7 @@ async def open_session(name: ModelNamePath, request: Request, plane: PlaneDep) -
 async def session_forward(request: LeanRequest) -> Encoded:
     codec = V1Forward(lean_json_body(request), SessionChunk)
     session_id = request.path_params["session_id"]
-    return await request.plane.chunk(
-        session_id, codec, request.log_fields, request.key_id, request.timeout_s
-    )
+    return await request.plane.chunk(request.context, codec, session_id)
 
 
 @router.get(

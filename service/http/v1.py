@@ -21,9 +21,10 @@ from service.core.schemas.api import (
     ModelList,
     RegisterModel,
 )
+from service.dataplane.keys import ADMIN, INFERENCE
 from service.dataplane.plane import DataPlane
 from service.http import problems, routing
-from service.http.auth import ADMIN, INFERENCE, requires
+from service.http.auth import requires
 from service.http.body import json_body, lean_json_body
 from service.http.deps import ModelNamePath, PlaneDep
 from service.http.openapi import NAME_PARAM, json_body_schema
@@ -45,7 +46,7 @@ _JSON_ERRORS = problems.responses(400, 413, 415, 422)
 async def forward_inline(request: LeanRequest) -> Encoded:
     codec = V1Forward(lean_json_body(request), InlineForwardRequest)
     config = codec.inline_config()
-    return await request.plane.infer(codec, config, request.log_fields, None, request.timeout_s)
+    return await request.plane.infer(request.context, codec, config)
 
 
 @forwards.post(
@@ -57,9 +58,7 @@ async def forward_inline(request: LeanRequest) -> Encoded:
 async def forward_model(request: LeanRequest) -> Encoded:
     codec = V1Forward(lean_json_body(request), ForwardRequest)
     name = request.path_params["name"]
-    return await request.plane.infer(
-        codec, name, request.log_fields, request.key_id, request.timeout_s
-    )
+    return await request.plane.infer(request.context, codec, name)
 
 
 async def model_info(plane: DataPlane, spec: ModelSpec, loaded: bool | None = None) -> ModelInfo:

@@ -22,9 +22,10 @@ from service.core.schemas.oip import (
     Ready,
     ServerMetadata,
 )
+from service.dataplane.keys import ADMIN, INFERENCE
 from service.http import routing
 from service.http.answer import Answer
-from service.http.auth import ADMIN, INFERENCE, requires
+from service.http.auth import requires
 from service.http.openapi import NAME_PARAM
 from service.http.routing import LeanRequest, OIPRoute
 
@@ -112,9 +113,7 @@ async def model_ready(request: LeanRequest) -> Encoded:
 async def infer(request: LeanRequest) -> Encoded:
     codec = OIPInfer(request.raw_body, request.header(HEADER.encode()))
     name = request.path_params["name"]
-    return await request.plane.infer(
-        codec, name, request.log_fields, request.key_id, request.timeout_s
-    )
+    return await request.plane.infer(request.context, codec, name)
 
 
 # --- versioned paths: the one version the metadata advertises ------------------------------------

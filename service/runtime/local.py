@@ -185,6 +185,7 @@ class LocalBackend:
         session_id: str,
         spec: ModelSpec,
         job: ForwardJob,
+        *,
         close: bool = False,
         owner: str | None = None,
         expect: Expect = None,
@@ -209,7 +210,9 @@ class LocalBackend:
                     f"while this chunk for {spec.name!r} was on its way; send it again"
                 )
             try:
-                result = await self.sessions.chunk(session, spec, job, run, expect, commit)
+                result = await self.sessions.chunk(
+                    session, spec, job, run, expect=expect, durable=commit
+                )
             except Stale as exc:  # another replica's chunk, close or opening came first: read
                 # the stored session, and judge the chunk again on it
                 if isinstance(exc, Conflict) and exc.current >= 0:
@@ -256,8 +259,9 @@ class LocalBackend:
         self,
         spec: ModelSpec,
         state0: Sequence[WireTensor | None],
-        batch_size: int | None,
-        session_id: str | None,
+        *,
+        batch_size: int | None = None,
+        session_id: str | None = None,
         replace: bool = False,
         owner: str | None = None,
     ) -> SessionView:
@@ -283,6 +287,7 @@ class LocalBackend:
         self,
         spec: ModelSpec,
         state: SessionState,
+        *,
         session_id: str | None = None,
         owner: str | None = None,
     ) -> SessionView:

@@ -300,6 +300,7 @@ class SessionStore:
         current: ModelSpec,
         job: ForwardJob,
         run: Callable[[ForwardJob], Awaitable[ForwardResult]],
+        *,
         expect: tuple[int, str] | None = None,
         durable: Durability | None = None,
     ) -> ForwardResult:

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.http.auth import Keys
+from service.dataplane.keys import Keys
 from tests.conftest import make_settings, open_client
 from tests.helpers import b64
 

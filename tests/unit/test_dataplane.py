@@ -19,6 +19,7 @@ from service.core.metrics import Metrics
 from service.core.schemas.api import InlineForwardRequest
 from service.core.schemas.config import RNNConfig
 from service.core.slow import SlowRequests
+from service.dataplane.context import RequestContext
 from service.dataplane.plane import DataPlane
 from service.engine.job import ForwardJob, ForwardResult
 from service.http.answer import status_of
@@ -51,6 +52,11 @@ class RecordingBackend:
         return ForwardResult(out, h, queue_s=0.25, compute_s=0.5)  # as an engine reports them
 
 
+def ctx(timeout_s: float | None = None) -> RequestContext:
+    """A request's context as a front end makes it (here: no keys, maybe a deadline)."""
+    return RequestContext("test", "test", timeout_s=timeout_s)
+
+
 def plane(
     tmp_path: Path, backend: RecordingBackend, metrics: Metrics | None = None, **overrides: Any
 ) -> DataPlane:
@@ -76,7 +82,7 @@ SMALL = {"input_size": 2, "hidden_size": 3}
 
 async def test_a_forward_within_every_limit_reaches_the_backend(tmp_path: Path) -> None:
     backend = RecordingBackend()
-    answer = await plane(tmp_path, backend).infer(inline(SMALL, 4, 2), config_of(SMALL), {})
+    answer = await plane(tmp_path, backend).infer(ctx(), inline(SMALL, 4, 2), config_of(SMALL))
     assert status_of(answer) == 200
     assert [(j.seq_len, j.batch) for j in backend.jobs] == [(4, 2)]
 
@@ -101,7 +107,7 @@ async def test_admission_refuses_before_anything_runs_and_names_the_limit(
     backend = RecordingBackend()
     with pytest.raises(PayloadTooLarge, match=setting):
         await plane(tmp_path, backend, **overrides).infer(
-            inline(config, steps, 2), config_of(config), {}
+            ctx(), inline(config, steps, 2), config_of(config)
         )
     assert backend.jobs == []  # refused before the queue
 
@@ -110,7 +116,7 @@ async def test_inline_configs_turned_off_are_refused_at_the_door(tmp_path: Path)
     backend = RecordingBackend()
     with pytest.raises(Forbidden, match="RNN_SERVE_INLINE_CONFIGS"):
         await plane(tmp_path, backend, inline_configs=False).infer(
-            inline(SMALL, 1), config_of(SMALL), {}
+            ctx(), inline(SMALL, 1), config_of(SMALL)
         )
     assert backend.jobs == []
 
@@ -119,14 +125,12 @@ async def test_the_deadline_cancels_the_backends_work_and_is_a_504(tmp_path: Pat
     backend = RecordingBackend(hold=True)
     dp = plane(tmp_path, backend, request_timeout_s=5.0)
     with pytest.raises(DeadlineExceeded, match=r"deadline of 0\.05s"):
-        await dp.infer(
-            inline(SMALL, 1), config_of(SMALL), {}, timeout_s=0.05
-        )  # the caller's, shorter
+        await dp.infer(ctx(0.05), inline(SMALL, 1), config_of(SMALL))  # the caller's, shorter
     assert backend.cancelled == 1
     # the server's deadline caps a longer one the caller asks for
     dp = plane(tmp_path, backend, request_timeout_s=0.05)
     with pytest.raises(DeadlineExceeded, match=r"deadline of 0\.05s"):
-        await dp.infer(inline(SMALL, 1), config_of(SMALL), {}, timeout_s=1000.0)
+        await dp.infer(ctx(1000.0), inline(SMALL, 1), config_of(SMALL))
     assert backend.cancelled == 2
 
 
@@ -134,7 +138,7 @@ async def test_a_cancellation_that_is_not_the_deadline_goes_through(tmp_path: Pa
     """A client gone (or the server stopping) cancels the task: that is not a 504."""
     backend = RecordingBackend(hold=True)
     task = asyncio.ensure_future(
-        plane(tmp_path, backend).infer(inline(SMALL, 1), config_of(SMALL), {})
+        plane(tmp_path, backend).infer(ctx(), inline(SMALL, 1), config_of(SMALL))
     )
     while not backend.jobs:  # noqa: ASYNC110 (the fake backend has no event to wait on)
         await asyncio.sleep(0.001)
@@ -150,7 +154,7 @@ async def test_every_stage_is_timed_in_one_place(tmp_path: Path) -> None:
     metrics = Metrics()
     dp = plane(tmp_path, RecordingBackend(), metrics)
     for _ in range(2):
-        await dp.infer(inline(SMALL, 1), config_of(SMALL), {})
+        await dp.infer(ctx(), inline(SMALL, 1), config_of(SMALL))
 
     def observed(stage: str, what: str) -> float | None:
         labels = {"stage": stage, "model": "inline"}

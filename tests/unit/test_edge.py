@@ -15,8 +15,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from service.core.errors import ServiceError
 from service.core.metrics import Metrics
+from service.dataplane.keys import Keys
 from service.http import problems
-from service.http.auth import Keys
 from service.http.edge import Edge
 from tests.conftest import make_settings
 

@@ -138,7 +138,7 @@ async def test_a_session_continues_from_any_frontend(engine: tuple[EngineHost, s
         x = rng.standard_normal((9, 2, 3))
         h0, c0 = rng.standard_normal((2, 2, 2)), rng.standard_normal((2, 2, 5))
         state0 = [WireTensor(v.astype(np.float32), "float32", True) for v in (h0, c0)]
-        view = await a.open_session(spec, state0, None, None)
+        view = await a.open_session(spec, state0)
         outs = []
         for i, (lo, hi) in enumerate([(0, 4), (4, 5), (5, 9)]):
             side = (a, b)[i % 2]
@@ -163,7 +163,7 @@ async def test_errors_keep_their_kind_and_fields(engine: tuple[EngineHost, str])
     try:
         spec = spec_of(host, {"input_size": 3, "hidden_size": 4, "bidirectional": True})
         with pytest.raises(InvalidInput) as caught:
-            await remote.open_session(spec, [], None, None)  # bidirectional models cannot stream
+            await remote.open_session(spec, [])  # bidirectional models cannot stream
         assert caught.value.errors[0].loc == ("path", "name")
         assert "cannot stream" in caught.value.detail
         ready, _ = await remote.ready()

@@ -243,6 +243,7 @@ class RemoteBackend:
         session_id: str,
         spec: ModelSpec,
         job: ForwardJob,
+        *,
         close: bool = False,
         owner: str | None = None,
         expect: Expect = None,
@@ -256,6 +257,7 @@ class RemoteBackend:
         self,
         spec: ModelSpec,
         state: SessionState,
+        *,
         session_id: str | None = None,
         owner: str | None = None,
     ) -> SessionView:
@@ -277,8 +279,9 @@ class RemoteBackend:
         self,
         spec: ModelSpec,
         state0: Sequence[WireTensor | None],
-        batch_size: int | None,
-        session_id: str | None,
+        *,
+        batch_size: int | None = None,
+        session_id: str | None = None,
         replace: bool = False,
         owner: str | None = None,
     ) -> SessionView:

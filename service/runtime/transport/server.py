@@ -125,15 +125,15 @@ class _Connection(Frames):
     async def _chunk(self, h: Header, payload: bytes) -> None:
         expect = h.get("expect")
         result, view = await self.backend.chunk(
-            h["session"], self.specs[h["spec"]], self._job(h, payload), h["close"], h["owner"],
-            None if expect is None else tuple(expect),
+            h["session"], self.specs[h["spec"]], self._job(h, payload), close=h["close"],
+            owner=h["owner"], expect=None if expect is None else tuple(expect),
         )  # fmt: skip
         self._reply_result(h, result, {"session": view_header(view)})
 
     async def _import(self, h: Header, payload: bytes) -> None:
         state = state_of(h["state"], payload)
         view = await self.backend.import_session(
-            self.specs[h["spec"]], state, h["session"], h["owner"]
+            self.specs[h["spec"]], state, session_id=h["session"], owner=h["owner"]
         )
         self.send({"rid": h["rid"], "session": view_header(view)})
 
@@ -153,8 +153,9 @@ class _Connection(Frames):
         own = [None if t is None else WireTensor(np.array(t.array), t.dtype, True)
                for t in state0]  # fmt: skip
         view = await self.backend.open_session(
-            self.specs[h["spec"]], own, h["batch_size"], h["session"], h["replace"], h["owner"]
-        )
+            self.specs[h["spec"]], own, batch_size=h["batch_size"], session_id=h["session"],
+            replace=h["replace"], owner=h["owner"],
+        )  # fmt: skip
         self.send({"rid": h["rid"], "session": view_header(view)})
 
     async def _session(self, h: Header, payload: bytes) -> None:
