@@ -26,13 +26,15 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.runtime
 	$(BIN)/rnn-serve $(ARGS)
 
-# The whole suite, with coverage of service/ (the floor is set in pyproject.toml).
+# The whole suite, with coverage of service/ (the floor is set in pyproject.toml), and its 15
+# slowest tests named.
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest --cov=service --cov=rnn_serve_client --cov-report=term:skip-covered $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --cov=service --cov=rnn_serve_client --cov-report=term:skip-covered --durations=15 $(PYTEST_ARGS)
 
-# The quick loop: unit and in-process API tests (no server processes, no fuzzing), no coverage.
+# The quick loop: no server process (no redis-server, SeaweedFS, nginx, rnn-serve process, no
+# container), no fuzzing, no coverage. The markers come from the fixtures a test takes.
 test-fast: $(VENV)/.dev
-	$(BIN)/python -m pytest -q tests/unit tests/api tests/test_openapi.py $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not (e2e or redis or s3 or fuzz or container)" $(PYTEST_ARGS)
 
 # The documentation site (docs/ with mkdocs-material), strict: a broken link fails it.
 docs: $(VENV)/.dev

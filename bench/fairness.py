@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 
 from bench.run import ROOT, free_port, server
-from tests.helpers import b64, decode
+from tests.support.helpers import b64, decode
 from tests.oracle import forward, seeded_params
 
 CONFIG = {"input_size": 1, "hidden_size": 1024}

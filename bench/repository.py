@@ -29,7 +29,7 @@ from service.catalog.objects import ObjectRepository
 from service.core.metrics import Metrics
 from service.core.schemas.config import RNNConfig
 from service.core.settings import Settings
-from tests.s3_server import BUCKET, S3Server
+from tests.support.s3_server import BUCKET, S3Server
 
 BIG = RNNConfig(input_size=64, hidden_size=1024, num_layers=4)  # ~28 MB of float32 weights
 

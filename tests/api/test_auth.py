@@ -14,7 +14,7 @@ import pytest
 
 from service.dataplane.keys import Keys
 from tests.conftest import make_settings, open_client
-from tests.helpers import b64
+from tests.support.helpers import b64
 
 pytestmark = pytest.mark.anyio
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_settings, open_client
-from tests.helpers import b64, decode
 from tests.oracle import forward, full_config, rnn_forward, seeded_params
+from tests.support.helpers import b64, decode
 
 pytestmark = pytest.mark.anyio
 

@@ -9,8 +9,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.helpers import b64, decode, flat
 from tests.oracle import rnn_forward, seeded_params
+from tests.support.helpers import b64, decode, flat
 
 pytestmark = pytest.mark.anyio
 

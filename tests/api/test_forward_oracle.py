@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import TOLERANCE, b64, decode, flat
 from tests.oracle import rnn_forward, seeded_params
+from tests.support.helpers import TOLERANCE, b64, decode, flat
 
 pytestmark = pytest.mark.anyio
 

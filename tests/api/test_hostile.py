@@ -18,7 +18,7 @@ from service.core.errors import ModelConflict
 from service.core.metrics import Metrics
 from service.core.schemas.config import RNNConfig
 from tests.conftest import make_settings, open_client
-from tests.helpers import Models, b64, open_session
+from tests.support.helpers import Models, b64, open_session
 
 pytestmark = pytest.mark.anyio
 

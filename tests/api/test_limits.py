@@ -20,7 +20,7 @@ import pytest
 
 from service.catalog import folder as repository_module
 from tests.conftest import make_settings, open_client
-from tests.helpers import b64
+from tests.support.helpers import b64
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import b64, decode
+from tests.support.helpers import b64, decode
 
 pytestmark = pytest.mark.anyio
 

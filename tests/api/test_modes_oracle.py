@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import TOLERANCE, b64, decode, flat
 from tests.oracle import forward, full_config, seeded_params, torch_module
+from tests.support.helpers import TOLERANCE, b64, decode, flat
 
 pytestmark = pytest.mark.anyio
 

@@ -16,9 +16,9 @@ from safetensors.numpy import load
 from safetensors.torch import save
 
 from tests.conftest import make_settings, open_client, wait_ready
-from tests.helpers import b64, chunk, decode, open_session
 from tests.oracle import forward, seeded_params
-from tests.redis_server import RedisServer
+from tests.support.helpers import b64, chunk, decode, open_session
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 SEED = {"input_size": 10, "hidden_size": 20, "num_layers": 2}

@@ -23,9 +23,9 @@ from service.app import create_app
 from service.engine.state import SessionState, from_safetensors, to_safetensors
 from service.sessions.redis_store import PREFIX, member
 from tests.conftest import make_settings, open_client
-from tests.helpers import b64, chunk, decode, open_session
 from tests.oracle import forward, seeded_params
-from tests.redis_server import RedisServer
+from tests.support.helpers import b64, chunk, decode, open_session
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 SEED = {"input_size": 10, "hidden_size": 20, "num_layers": 2}

@@ -30,7 +30,7 @@ from hypothesis.stateful import (
 from service.sessions.redis_store import PREFIX, member
 from tests.conftest import make_settings, open_client
 from tests.oracle import forward, seeded_params
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 SEED = {"input_size": 10, "hidden_size": 20, "num_layers": 2}
 IDS = st.sampled_from([7, 7, 7, 1])  # small ids, reused all the time (as Triton clients do)

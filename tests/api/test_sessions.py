@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import save
 
 from tests.conftest import make_settings, open_client
-from tests.helpers import b64, chunk, decode, open_session
 from tests.oracle import forward, full_config, rnn_forward, seeded_params
+from tests.support.helpers import b64, chunk, decode, open_session
 
 pytestmark = pytest.mark.anyio
 

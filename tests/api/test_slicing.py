@@ -16,8 +16,8 @@ import pytest
 
 from tests.api.test_modes_oracle import check, make_request
 from tests.conftest import make_settings, open_client
-from tests.helpers import TOLERANCE, b64, decode
 from tests.oracle import forward, seeded_params
+from tests.support.helpers import TOLERANCE, b64, decode
 
 pytestmark = pytest.mark.anyio
 

@@ -9,8 +9,8 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.helpers import b64, decode
 from tests.oracle import lstm_forward, rnn_forward, seeded_params
+from tests.support.helpers import b64, decode
 
 pytestmark = pytest.mark.anyio
 SEED = {"input_size": 10, "hidden_size": 20, "num_layers": 2}

@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import save
 
 from tests.conftest import make_settings, open_client
-from tests.helpers import b64, decode
 from tests.oracle import torch_module
+from tests.support.helpers import b64, decode
 
 pytestmark = pytest.mark.anyio
 
@@ -361,7 +361,7 @@ async def test_an_unreachable_bucket_is_503_with_the_reason(
     from asgi_lifespan import LifespanManager
 
     from service.app import create_app
-    from tests.server import free_port
+    from tests.support.server import free_port
 
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     settings = make_settings(model_repository="s3://models/nowhere", model_cache=tmp_path / "c")

@@ -20,7 +20,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.container.test_image import ENGINE, ROOT, engine, free_port
+from tests.container.test_image import ENGINE, ROOT, engine
+from tests.support.server import free_port
 
 pytestmark = pytest.mark.container
 COMPOSE = shutil.which("podman-compose")

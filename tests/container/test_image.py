@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -24,6 +23,7 @@ import torch
 from safetensors.torch import save
 
 from tests.oracle import rnn_forward, seeded_params
+from tests.support.server import free_port
 
 pytestmark = pytest.mark.container
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,12 +45,6 @@ def engine(
     return subprocess.run(
         [ENGINE, *args], capture_output=True, text=True, check=check, timeout=timeout, env=env
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Container:

@@ -14,8 +14,8 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.helpers import b64
-from tests.server import server_process
+from tests.support.helpers import b64
+from tests.support.server import server_process
 
 pytestmark = pytest.mark.e2e
 STEPS = 60_000

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.server import running_server
+from tests.support.server import running_server
 
 pytestmark = pytest.mark.e2e
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from tests.helpers import b64, decode
-from tests.server import running_server
+from tests.support.helpers import b64, decode
+from tests.support.server import running_server
 
 pytestmark = pytest.mark.e2e
 

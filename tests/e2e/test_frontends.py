@@ -13,9 +13,9 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.helpers import b64, decode
 from tests.oracle import forward, seeded_params
-from tests.server import server_process
+from tests.support.helpers import b64, decode
+from tests.support.server import server_process
 
 pytestmark = pytest.mark.e2e
 SEED = {"input_size": 10, "hidden_size": 20, "num_layers": 2}

@@ -17,9 +17,9 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from tests.helpers import b64, decode
-from tests.s3_server import S3Server
-from tests.server import server_process
+from tests.support.helpers import b64, decode
+from tests.support.s3_server import S3Server
+from tests.support.server import server_process
 
 pytestmark = pytest.mark.e2e
 OCTET = {"content-type": "application/octet-stream"}

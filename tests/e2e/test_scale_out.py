@@ -21,9 +21,9 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.helpers import b64, decode
-from tests.redis_server import REDIS, RedisServer
-from tests.server import free_port, server_process
+from tests.support.helpers import b64, decode
+from tests.support.redis_server import REDIS, RedisServer
+from tests.support.server import free_port, server_process
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

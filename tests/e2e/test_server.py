@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.server import server_process
 from tests.support import wait_until
+from tests.support.server import server_process
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,7 @@ from service.core.metrics import Metrics
 from service.core.schemas.config import RNNConfig
 from service.engine.build import build_seeded
 from tests.conftest import make_settings
-from tests.helpers import Models
+from tests.support.helpers import Models
 
 
 @given(st.integers(1, 9), st.integers(1, 9), st.integers(1, 3), st.booleans(), st.booleans())

@@ -29,7 +29,7 @@ from service.core.errors import NotReady, StorageUnavailable
 from service.core.metrics import Metrics
 from service.core.schemas.config import RNNConfig
 from tests.conftest import make_settings, open_client
-from tests.s3_server import BUCKET, READ_ONLY, S3Server
+from tests.support.s3_server import BUCKET, READ_ONLY, S3Server
 
 CONFIG = RNNConfig(input_size=2, hidden_size=3)
 

@@ -101,7 +101,7 @@ def test_a_second_replica_sees_every_change(repository: str, tmp_path: Path) -> 
 
 
 def test_object_store_cache_is_verified_and_bounded(s3_server: object, tmp_path: Path) -> None:
-    from tests.s3_server import S3Server
+    from tests.support.s3_server import S3Server
 
     assert isinstance(s3_server, S3Server)
     cache = WeightsCache(tmp_path / "cache", max_bytes=10)
@@ -119,7 +119,7 @@ def test_object_store_cache_is_verified_and_bounded(s3_server: object, tmp_path:
 def test_orphans_of_interrupted_uploads_are_removed_when_old(
     s3_server: object, tmp_path: Path
 ) -> None:
-    from tests.s3_server import S3Server
+    from tests.support.s3_server import S3Server
 
     assert isinstance(s3_server, S3Server)
     repo = ObjectRepository(s3_server.url(), WeightsCache(tmp_path / "c", 1 << 20))
@@ -137,7 +137,7 @@ def test_credentials_from_a_named_profile(
     s3_server: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """AWS_PROFILE and the AWS config files, as a developer's machine has them."""
-    from tests.s3_server import KEY, SECRET, S3Server
+    from tests.support.s3_server import KEY, SECRET, S3Server
 
     assert isinstance(s3_server, S3Server)
     (tmp_path / "credentials").write_text(

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from tests.server import free_port
+from tests.support.server import free_port
 
 WEED = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
 KEY, SECRET, BUCKET = "rnn-serve-test", "rnn-serve-test-secret", "models"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from tests.server import free_port
+from tests.support.server import free_port
 
 REDIS = shutil.which("redis-server") or (
     "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None

@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # The Compose Specification's JSON schema, as shipped in docker-compose 1.29.2 (compose/config/).
 COMPOSE_SCHEMA = json.loads((Path(__file__).parent / "schemas" / "compose-spec.json").read_text())
 # Its "$schema" says draft/2019-09 with a '#' jsonschema does not recognise: name the draft.
@@ -132,7 +132,7 @@ def test_healthchecks_use_the_configured_port() -> None:
     assert probe is not None
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert compose["x-rnn-serve"]["healthcheck"]["test"][-1] == probe.group(1)
-    from tests.server import running_server
+    from tests.support.server import running_server
 
     tmp = Path(tempfile.mkdtemp())
     with running_server(tmp / "models", tmp / "log") as url:

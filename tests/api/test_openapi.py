@@ -7,7 +7,7 @@ from pathlib import Path
 
 from service.openapi_export import render, spec
 
-SPEC_FILE = Path(__file__).resolve().parents[1] / "openapi" / "openapi.json"
+SPEC_FILE = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
 
 
 def test_checked_in_spec_is_current() -> None:
