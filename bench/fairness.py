@@ -24,8 +24,8 @@ import httpx
 import numpy as np
 
 from bench.run import ROOT, free_port, server
-from tests.support.helpers import b64, decode
 from tests.oracle import forward, seeded_params
+from tests.support.helpers import b64, decode
 
 CONFIG = {"input_size": 1, "hidden_size": 1024}
 SMALL = {"input": [[0.0] * 10]}
