@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
-from rnn_serve_client import RNNServeError, _raise_for
+from rnn_serve_client import RNNServeError
+from rnn_serve_client._errors import _raise_for
 
 CHUNK = 1 << 20  # bytes per progress step
 

@@ -22,7 +22,7 @@ def _ok(request: httpx.Request) -> httpx.Response:
 def test_retries_429_honouring_retry_after_then_succeeds(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[httpx.Request] = []
     sleeps: list[float] = []
-    monkeypatch.setattr("rnn_serve_client.time.sleep", sleeps.append)
+    monkeypatch.setattr("rnn_serve_client._retry.time.sleep", sleeps.append)
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(request)
@@ -47,7 +47,7 @@ def test_retries_429_honouring_retry_after_then_succeeds(monkeypatch: pytest.Mon
 
 
 def test_gives_up_after_retries_with_typed_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("rnn_serve_client.time.sleep", lambda s: None)
+    monkeypatch.setattr("rnn_serve_client._retry.time.sleep", lambda s: None)
     transport = httpx.MockTransport(lambda r: httpx.Response(503, json={"error": "draining"}))
     with (
         Client("http://rnn", transport=transport, retries=2) as c,
@@ -67,7 +67,7 @@ def test_gives_up_after_retries_with_typed_errors(monkeypatch: pytest.MonkeyPatc
 def test_connection_errors_are_retried_then_raised(monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing was answered: every call may go again (tenacity, with backoff)."""
     sleeps: list[float] = []
-    monkeypatch.setattr("rnn_serve_client.time.sleep", sleeps.append)
+    monkeypatch.setattr("rnn_serve_client._retry.time.sleep", sleeps.append)
     calls = []
 
     def flaky(request: httpx.Request) -> httpx.Response:
@@ -92,3 +92,28 @@ def test_connection_errors_are_retried_then_raised(monkeypatch: pytest.MonkeyPat
     ):
         c.list_models()
     assert Client("http://127.0.0.1:9").ready() is False  # nothing there: not ready, no raise
+
+
+def test_the_sync_and_async_clients_have_one_surface() -> None:
+    """The async client is the sync one, awaited: the same public methods (close is aclose),
+    each with its docstring, on the client, its sessions and its OIP sequences."""
+    from rnn_serve_client import (
+        AsyncClient,
+        AsyncSequence,
+        AsyncSession,
+        Client,
+        Sequence,
+        Session,
+    )
+
+    def public(cls: type) -> set[str]:
+        return {n for n in dir(cls) if not n.startswith("_")}
+
+    for sync, asynchronous in ((Client, AsyncClient), (Session, AsyncSession),
+                               (Sequence, AsyncSequence)):  # fmt: skip
+        assert public(sync) - {"close"} == public(asynchronous) - {"aclose", "close"}, sync
+        for name in public(sync) & public(asynchronous):
+            for cls in (sync, asynchronous):
+                method = getattr(cls, name)
+                if callable(method):
+                    assert method.__doc__, f"{cls.__name__}.{name} has no docstring"
