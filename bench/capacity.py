@@ -46,7 +46,7 @@ import httpx
 import numpy as np
 import orjson
 
-from bench.run import OUT, cpu_seconds, free_port, server
+from bench.harness import OUT, cpu_seconds, free_port, server
 from service.client import b64_tensor
 
 PERIOD_S = 0.05  # 20 chunks/s

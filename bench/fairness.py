@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.run import ROOT, free_port, server
+from bench.harness import ROOT, free_port, server
 from tests.oracle import forward, seeded_params
 from tests.support.helpers import b64, decode
 

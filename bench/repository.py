@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import save
 
-from bench.run import OUT
+from bench.harness import OUT
 from service.catalog.cache import WeightsCache
 from service.catalog.catalog import Catalog
 from service.catalog.objects import ObjectRepository

@@ -20,7 +20,8 @@ from typing import Any
 
 import httpx
 
-from bench.run import OUT, SCENARIOS, body_for, cpu_seconds, free_port, server, wrk
+from bench.harness import OUT, cpu_seconds, free_port, server, wrk
+from bench.run import SCENARIOS, body_for
 
 SECONDS = 8.0
 

@@ -29,7 +29,7 @@ from collections.abc import Awaitable
 import httpx
 import numpy as np
 
-from bench.run import ROOT, free_port, server
+from bench.harness import ROOT, free_port, server
 from service.client import b64_tensor
 
 RNG = np.random.default_rng(0)

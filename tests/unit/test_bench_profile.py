@@ -51,18 +51,19 @@ def test_the_overhead_plot_draws_every_scenario_readably(
     page's width), whatever the number of scenarios."""
     from PIL import Image
 
-    from bench import run
+    from bench import report, run
+    from bench.harness import Result
 
-    monkeypatch.setattr(run, "OUT", tmp_path)
+    monkeypatch.setattr(report, "OUT", tmp_path)
     c = run.SWEEP[-1]
     results = [
-        run.Result(s.name, target, c, 100.0, 1.0, 2.0, 3.0, 0, cpu_ms=0.3, forward_us=8.0)
+        Result(s.name, target, c, 100.0, 1.0, 2.0, 3.0, 0, cpu_ms=0.3, forward_us=8.0)
         for s in run.SCENARIOS
         for target in ("rnn-serve", "bare")
     ]
     codecs = {s.name: (50.0, 20.0) for s in run.SCENARIOS}
     shares = {stage: 1 / len(profile.STAGES) for stage in profile.STAGES}
-    run.plot_overhead(results, codecs, {s.name: shares for s in run.SCENARIOS})
+    report.plot_overhead(results, codecs, {s.name: shares for s in run.SCENARIOS})
     with Image.open(tmp_path / "overhead.png") as image:
         width, height = image.size
     assert width < 1300, width  # three panels across, not all of them in one row
