@@ -26,10 +26,12 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.runtime
 	$(BIN)/rnn-serve $(ARGS)
 
-# The whole suite, with coverage of service/ (the floor is set in pyproject.toml), and its 15
-# slowest tests named.
+# The whole suite on two workers (pytest-xdist: every server a test starts takes a free port and
+# a folder of its own), with branch coverage of service/ and the client, the server processes the
+# tests start included (the floor is set in pyproject.toml), and its 15 slowest tests named.
+TEST_WORKERS ?= 2
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest --cov=service --cov=rnn_serve_client --cov-report=term:skip-covered --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --cov=service --cov=rnn_serve_client --cov-report=term:skip-covered --durations=15 $(PYTEST_ARGS)
 
 # The quick loop: no server process (no redis-server, SeaweedFS, nginx, rnn-serve process, no
 # container), no fuzzing, no coverage. The markers come from the fixtures a test takes.

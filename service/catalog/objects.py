@@ -225,7 +225,9 @@ class ObjectRepository:
         return sorted({*self._ready_index(), *self._unreadable})
 
     def generation(self) -> FileStamp | None:
-        return None if not self._loaded or self._generation is None else (self._generation,)
+        # (known from this replica's own last write even before the index is first read: no
+        # lookup is verified before then, since lookups need the index)
+        return None if self._generation is None else (self._generation,)
 
     def version(self, name: str) -> Version | None:
         manifest = self._ready_index().get(name) or self._unreadable.get(name)

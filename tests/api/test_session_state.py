@@ -17,6 +17,7 @@ from safetensors.torch import save
 
 from tests.conftest import make_settings, open_client, wait_ready
 from tests.oracle import forward, seeded_params
+from tests.support import wait_for
 from tests.support.helpers import b64, chunk, decode, open_session
 from tests.support.redis_server import RedisServer
 
@@ -380,13 +381,12 @@ async def test_redis_down_is_503_readiness_says_why_and_sessions_continue(
         assert r.json()["type"].endswith("session-store-unavailable")
         assert r.headers["retry-after"] == "1"
         assert (await c.post("/v1/models/default/sessions", json={})).status_code == 503
-        for _ in range(100):  # readiness follows the store within a second or so
-            ready = await c.get("/readyz")
-            if ready.status_code == 503:
-                break
-            await asyncio.sleep(0.05)
-        assert ready.status_code == 503
-        assert "session store" in ready.json()["detail"]
+
+        async def not_ready(c: httpx.AsyncClient = c) -> bool:
+            return (await c.get("/readyz")).status_code == 503
+
+        await wait_for(not_ready, 5)  # readiness follows the store within a second or so
+        assert "session store" in (await c.get("/readyz")).json()["detail"]
         redis_server.start()  # on its append-only file: every commit is back
         for _ in range(100):
             r = await chunk(c, sid, x[3:6], start_step=3)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.oracle import forward, seeded_params
+from tests.support import wait_until
 from tests.support.helpers import b64, decode
 from tests.support.server import server_process
 
@@ -113,8 +114,5 @@ def test_frontends_stop_when_the_engine_process_dies(tmp_path: Path) -> None:
         assert len(frontends) == 2, frontends
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        deadline = time.monotonic() + 20
-        while any(_alive(p) for p in frontends):
-            assert time.monotonic() < deadline, "front-ends outlived their engine"
-            time.sleep(0.1)
+        wait_until(lambda: not any(_alive(p) for p in frontends), 20)  # none outlives the engine
     assert "lost the engine" in (tmp_path / "server.log").read_text()

@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import save
 
+from tests.support import wait_until
 from tests.support.helpers import b64, decode
 from tests.support.s3_server import S3Server
 from tests.support.server import server_process
@@ -58,10 +59,8 @@ def test_two_replicas_on_one_bucket_through_restarts_and_a_kill(
         assert httpx.post(f"{a}/v1/models", json={"name": "m", "config": SMALL}).status_code == 201
         r = httpx.put(f"{a}/v1/models/m/weights", content=weights, headers=OCTET, timeout=60)
         assert r.status_code == 200, r.text
-        deadline = time.monotonic() + 10
-        while httpx.get(f"{b}/v1/models/m/weights").content != weights:  # byte for byte
-            assert time.monotonic() < deadline, "B never saw the upload"  # (recheck: 0.2 s)
-            time.sleep(0.05)
+        # B sees the upload, byte for byte (recheck: 0.2 s)
+        wait_until(lambda: httpx.get(f"{b}/v1/models/m/weights").content == weights, 10)
         first = forward(a, "m", x)
         np.testing.assert_array_equal(forward(b, "m", x), first)
     with replica("a") as (a, _), replica("b") as (b, _):  # both restarted: the same answers

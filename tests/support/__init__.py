@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, every: float = 0.05) -> None:
@@ -13,3 +14,12 @@ def wait_until(predicate: Callable[[], object], timeout: float, every: float = 0
     while not predicate():
         assert time.monotonic() < deadline, f"not true within {timeout:g}s: {predicate}"
         time.sleep(every)
+
+
+async def wait_for(predicate: Callable[[], Awaitable[object]], within: float) -> None:
+    """`wait_until` for an async predicate, on the event loop (it yields between tries)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await predicate():
+        assert loop.time() < deadline, f"not true within {within:g}s: {predicate}"
+        await asyncio.sleep(0.05)

@@ -4,7 +4,6 @@ is ever visible."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from service.catalog.objects import ObjectRepository
 from service.catalog.storage import ModelChanged, ModelStorage
 from service.core.schemas.config import RNNConfig
 from tests.conftest import make_settings
+from tests.support import wait_until
 
 CONFIG = RNNConfig(input_size=2, hidden_size=3)
 
@@ -86,18 +86,12 @@ def test_a_second_replica_sees_every_change(repository: str, tmp_path: Path) -> 
     a.create("m", CONFIG, b"first")
     a.replace_weights("m", b"second")
 
-    def eventually(check: object) -> None:
-        deadline = time.monotonic() + 10
-        while not check():  # type: ignore[operator]
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-
-    eventually(lambda: b.version("m") == a.version("m"))
+    wait_until(lambda: b.version("m") == a.version("m"), 10)
     got = b.read_weights("m")
     assert got is not None
     assert got[0] == b"second"
     a.delete("m")
-    eventually(lambda: b.version("m") is None)
+    wait_until(lambda: b.version("m") is None, 10)
 
 
 def test_object_store_cache_is_verified_and_bounded(s3_server: object, tmp_path: Path) -> None:
