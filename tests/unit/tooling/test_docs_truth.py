@@ -12,7 +12,7 @@ import pytest
 
 from service.core.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DOCUMENTS = [ROOT / "README.md", ROOT / "clients" / "python" / "README.md",
              *sorted((ROOT / "docs").glob("*.md"))]  # fmt: skip
 # variables that are not settings: the operator CLI's, the test suite's, and those the compose
