@@ -57,6 +57,11 @@ class SessionNotFound(ServiceError):
     """No open session with this id (never opened, closed, expired or ended)."""
 
 
+def model_deleted(session_id: str, model: str) -> SessionNotFound:
+    """The one answer for a session whose model was deleted: it ended with its model."""
+    return SessionNotFound(f"session {session_id!r} ended: its model {model!r} was deleted")
+
+
 class SessionLost(ServiceError):
     """The session was held in the memory of a process that has restarted since (410). It is
     never restarted from zero: the client resumes from a state it exported."""

@@ -27,6 +27,7 @@ from service.core.errors import (
     ModelNotFound,
     NotReady,
     SessionNotFound,
+    model_deleted,
 )
 from service.core.limits import Admission
 from service.core.metrics import Metrics, StageTimers, model_label
@@ -191,9 +192,7 @@ class DataPlane:
             spec = self.catalog.get(view.model)
         except ModelNotFound:
             await self.backend.end_model(view.model)
-            raise SessionNotFound(
-                f"session {session_id!r} ended: its model {view.model!r} was deleted"
-            ) from None
+            raise model_deleted(session_id, view.model) from None
         return await self._serve(_Call(ctx, spec, codec, started, session_id))
 
     async def _serve(self, call: _Call) -> Encoded:
