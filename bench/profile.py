@@ -47,7 +47,7 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     for stage, pattern in (
         (
             "metrics and logs",
-            r"\((service/core/(metrics|logs|tracing)\.py|prometheus_client/|logging/)",
+            r"\((service/core/(metrics|logs|tracing)\.py|service/http/record\.py|prometheus_client/|logging/)",
         ),
         ("codec", r"\((service/codecs/|service/engine/tensor\.py|service/engine/state\.py)"),
         (

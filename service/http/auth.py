@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.types import Scope
+
+from service.core.errors import Unauthorized
 from service.dataplane.keys import INFERENCE
 
 SCHEME = "apiKey"  # the OpenAPI security scheme's name
@@ -37,3 +40,11 @@ def required_scope(openapi_extra: dict[str, Any] | None) -> str | None:
         for scopes in requirement.values():
             return str(scopes[0]) if scopes else INFERENCE
     return None
+
+
+def authorization(scope: Scope) -> str | None:
+    """The request's one Authorization header; 401 for several (which one would decide?)."""
+    found = [value for key, value in scope["headers"] if key == b"authorization"]
+    if len(found) > 1:
+        raise Unauthorized(f"send one Authorization header, not {len(found)}")
+    return found[0].decode("latin-1") if found else None

@@ -12,9 +12,11 @@ own layers cost more than the forward itself. Every other request goes on throug
 exception handling and router (`inner`), with `send` and `receive` wrapped for the status and
 the limit.
 
-Whether a route is lean is asked of the routing table itself — each route's own `matches`, in
-the table's order, as the router would — and the outcome for a (method, path) is remembered
-(the table does not change once the app runs; the most recent `cache_size` paths are kept).
+One concern a module, without paying a middleware layer each: which route (`match.py`, asked
+of the routing table itself), the caller's key (`auth.py`, checked by the data plane's `Keys`),
+the body within its limit (`body.py`), the watch on a slow request's connection (`watch.py`),
+and what the request leaves behind (`record.py`: its metrics and access-log line). The request's
+id is the data plane's `RequestIds`.
 """
 
 from __future__ import annotations
@@ -22,28 +24,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.codecs.pipeline import Encoded
-from service.core.errors import ClientDisconnected, ServiceError, Unauthorized
+from service.core.errors import ClientDisconnected, ServiceError
 from service.core.limits import BodyLimits, Limit, body_too_large
-from service.core.logs import ACCESS
 from service.core.metrics import Metrics
 from service.core.slow import SlowRequests
 from service.core.tracing import RequestSpan
 from service.dataplane.context import RequestIds
-from service.dataplane.keys import ADMIN, Keys
+from service.dataplane.keys import Keys
 from service.http.answer import status_of
-from service.http.auth import required_scope
+from service.http.auth import authorization
 from service.http.body import read_body
 from service.http.encoding import BodyDecoder, coding_of
+from service.http.match import NO_MATCH, Matcher
 from service.http.problems import problem_answer
+from service.http.record import Recorder
 from service.http.routing import InternalError, LeanRequest, LeanRoute
+from service.http.watch import DisconnectWatch
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -72,11 +75,8 @@ class Edge:
         self.keys = keys if keys is not None and keys.enabled else None
         self.ids = RequestIds()
         self.slow = slow if slow is not None else SlowRequests(0.05)
-        self._matched: OrderedDict[tuple[str, str], _Match] = OrderedDict()
-        self._cache_size = cache_size
-        # metric children, bound once per (method, route, status) and per route
-        self._counters: dict[tuple[str, str, int], Any] = {}
-        self._latencies: dict[str, Any] = {}
+        self._match = Matcher(routes, self.keys, cache_size)
+        self._record = Recorder(metrics)
 
     # --- per request -----------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -98,7 +98,7 @@ class Edge:
         in_flight.inc()
         span = None
         try:
-            found = _NO_MATCH if scope.get("root_path") else self._match(scope)
+            found = NO_MATCH if scope.get("root_path") else self._match(scope)
             route = found.route.path if found.route is not None else "unmatched"
             if self.tracer is not None:
                 span = RequestSpan(
@@ -107,7 +107,7 @@ class Edge:
             refusal = None
             if self.keys is not None and found.scope is not None:
                 try:
-                    caller = self.keys.check(_authorization(scope), found.scope)
+                    caller = self.keys.check(authorization(scope), found.scope)
                     scope["caller"], scope["key_id"] = caller, caller.key_id
                 except ServiceError as exc:
                     refusal = found.route.render_error(exc) if found.lean else problem_answer(exc)
@@ -123,7 +123,9 @@ class Edge:
                 answer, close = await self._serve(lean, scope, receive)
                 await _send_answer(send, answer, request_id, close)
                 status = status_of(answer)
-            self._record(scope, method, route, status, start, request_id)
+            self._record(
+                scope, method=method, route=route, status=status, start=start, rid=request_id
+            )
             if span is not None:
                 span.end(status)
                 span = None
@@ -131,29 +133,6 @@ class Edge:
             in_flight.dec()
             if span is not None:  # the request failed before it answered
                 span.end(500)
-
-    def _match(self, scope: Scope) -> _Match:
-        """The route the router would run (the first full match), remembered by path."""
-        key = (scope["method"], scope["path"])
-        found = self._matched.get(key)
-        if found is not None:
-            return found
-        found = _NO_MATCH
-        for route in self.routes:
-            match, child_scope = route.matches(scope)
-            if match is Match.FULL:
-                found = _Match(route, child_scope.get("path_params", {}), self._scope_of(route))
-                break
-        self._matched[key] = found
-        if len(self._matched) > self._cache_size:
-            self._matched.popitem(last=False)
-        return found
-
-    def _scope_of(self, route: Any) -> str | None:
-        """The API-key scope a route needs (its OpenAPI security requirement)."""
-        if self.keys is not None and self.keys.protect_metrics and route.path == "/metrics":
-            return ADMIN
-        return required_scope(getattr(route, "openapi_extra", None))
 
     def _limit(self, scope: Scope) -> Limit:
         return self.body_limits.of(scope["method"], scope["path"])
@@ -185,7 +164,7 @@ class Edge:
         # quick ones, nearly all, pay for neither a task nor a timer of their own.
         task = asyncio.current_task()
         assert task is not None
-        watch = _Watch(receive, task)
+        watch = DisconnectWatch(receive, task)
         key = self.slow.enter(watch.start)
         try:
             return await route.serve(LeanRequest(scope, body)), False
@@ -273,74 +252,6 @@ class Edge:
             route = scope.get("route")
             path = route.path if route is not None else "unmatched"
         return status, path
-
-    def _record(
-        self, scope: Scope, method: str, route: str, status: int, start: float, rid: str
-    ) -> None:
-        elapsed = time.perf_counter() - start
-        counter = self._counters.get((method, route, status))
-        if counter is None:
-            counter = self.metrics.requests.labels(method, route, str(status))
-            self._counters[(method, route, status)] = counter
-        counter.inc()
-        latency = self._latencies.get(route)
-        if latency is None:
-            latency = self._latencies[route] = self.metrics.request_seconds.labels(route)
-        latency.observe(elapsed)
-        if ACCESS.enabled():
-            ACCESS.write({
-                "request_id": rid, "method": method, "path": scope["path"], "status": status,
-                "duration_ms": round(elapsed * 1e3, 3),
-                **scope.get("log_fields", {}),  # model, sequences, batch (forwards)
-            })  # fmt: skip
-
-
-class _Match:
-    """What the routing table says of a (method, path)."""
-
-    __slots__ = ("lean", "path_params", "route", "scope")
-
-    def __init__(self, route: Any, path_params: dict[str, Any], scope: str | None) -> None:
-        self.route = route
-        self.path_params = path_params
-        self.scope = scope  # the API-key scope it needs, if any
-        self.lean = isinstance(route, LeanRoute)
-
-
-_NO_MATCH = _Match(None, {}, None)
-
-
-class _Watch:
-    """Waits for a request's connection to close (its body already read, the next message
-    `receive` gives is http.disconnect) and then cancels the task serving it."""
-
-    __slots__ = ("gone", "receive", "served", "watcher")
-
-    def __init__(self, receive: Receive, served: asyncio.Task[Any]) -> None:
-        self.receive, self.served = receive, served
-        self.gone = False
-        self.watcher: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self.watcher = asyncio.ensure_future(self._watch())
-
-    async def _watch(self) -> None:
-        message = await self.receive()
-        if message["type"] == "http.disconnect":
-            self.gone = True
-            self.served.cancel()
-
-    def stop(self) -> None:
-        if self.watcher is not None:
-            self.watcher.cancel()
-
-
-def _authorization(scope: Scope) -> str | None:
-    """The request's one Authorization header; 401 for several (which one would decide?)."""
-    found = [value for key, value in scope["headers"] if key == b"authorization"]
-    if len(found) > 1:
-        raise Unauthorized(f"send one Authorization header, not {len(found)}")
-    return found[0].decode("latin-1") if found else None
 
 
 def _without_body(send: Send) -> Send:

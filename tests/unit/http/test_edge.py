@@ -108,8 +108,8 @@ async def test_an_unexpected_error_is_an_opaque_500_and_does_not_escape() -> Non
 async def test_one_authorization_header() -> None:
     keys = Keys(make_settings(inference_keys=["k-0123456789"]))
     route_needs_key = edge(keys=keys)
-    route_needs_key._scope_of = lambda route: "inference"  # type: ignore[method-assign]
-    route_needs_key.routes = [_AnyRoute()]  # type: ignore[list-item]
+    route_needs_key._match.scope_of = lambda route: "inference"  # type: ignore[method-assign]
+    route_needs_key._match.routes = [_AnyRoute()]  # type: ignore[list-item]
     one = [(b"authorization", b"Bearer k-0123456789")]
     assert (await call(route_needs_key, b"ok", headers=one))[0] == 200
     status, _, body = await call(route_needs_key, b"ok", headers=one * 2)
