@@ -5,8 +5,8 @@ memory, a corrupt default model, and the default model's deletion."""
 
 from __future__ import annotations
 
-import asyncio
 import errno
+import functools
 import logging
 import os
 import shutil
@@ -20,6 +20,7 @@ import pytest
 
 from service.catalog import folder as repository_module
 from tests.conftest import make_settings, open_client
+from tests.support import eventually
 from tests.support.helpers import b64
 
 pytestmark = pytest.mark.anyio
@@ -221,11 +222,8 @@ async def test_a_corrupt_default_model_is_logged_readiness_says_why_and_shutdown
         async with LifespanManager(app) as manager:  # a clean start and a clean stop
             transport = httpx.ASGITransport(manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-                for _ in range(100):
-                    r = await c.get("/readyz")
-                    if "cannot be served" in r.text:
-                        break
-                    await asyncio.sleep(0.05)
+                ready = functools.partial(c.get, "/readyz")
+                r = await eventually(ready, lambda r: "cannot be served" in r.text, 10)
                 problem(r, 503, "the default model cannot be served", "cannot be loaded")
     assert any("cannot be served" in rec.getMessage() for rec in caplog.records)
 

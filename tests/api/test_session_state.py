@@ -5,6 +5,7 @@ float64 oracle over the whole sequence."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from safetensors.torch import save
 
 from tests.conftest import make_settings, open_client, wait_ready
 from tests.oracle import forward, seeded_params
-from tests.support import wait_for
+from tests.support import eventually, wait_for
 from tests.support.helpers import b64, chunk, decode, open_session
 from tests.support.redis_server import RedisServer
 
@@ -388,11 +389,8 @@ async def test_redis_down_is_503_readiness_says_why_and_sessions_continue(
         await wait_for(not_ready, 5)  # readiness follows the store within a second or so
         assert "session store" in (await c.get("/readyz")).json()["detail"]
         redis_server.start()  # on its append-only file: every commit is back
-        for _ in range(100):
-            r = await chunk(c, sid, x[3:6], start_step=3)
-            if r.status_code != 503:
-                break
-            await asyncio.sleep(0.05)
+        resend = functools.partial(chunk, c, sid, x[3:6], start_step=3)
+        r = await eventually(resend, lambda r: r.status_code != 503, 5)
         assert r.status_code == 200, r.text
         outs.append(decode(r.json()["output"]))
         outs.append(decode((await chunk(c, sid, x[6:], start_step=6)).json()["output"]))

@@ -6,6 +6,7 @@ against the float64 oracle."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import threading
@@ -24,6 +25,7 @@ from service.engine.state import SessionState, from_safetensors, to_safetensors
 from service.sessions.redis_store import PREFIX, member
 from tests.conftest import make_settings, open_client
 from tests.oracle import forward, seeded_params
+from tests.support import eventually
 from tests.support.helpers import b64, chunk, decode, open_session
 from tests.support.redis_server import RedisServer
 
@@ -164,12 +166,9 @@ async def test_a_commit_redis_never_confirmed_says_its_outcome_is_unknown(
         assert r.status_code == 503, r.text
         assert "may or may not have been applied" in r.json()["detail"], r.text
         assert "start_step" in r.json()["detail"]
-        again = await chunk(c, sid, x[5:], start_step=5)
-        for _ in range(50):  # (the store's client reconnects after the stall)
-            if again.status_code != 503:
-                break
-            await asyncio.sleep(0.1)
-            again = await chunk(c, sid, x[5:], start_step=5)
+        resend = functools.partial(chunk, c, sid, x[5:], start_step=5)
+        # (the store's client reconnects after the stall)
+        again = await eventually(resend, lambda r: r.status_code != 503, 5)
         assert again.status_code == 200, again.text
         assert again.json()["steps"] == 10
         got = np.concatenate([decode(first.json()["output"]), decode(again.json()["output"])])

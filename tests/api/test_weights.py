@@ -5,6 +5,7 @@ The repository's tests run on both kinds of repository: a local folder and a rea
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from safetensors.torch import save
 
 from tests.conftest import make_settings, open_client
 from tests.oracle import torch_module
+from tests.support import eventually
 from tests.support.helpers import b64, decode
 
 pytestmark = pytest.mark.anyio
@@ -229,11 +231,7 @@ async def test_replicas_sharing_a_repository(
             assert got != seeded
             np.testing.assert_allclose(decode(got["output"]), local(rnn, X)[0], atol=1e-6)
             assert (await a.delete("/v1/models/m")).status_code == 204
-            for _ in range(100):
-                if (await forward(b)).status_code == 404:
-                    break
-                await asyncio.sleep(0.05)
-            assert (await forward(b)).status_code == 404
+            await eventually(functools.partial(forward, b), lambda r: r.status_code == 404, 10)
             assert (await b.get("/v1/models/m")).status_code == 404
 
 
@@ -375,11 +373,8 @@ async def test_an_unreachable_bucket_is_503_with_the_reason(
             LifespanManager(app, startup_timeout=60) as manager,
             httpx.AsyncClient(transport=httpx.ASGITransport(manager.app), base_url="http://t") as c,
         ):
-            for _ in range(200):
-                r = await c.get("/readyz")
-                if "cannot be reached" in r.text:
-                    break
-                await asyncio.sleep(0.05)
+            ready = functools.partial(c.get, "/readyz")
+            r = await eventually(ready, lambda r: "cannot be reached" in r.text, 20)
             assert r.status_code == 503, r.text
             assert "s3://models/nowhere cannot be reached" in r.json()["detail"]
             r = await c.get("/v1/models")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, every: float = 0.05) -> None:
@@ -22,4 +25,18 @@ async def wait_for(predicate: Callable[[], Awaitable[object]], within: float) ->
     deadline = loop.time() + within
     while not await predicate():
         assert loop.time() < deadline, f"not true within {within:g}s: {predicate}"
+        await asyncio.sleep(0.05)
+
+
+async def eventually(
+    call: Callable[[], Awaitable[T]], ok: Callable[[T], object], within: float
+) -> T:
+    """Await `call()` until `ok` holds for what it gave, and give that; fail after `within`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        got = await call()
+        if ok(got):
+            return got
+        assert loop.time() < deadline, f"never as expected within {within:g}s: {got!r}"
         await asyncio.sleep(0.05)

@@ -27,6 +27,7 @@ from service.runtime.transport.client import RemoteBackend
 from service.runtime.transport.server import EngineServer
 from tests.conftest import make_settings
 from tests.oracle import forward, lstm_forward, seeded_params
+from tests.support import eventually
 
 pytestmark = pytest.mark.anyio
 LSTM = {"mode": "LSTM", "input_size": 3, "hidden_size": 5, "num_layers": 2, "proj_size": 2}
@@ -53,10 +54,7 @@ def test_arena_allocates_aligned_blocks_and_merges_freed_ones() -> None:
 async def engine(anyio_backend: str) -> AsyncIterator[tuple[EngineHost, str]]:
     host = EngineHost(make_settings(), Metrics())
     host.start()
-    for _ in range(1500):  # the default model warms up in the background
-        if (await host.backend.ready())[0]:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(host.backend.ready, lambda ready: ready[0], 30)  # warms up meanwhile
     path = str(Path(tempfile.mkdtemp()) / "engine.sock")
     server = EngineServer(host.backend, path)
     await server.start()
