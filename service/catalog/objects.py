@@ -220,6 +220,17 @@ class ObjectRepository:
             self._generation = etag
             self._writes += 1
 
+    def _write_index(self, name: str, manifest: Manifest | None) -> None:
+        """This replica's own write of a model (None: deleted), in its index at once; a reading
+        of the index made across it is read again; then the generation that tells the others."""
+        with self._lock:
+            index = {k: v for k, v in self._index.items() if k != name}
+            if manifest is not None:
+                index[name] = manifest
+            self._index = index
+            self._writes += 1
+        self._bump()
+
     # --- ModelStorage ---------------------------------------------------------------------------
     def names(self) -> list[str]:
         return sorted({*self._ready_index(), *self._unreadable})
@@ -299,10 +310,7 @@ class ObjectRepository:
             )
         except self._taken:
             return False
-        with self._lock:
-            self._index = {**self._index, name: Manifest(config, digest, len(weights), etag)}
-            self._writes += 1
-        self._bump()
+        self._write_index(name, Manifest(config, digest, len(weights), etag))
         return True
 
     def replace_weights(self, name: str, weights: bytes) -> None:
@@ -321,13 +329,7 @@ class ObjectRepository:
             except self._changed:  # another write came between: read it again, a moment later
                 time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
                 continue
-            with self._lock:
-                self._index = {
-                    **self._index,
-                    name: Manifest(config, digest, len(weights), new_etag),
-                }
-                self._writes += 1
-            self._bump()
+            self._write_index(name, Manifest(config, digest, len(weights), new_etag))
             return
         raise StorageUnavailable(f"model {name!r} kept changing under this upload", retry_after=1)
 
@@ -381,10 +383,7 @@ class ObjectRepository:
         if not self._exists(key):
             return False
         self._call(f"DELETE {key}", self._obstore.delete, key)
-        with self._lock:
-            self._index = {k: v for k, v in self._index.items() if k != name}
-            self._writes += 1
-        self._bump()
+        self._write_index(name, None)
         return True
 
     def close(self) -> None:

@@ -57,6 +57,13 @@ class SessionNotFound(ServiceError):
     """No open session with this id (never opened, closed, expired or ended)."""
 
 
+def session_not_found(session_id: str) -> SessionNotFound:
+    """The one answer for a session id that names no open session (of this caller's)."""
+    return SessionNotFound(
+        f"no open session {session_id!r} (unknown, closed, expired or ended for room)"
+    )
+
+
 def model_deleted(session_id: str, model: str) -> SessionNotFound:
     """The one answer for a session whose model was deleted: it ended with its model."""
     return SessionNotFound(f"session {session_id!r} ended: its model {model!r} was deleted")

@@ -270,13 +270,13 @@ def _check_object_url(url: str) -> None:
     a percent-escape, a space) is refused here, not found later under another name."""
     scheme, _, rest = url.partition("://")
     bucket, _, prefix = rest.partition("/")
+    prefix = prefix.rstrip("/")
     if not _BUCKET.fullmatch(bucket):
         raise ValueError(
             f"expected {scheme}://BUCKET[/PREFIX] with a bucket name of 3-63 lowercase letters, "
             f"digits, dots, underscores and hyphens, got {url!r}"
         )
-    segments = prefix.rstrip("/").split("/") if prefix.rstrip("/") else []
-    for segment in segments:
+    for segment in prefix.split("/") if prefix else []:
         if not _SEGMENT.fullmatch(segment) or segment in (".", ".."):
             raise ValueError(
                 f"expected a prefix of plain segments (letters, digits, '.', '_', '-', one '/' "

@@ -68,17 +68,6 @@ def _digest(job: ForwardJob) -> str:
 _ENCODE_ON_LOOP_MAX = 1 << 18  # output elements encoded on the event loop itself
 
 
-@dataclass(slots=True)
-class _Call:
-    """One forward or chunk on its way through the pipeline."""
-
-    ctx: RequestContext
-    spec: ModelSpec
-    codec: Codec
-    started: float  # perf_counter() when the data plane took it
-    session_id: str | None = None
-
-
 class _Deadline:
     """A forward's deadline: once armed, cancels the task serving the forward at `at`."""
 
@@ -182,7 +171,7 @@ class DataPlane:
                 "inline configs are turned off on this server (RNN_SERVE_INLINE_CONFIGS=false): "
                 "register the model and use /v1/models/{name}/forward"
             )
-        return await self._serve(_Call(ctx, spec, codec, started))
+        return await self._serve(ctx, spec, codec, started=started)
 
     async def chunk(self, ctx: RequestContext, codec: Codec, session_id: str) -> Encoded:
         """The next chunk of a v1 session: the state carries over."""
@@ -193,27 +182,40 @@ class DataPlane:
         except ModelNotFound:
             await self.backend.end_model(view.model)
             raise model_deleted(session_id, view.model) from None
-        return await self._serve(_Call(ctx, spec, codec, started, session_id))
+        return await self._serve(ctx, spec, codec, started=started, session_id=session_id)
 
-    async def _serve(self, call: _Call) -> Encoded:
-        """The pipeline, once for every protocol: decode, validate, queue and run, encode."""
-        timers = self._metrics.stages_for(model_label(call.spec.name, call.spec.inline))
+    async def _serve(
+        self,
+        ctx: RequestContext,
+        spec: ModelSpec,
+        codec: Codec,
+        *,
+        started: float,
+        session_id: str | None = None,
+    ) -> Encoded:
+        """The pipeline, once for every protocol: decode, validate, queue and run, encode.
+        `started`: when the data plane took the request (perf_counter)."""
+        timers = self._metrics.stages_for(model_label(spec.name, spec.inline))
         try:
-            answer = await self._pipeline(call, timers)
+            answer = await self._pipeline(
+                ctx, spec, codec, timers, started=started, session_id=session_id
+            )
         except BaseException:
             timers.fail.inc()
             raise
         timers.served()
         return answer
 
-    async def _pipeline(self, call: _Call, timers: StageTimers) -> Encoded:
-        ctx, spec, codec, started, session_id = (
-            call.ctx,
-            call.spec,
-            call.codec,
-            call.started,
-            call.session_id,
-        )
+    async def _pipeline(
+        self,
+        ctx: RequestContext,
+        spec: ModelSpec,
+        codec: Codec,
+        timers: StageTimers,
+        *,
+        started: float,
+        session_id: str | None,
+    ) -> Encoded:
         owner, timeout_s, log = ctx.owner, ctx.timeout_s, ctx.log
         decoded = codec.decode(spec.config, self._max_elements)
         inputs, sequence = decoded.inputs, decoded.sequence

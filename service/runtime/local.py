@@ -31,16 +31,15 @@ class LocalBackend:
     def __init__(
         self,
         engine: Engine,
-        sessions: SessionStore,
+        store: SessionStore,
         catalog: Catalog,
         modules: ModuleCache,
         durable: RedisSessions | None = None,
     ) -> None:
         self.engine = engine
-        self.sessions = Sessions(sessions, catalog, durable)
+        self.sessions = Sessions(store, catalog, durable)
         self.catalog = catalog
         self.modules = modules
-        self.durable = durable
         self.device = modules.device.type
         self.readiness: tuple[bool, str] = (False, "warming up the default model")
 

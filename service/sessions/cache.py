@@ -26,6 +26,7 @@ from service.core.errors import (
     StateMismatch,
     StepConflict,
     model_deleted,
+    session_not_found,
 )
 from service.engine.backend import Expect, SessionView
 from service.engine.job import ForwardJob, ForwardResult
@@ -44,12 +45,6 @@ Run = Callable[[ForwardJob], Awaitable[ForwardResult]]
 def view_of(session: Session) -> SessionView:
     batch = session.batch if session.batched else None
     return SessionView(session.id, session.model, session.steps, batch, session.expires_at)
-
-
-def _not_found(session_id: str) -> SessionNotFound:
-    return SessionNotFound(
-        f"no open session {session_id!r} (unknown, closed, expired or ended for room)"
-    )
 
 
 class Sessions:
@@ -103,7 +98,7 @@ class Sessions:
         assert self.durable is not None
         stored = await self.durable.load(session_id, owner)
         if stored is None or stored.ended:
-            raise _not_found(session_id)
+            raise session_not_found(session_id)
         spec = await self._current_spec(session_id, owner, stored)
         return self._adopt(spec, stored, session_id, owner)
 
@@ -324,7 +319,7 @@ class Sessions:
         if cached is not None:
             self.store.evict(cached)
         if not found:
-            raise _not_found(session_id)
+            raise session_not_found(session_id)
 
     def end_model(self, name: str) -> None:
         """A model was deleted: its sessions end here (in a durable store, each ends as it is

@@ -48,6 +48,7 @@ from service.core.errors import (
     PayloadTooLarge,
     SessionNotFound,
     StepConflict,
+    session_not_found,
 )
 from service.core.metrics import Metrics
 from service.engine.job import ForwardJob, ForwardResult
@@ -204,9 +205,7 @@ class SessionStore:
             self._drop(key)
             session = None
         if session is None:
-            raise SessionNotFound(
-                f"no open session {session_id!r} (unknown, closed, expired or ended for room)"
-            )
+            raise session_not_found(session_id)
         self._sessions.move_to_end(key)
         return session
 

@@ -25,9 +25,10 @@ return 'ok'
 # meanwhile, {0, -1} when it is gone (closed, expired, ended), {0, -2} when the id was opened
 # anew (another epoch), {0, -3} when its step is not a number (damaged by hand).
 COMMIT = """
-local cur = redis.call('HGET', KEYS[1], 'step')
-if not cur or redis.call('HGET', KEYS[1], 'ended') == '1' then return {0, -1} end
-if (redis.call('HGET', KEYS[1], 'epoch') or '') ~= ARGV[7] then return {0, -2} end
+local at = redis.call('HMGET', KEYS[1], 'step', 'ended', 'epoch')
+local cur = at[1]
+if not cur or at[2] == '1' then return {0, -1} end
+if (at[3] or '') ~= ARGV[7] then return {0, -2} end
 if not tonumber(cur) then return {0, -3} end
 if cur ~= ARGV[1] then return {0, tonumber(cur)} end
 redis.call('HSET', KEYS[1], 'step', ARGV[2], 'blob', ARGV[3])
@@ -46,11 +47,8 @@ return {1, tonumber(ARGV[2])}
 # KEYS: session, index. ARGV: epoch, hold ms, index member. Keeps a session that a chunk is
 # about to run from expiring before its commit: 1, or 0 if it is gone or opened anew.
 HOLD = """
-local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
-if not redis.call('HGET', KEYS[1], 'step') or redis.call('HGET', KEYS[1], 'ended') == '1'
-   or epoch ~= ARGV[1] then
-  return 0
-end
+local at = redis.call('HMGET', KEYS[1], 'step', 'ended', 'epoch')
+if not at[1] or at[2] == '1' or (at[3] or '') ~= ARGV[1] then return 0 end
 local left = redis.call('PTTL', KEYS[1])
 if left >= 0 and left < tonumber(ARGV[2]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])

@@ -162,7 +162,6 @@ class RedisSessions:
         self._probe = self._client.register_script(PROBE)
         self._pending: list[tuple[Any, list[str], list[Any], asyncio.Future[Any]]] = []
         self.healthy: tuple[bool, str] = (False, "the session store has not answered yet")
-        self._refused: str | None = None  # a permission the Redis user lacks (readiness)
 
     def _key(self, name: str) -> str:
         return f"{PREFIX}s:{name}"
@@ -170,12 +169,12 @@ class RedisSessions:
     def _unavailable(self, op: str, exc: BaseException) -> SessionStoreUnavailable:
         if isinstance(exc, self._no_permission):
             # a misconfiguration, not a passing failure: readiness keeps saying so
-            self._refused = (
+            refused = (
                 f"the session store refuses a command rnn-serve needs ({exc}): grant it to "
                 "the Redis user (docs/sessions.md lists the commands)"
             )
-            self.healthy = (False, self._refused)
-            return SessionStoreUnavailable(self._refused, retry_after=30)
+            self.healthy = (False, refused)
+            return SessionStoreUnavailable(refused, retry_after=30)
         self.healthy = (False, f"the session store does not answer: {exc}")
         if op == "commit":
             return SessionStoreUnavailable(
@@ -201,14 +200,14 @@ class RedisSessions:
         return result
 
     async def ping(self) -> None:
-        """Readiness: Redis answers, and lets rnn-serve run every command it needs."""
-        await self._timed("ping", self._client.ping)
+        """Readiness: Redis answers, and lets rnn-serve run every command it needs (the reads
+        in one round trip, the scripts' commands in the probe script)."""
         probe = f"{PREFIX}s:probe:{uuid.uuid4().hex}"
         name = probe.rpartition(":")[2]
-        await self._timed("ping", lambda: self._probe(keys=[probe, self._index], args=[name]))
 
         async def reads() -> None:
             async with self._client.pipeline(transaction=False) as pipe:
+                pipe.ping()
                 pipe.hgetall(probe)
                 pipe.hmget(probe, ["step", "epoch"])
                 pipe.pttl(probe)
@@ -216,7 +215,7 @@ class RedisSessions:
                 await pipe.execute()
 
         await self._timed("ping", reads)
-        self._refused = None
+        await self._timed("ping", lambda: self._probe(keys=[probe, self._index], args=[name]))
         self.healthy = (True, "ready")
 
     async def create(self, session: Session, blob: bytes, replace: bool = False) -> None:

@@ -19,15 +19,6 @@ def wait_until(predicate: Callable[[], object], timeout: float, every: float = 0
         time.sleep(every)
 
 
-async def wait_for(predicate: Callable[[], Awaitable[object]], within: float) -> None:
-    """`wait_until` for an async predicate, on the event loop (it yields between tries)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await predicate():
-        assert loop.time() < deadline, f"not true within {within:g}s: {predicate}"
-        await asyncio.sleep(0.05)
-
-
 async def eventually(
     call: Callable[[], Awaitable[T]], ok: Callable[[T], object], within: float
 ) -> T:
@@ -40,3 +31,8 @@ async def eventually(
             return got
         assert loop.time() < deadline, f"never as expected within {within:g}s: {got!r}"
         await asyncio.sleep(0.05)
+
+
+async def wait_for(predicate: Callable[[], Awaitable[object]], within: float) -> None:
+    """`wait_until` for an async predicate, on the event loop (it yields between tries)."""
+    await eventually(predicate, bool, within)
