@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # RNN_SERVE_* environment variables are honoured as they are.
 ARGS   ?=
 
-.PHONY: run test test-fast docs docs-serve check fmt openapi image container-test bench bench-capacity bench-repository bench-servers bench-publish bench-fairness soak clean
+.PHONY: run test test-fast protos docs docs-serve check fmt openapi image container-test bench bench-capacity bench-repository bench-servers bench-publish bench-fairness soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,13 @@ run: $(VENV)/.runtime
 # tests start included (the floor is set in pyproject.toml), and its 15 slowest tests named.
 TEST_WORKERS ?= 2
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --cov=service --cov=rnn_serve_client --cov-report=term:skip-covered --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --cov=service --cov=rnn_serve_client --cov-report=term:skip-covered --durations=15 --dist worksteal $(PYTEST_ARGS)
+
+# Triton's vendored protocol files (service/codecs/protos) compiled to the descriptor set the
+# gRPC front end loads; a test checks that the committed one is current.
+protos: $(VENV)/.dev
+	cd service/codecs/protos && ../../../$(BIN)/python -m grpc_tools.protoc -I . --include_imports \
+		--descriptor_set_out=triton.binpb grpc_service.proto
 
 # The quick loop: no server process (no redis-server, SeaweedFS, nginx, rnn-serve process, no
 # container), no fuzzing, no coverage. The markers come from the fixtures a test takes.

@@ -33,6 +33,7 @@ from service.http.routing import mount
 from service.runtime.transport.client import RemoteBackend
 
 if TYPE_CHECKING:
+    from service.grpc.server import GrpcFrontEnd
     from service.runtime.host import EngineHost
 
 log = logging.getLogger("rnn_serve")
@@ -106,9 +107,10 @@ async def _announce(settings: Settings, plane: DataPlane) -> None:
             return
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     url = f"http://{host}:{settings.port}"
+    grpc = f", gRPC on {host}:{settings.grpc_port}" if settings.grpc_port else ""
     log.info(
-        "rnn-serve is ready on %s: model %r; API docs at %s/docs (ReDoc at %s/redoc)",
-        url, settings.default_model_name, url, url,
+        "rnn-serve is ready on %s%s: model %r; API docs at %s/docs (ReDoc at %s/redoc)",
+        url, grpc, settings.default_model_name, url, url,
     )  # fmt: skip
 
 
@@ -148,10 +150,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         plane = DataPlane(settings, catalog, backend, metrics, backend.device, slow, tracer)
         watching = asyncio.create_task(plane.follow_readiness())
         announcing = asyncio.create_task(_announce(settings, plane))
+        grpc_front: GrpcFrontEnd | None = None
+        if settings.grpc_port:  # the gRPC front end, in this process beside HTTP
+            from service.grpc.server import GrpcFrontEnd
+
+            grpc_front = GrpcFrontEnd(settings, plane, app.keys, metrics)  # type: ignore[attr-defined]
+            await grpc_front.start()
         try:
             yield {"plane": plane}
         finally:
             plane.stop()
+            if grpc_front is not None:
+                await grpc_front.stop(settings.shutdown_timeout_s)
             for task in (watching, announcing):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -30,6 +30,7 @@ def make_settings(**overrides: Any) -> Settings:
         # RNN_SERVE_TEST_DEVICE=cuda runs the whole suite on a GPU (bench/gpu_check.sh).
         "device": os.environ.get("RNN_SERVE_TEST_DEVICE", "cpu"),
         "model_repository": Path(tempfile.mkdtemp(prefix="rnn-serve-test-")),
+        "grpc_port": 0,  # the gRPC front end's tests ask for a port of their own
     }
     return Settings(_env_file=None, **{**base, **overrides})
 

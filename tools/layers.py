@@ -12,7 +12,11 @@ above):
   5 codecs      service/codecs: wire formats and the pipeline's vocabulary
   6 data plane  service/dataplane: the one door, its extensions, the request context
   7 http        service/http: the edge, routes, problems, the HTTP protocol
-  8 entry       the app factory, the CLI, the operator commands (service/'s own modules)
+  8 grpc        service/grpc: Triton's gRPC service, its streams, health and reflection
+  9 entry       the app factory, the CLI, the operator commands (service/'s own modules)
+
+The front ends (http, grpc) sit side by side on the data plane: neither imports the other, so
+what both need lives below them (a sideways import is an error too).
 
 A module of a folder belongs to that folder's layer; service/'s own modules are named one by one.
 A module in no layer (a new folder, or a new module at service/'s root) is an error.
@@ -34,7 +38,9 @@ FOLDERS: list[tuple[str, str]] = [
     ("codecs", "service.codecs"),
     ("data plane", "service.dataplane"),
     ("http", "service.http"),
+    ("grpc", "service.grpc"),
 ]
+FRONT_ENDS = ("service.http", "service.grpc")
 ENTRY = ("service", "service.__main__", "service.app", "service.client", "service.ops",
          "service.openapi_export")  # fmt: skip
 LAYERS = [name for name, _ in FOLDERS] + ["entry"]
@@ -127,6 +133,20 @@ def upward(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
     )
 
 
+def _front_end(module: str) -> str | None:
+    return next((f for f in FRONT_ENDS if module == f or module.startswith(f + ".")), None)
+
+
+def sideways(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Imports from one front end into another."""
+    return sorted(
+        (m, t)
+        for m, targets in graph.items()
+        for t in targets
+        if _front_end(m) is not None and _front_end(t) not in (None, _front_end(m))
+    )
+
+
 def main() -> int:
     mods = modules()
     graph = imports(mods)
@@ -134,11 +154,13 @@ def main() -> int:
         members = sorted(m for m in mods if layer_of(m) == i)
         print(f"{i} {name:<11} {len(members):>2} modules: {', '.join(members)}")
     bad_circles, bad_up = circles(graph), upward(graph)
+    bad_up += sideways(graph)
     for comp in bad_circles:
         print("circle:", " <-> ".join(comp))
     for m, t in bad_up:
-        print(f"upward: {m} ({LAYERS[layer_of(m)]}) imports {t} ({LAYERS[layer_of(t)]})")
-    print(f"{len(bad_circles)} circles, {len(bad_up)} upward imports")
+        way = "sideways" if _front_end(m) and _front_end(t) else "upward"
+        print(f"{way}: {m} ({LAYERS[layer_of(m)]}) imports {t} ({LAYERS[layer_of(t)]})")
+    print(f"{len(bad_circles)} circles, {len(bad_up)} upward or sideways imports")
     return 1 if bad_circles or bad_up else 0
 
 

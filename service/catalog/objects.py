@@ -90,7 +90,7 @@ class ObjectRepository:
         self._unreadable: dict[str, Unreadable] = {}
         self._generation: str | None = None
         self._loaded = False
-        self._first = threading.Event()  # set once the index was first read
+        self._first = threading.Event()  # set once the first reading of the index has ended
         self._writes = 0  # this replica's writes (a reading of the index made across one is stale)
         self._error: str | None = None
         self._stop = threading.Event()
@@ -150,6 +150,7 @@ class ObjectRepository:
                 if reason != self._error:
                     log.error("model repository %s: %s", self.url, reason)
                 self._error = reason
+            self._first.set()  # a thread waiting for the first reading is answered its outcome
             first = False
             self._stop.wait(self.recheck_s)
 
@@ -203,7 +204,8 @@ class ObjectRepository:
 
     def _ready_index(self) -> dict[str, Manifest]:
         """The index, without store I/O on the caller's thread: before its first load, a
-        thread waits for it a while, and the event loop is answered 503 at once."""
+        thread waits (a while) for the first reading to end, and the event loop is answered 503
+        at once; a first reading that failed is 503 with its reason."""
         if not self._loaded and not _on_event_loop():
             self._first.wait(15.0)
         if not self._loaded:

@@ -144,3 +144,17 @@ class Unauthorized(ServiceError):
     """No valid API key was presented (401, with WWW-Authenticate)."""
 
     www_authenticate = 'Bearer realm="rnn-serve"'
+
+
+def described(exc: ServiceError) -> str:
+    """The error as one line for protocols with no field list (OIP's `{"error"}`, a gRPC status
+    message): with one field at fault, the message names it, as problem+json's `loc` does."""
+    detail = exc.detail
+    if len(exc.errors) == 1:
+        error = exc.errors[0]
+        if error.msg not in detail:
+            detail = f"{detail}: {error.msg}"
+        field = ".".join(str(part) for part in error.loc if part != "body")
+        if field and not detail.startswith(field):
+            detail = f"{field}: {detail}"
+    return detail

@@ -64,12 +64,14 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "rnn_serve_requests", "HTTP requests by route and status.",
-            ["method", "route", "status"], registry=r,
+            "rnn_serve_requests",
+            "Requests by protocol (http, grpc), route (a gRPC method's path) and status (a gRPC "
+            "status's name); each request on a gRPC stream counts as one.",
+            ["protocol", "method", "route", "status"], registry=r,
         )  # fmt: skip
         self.request_seconds = Histogram(
-            "rnn_serve_request_duration_seconds", "HTTP request latency by route.",
-            ["route"], buckets=_LATENCY_BUCKETS, registry=r,
+            "rnn_serve_request_duration_seconds", "Request latency by protocol and route.",
+            ["protocol", "route"], buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.in_flight = Gauge(
             "rnn_serve_requests_in_flight", "HTTP requests being served now.", registry=r,

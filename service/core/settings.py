@@ -26,6 +26,13 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    grpc_port: int = Field(
+        default=8001,
+        ge=0,
+        le=65535,
+        description="The gRPC front end's port (Triton's GRPCInferenceService, health, "
+        "reflection), on the same host as HTTP; 0 turns it off.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"  # any case: INFO works
     log_format: Literal["json", "text"] = "json"
     tracing: bool = Field(
@@ -87,6 +94,19 @@ class Settings(BaseSettings):
     max_headers: int = Field(
         default=100, ge=8, description="Header fields in a request head at most (else 431)."
     )
+
+    # gRPC (service.grpc): message size is max_body_bytes.
+    grpc_max_concurrent_rpcs: int = Field(
+        default=1000, ge=1, description="gRPC calls at once (a stream is one); past it "
+        "RESOURCE_EXHAUSTED.",
+    )  # fmt: skip
+    grpc_max_concurrent_streams: int = Field(
+        default=256, ge=1, description="HTTP/2 streams (calls) at once on one gRPC connection."
+    )
+    grpc_stream_max_in_flight: int = Field(
+        default=256, ge=1, description="Requests of one ModelStreamInfer stream in flight at "
+        "most; past it the stream is not read until one is answered.",
+    )  # fmt: skip
 
     # Processes. One engine (registry, batcher, sessions) per device; HTTP may be served by
     # several front-end processes that reach it over a Unix socket and shared memory.

@@ -119,16 +119,8 @@ def problem_answer(exc: e.ServiceError) -> Answer:
 def oip_error_answer(exc: e.ServiceError) -> Answer:
     """A domain error as the Open Inference Protocol's `{"error": "..."}`."""
     status, _ = status_of(exc)
-    detail = exc.detail
-    if len(exc.errors) == 1:  # one field: the message names it, as problem+json's loc does
-        error = exc.errors[0]
-        if error.msg not in detail:
-            detail = f"{detail}: {error.msg}"
-        field = ".".join(str(part) for part in error.loc if part != "body")
-        if field and not detail.startswith(field):
-            detail = f"{field}: {detail}"
     status = 400 if status in _OIP_CLIENT_ERRORS else status
-    body = orjson.dumps({"error": detail, **exc.extensions})
+    body = orjson.dumps({"error": e.described(exc), **exc.extensions})
     return Answer(body, "application/json", _headers(exc) or {}, status)
 
 

@@ -26,12 +26,12 @@ class Recorder:
         elapsed = time.perf_counter() - start
         counter = self._counters.get((method, route, status))
         if counter is None:
-            counter = self.metrics.requests.labels(method, route, str(status))
+            counter = self.metrics.requests.labels("http", method, route, str(status))
             self._counters[(method, route, status)] = counter
         counter.inc()
         latency = self._latencies.get(route)
         if latency is None:
-            latency = self._latencies[route] = self.metrics.request_seconds.labels(route)
+            latency = self._latencies[route] = self.metrics.request_seconds.labels("http", route)
         latency.observe(elapsed)
         if ACCESS.enabled():
             ACCESS.write({

@@ -6,13 +6,22 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from prometheus_client.samples import Sample
 
 from service import __version__
-from service.catalog.spec import ModelSpec
-from service.codecs.oip import HEADER, VERSION, OIPInfer, input_names, metadata, output_names
+from service.codecs.oip import (
+    EXTENSIONS,
+    HEADER,
+    STATS_FAMILIES,
+    OIPInfer,
+    check_version,
+    index_entries,
+    metadata,
+    statistics,
+)
+from service.codecs.oip import (
+    model_config as config_of,
+)
 from service.codecs.pipeline import Encoded
-from service.core.errors import ModelNotFound
 from service.core.schemas.oip import (
     ErrorBody,
     InferResponse,
@@ -31,7 +40,6 @@ from service.http.routing import LeanRequest, OIPRoute
 
 router = routing.router("/v2", "v2 (Open Inference Protocol)", OIPRoute)
 
-EXTENSIONS = ["binary_tensor_data", "sequence", "model_repository", "statistics"]
 _ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
 
 
@@ -127,10 +135,7 @@ VERSION_PARAM: dict[str, Any] = {
 
 def _versioned(request: LeanRequest) -> None:
     """404 for a version other than the one every model has (the metadata's `versions`)."""
-    version = request.path_params.get("version")
-    if version is not None and version != VERSION:
-        name = request.path_params["name"]
-        raise ModelNotFound(f"model {name!r} has no version {version!r}; its versions: [{VERSION}]")
+    check_version(request.path_params["name"], request.path_params.get("version"))
 
 
 @router.get(
@@ -170,32 +175,6 @@ async def version_infer(request: LeanRequest) -> Encoded:
     return await infer(request)
 
 
-# --- model configuration (what tritonclient's get_model_config reads) ----------------------------
-def _config(spec: ModelSpec, max_batch: int) -> dict[str, Any]:
-    meta = metadata(spec)
-    tensors = {t.name: t for t in [*meta.inputs, *meta.outputs]}
-
-    def entry(name: str) -> dict[str, Any]:
-        t = tensors[name]
-        return {"name": name, "data_type": f"TYPE_{t.datatype}", "dims": t.shape,
-                "optional": name != "input"}  # fmt: skip
-
-    return {
-        "name": spec.name,
-        "platform": meta.platform,
-        "backend": "rnn-serve",
-        "version_policy": {"specific": {"versions": [int(VERSION)]}},
-        "max_batch_size": 0,  # batch dimensions are in dims (-1): the server batches itself
-        "dynamic_batching": {"max_queue_delay_microseconds": 0, "max_batch_sequences": max_batch},
-        "sequence_batching": {"control_input": [], "state": []},
-        "input": [entry(n) for n in input_names(spec.config)],
-        "output": [entry(n) for n in output_names(spec.config)],
-        "parameters": {
-            k: {"string_value": str(v)} for k, v in spec.config.model_dump(mode="json").items()
-        },
-    }
-
-
 @router.get(
     "/models/{name}/config",
     summary="Model configuration (Triton's form)",
@@ -205,7 +184,7 @@ def _config(spec: ModelSpec, max_batch: int) -> dict[str, Any]:
 async def model_config(request: LeanRequest) -> Encoded:
     repository = request.plane.repository
     spec = await repository.model(request.path_params["name"])
-    return _json(orjson.dumps(_config(spec, repository.max_batch_sequences)))
+    return _json(orjson.dumps(config_of(spec, repository.max_batch_sequences)))
 
 
 # --- the model repository extension ------------------------------------------------------------
@@ -216,13 +195,7 @@ async def model_config(request: LeanRequest) -> Encoded:
     responses=_responses(400),
 )
 async def repository_index(request: LeanRequest) -> Encoded:
-    index = []
-    for spec, loaded in await request.plane.repository.index():
-        index.append({
-            "name": spec.name, "version": VERSION, "state": "READY" if loaded else "UNAVAILABLE",
-            "reason": "" if loaded else "not loaded on the device: a request or load builds it",
-        })  # fmt: skip
-    return _json(orjson.dumps(index))
+    return _json(orjson.dumps(index_entries(await request.plane.repository.index())))
 
 
 @router.post(
@@ -248,58 +221,6 @@ async def repository_unload(request: LeanRequest) -> Encoded:
 
 
 # --- the statistics extension --------------------------------------------------------------------
-STATS_FAMILIES = (
-    "rnn_serve_stage_seconds", "rnn_serve_model_inferences", "rnn_serve_model_executions",
-    "rnn_serve_model_last_inference_timestamp_seconds",
-)  # fmt: skip
-
-
-def _stats(collected: dict[str, list[Sample]], names: list[str]) -> dict[str, Any]:
-    """Triton's statistics form, read from the Prometheus metrics (so with several front-end
-    processes it counts all of them)."""
-    per: dict[str, dict[tuple[str, str], float]] = {n: {} for n in names}
-    for sample in collected["rnn_serve_stage_seconds"]:
-        model = sample.labels.get("model")
-        if model in per and sample.name.endswith(("_sum", "_count")):
-            key = (sample.labels["stage"], sample.name.rsplit("_", 1)[1])
-            per[model][key] = per[model].get(key, 0.0) + sample.value
-    counts: dict[tuple[str, str], float] = {}
-    for family in ("rnn_serve_model_inferences", "rnn_serve_model_executions"):
-        for sample in collected[family]:
-            if sample.name.endswith("_total"):
-                tag = sample.labels.get("outcome", "execution")
-                key = (sample.labels["model"], tag)
-                counts[key] = counts.get(key, 0.0) + sample.value
-    last = {
-        s.labels["model"]: s.value
-        for s in collected["rnn_serve_model_last_inference_timestamp_seconds"]
-    }
-
-    def duration(model: str, stage: str) -> dict[str, int]:
-        got = per[model]
-        return {"count": int(got.get((stage, "count"), 0)),
-                "ns": int(got.get((stage, "sum"), 0.0) * 1e9)}  # fmt: skip
-
-    stats = []
-    for name in names:
-        stages = {s: duration(name, s) for s in ("decode", "queue", "compute", "encode")}
-        success = int(counts.get((name, "success"), 0))
-        stats.append({
-            "name": name, "version": VERSION,
-            "last_inference": int(last.get(name, 0.0) * 1000),
-            "inference_count": success, "execution_count": int(counts.get((name, "execution"), 0)),
-            "inference_stats": {
-                "success": {"count": success, "ns": sum(d["ns"] for d in stages.values())},
-                "fail": {"count": int(counts.get((name, "fail"), 0)), "ns": 0},
-                "queue": stages["queue"], "compute_input": stages["decode"],
-                "compute_infer": stages["compute"], "compute_output": stages["encode"],
-                "cache_hit": {"count": 0, "ns": 0}, "cache_miss": {"count": 0, "ns": 0},
-            },
-            "batch_stats": [],
-        })  # fmt: skip
-    return {"model_stats": stats}
-
-
 async def _stats_answer(request: LeanRequest, name: str | None) -> Encoded:
     repository = request.plane.repository
     if name is None:
@@ -307,7 +228,7 @@ async def _stats_answer(request: LeanRequest, name: str | None) -> Encoded:
     else:
         names = [(await repository.model(name)).name]
     collected = await repository.samples(*STATS_FAMILIES)
-    return _json(orjson.dumps(_stats(collected, names)))
+    return _json(orjson.dumps(statistics(collected, names)))
 
 
 @router.get(

@@ -33,7 +33,7 @@ async def test_metrics_exposed(client: httpx.AsyncClient) -> None:
     text = (await client.get("/metrics")).text
     assert "rnn_serve_batch_sequences_bucket" in text
     assert (
-        'rnn_serve_requests_total{method="POST",route="/v1/models/{name}/forward",status="200"}'
+        'rnn_serve_requests_total{method="POST",protocol="http",route="/v1/models/{name}/forward",status="200"}'
         in text
     )
 

@@ -37,12 +37,14 @@ def server_process(
     port = int(env.pop("RNN_SERVE_PORT", 0)) or free_port()
     script = Path(sys.executable).with_name("rnn-serve")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "service"]
+    # (no gRPC port unless the test asks for one: tests run side by side)
+    base = {**os.environ, "RNN_SERVE_MODEL_REPOSITORY": str(repository), "RNN_SERVE_GRPC_PORT": "0"}
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "RNN_SERVE_MODEL_REPOSITORY": str(repository), **env},
+            env={**base, **env},
         )
     url = f"http://127.0.0.1:{port}"
     try:
