@@ -44,11 +44,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     RNN_SERVE_HOST=0.0.0.0 \
     RNN_SERVE_PORT=8000 \
+    RNN_SERVE_GRPC_PORT=8001 \
     RNN_SERVE_MODEL_REPOSITORY=/data/models
 USER 10001
 WORKDIR /home/rnnserve
 VOLUME ["/data/models"]
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('RNN_SERVE_PORT', '8000'), timeout=2).status != 200)"]
 CMD ["rnn-serve"]

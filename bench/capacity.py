@@ -12,11 +12,17 @@ omission). The number of streams ramps up until the p99 passes the budget (50 ms
   chunk's state commits to Redis before its answer. Also reported: the commit's p50/p99 (from the
   server's `rnn_serve_session_store_seconds{op="commit"}` histogram) and Redis's own CPU;
 - stateless: the equivalent without sessions — each chunk goes to /v1/models/default/forward with
-  `h0` = the `h_n` of the stream's previous answer (the client ships the state both ways).
+  `h0` = the `h_n` of the stream's previous answer (the client ships the state both ways);
+- grpc, grpc-redis: each stream is a sequence on Triton's `ModelStreamInfer` (raw FP32 tensors,
+  `sequence_id`, `sequence_start`, `start_step`), sessions in memory or in Redis. Streams share
+  HTTP/2 connections, GRPC_STREAMS_PER_CHANNEL a connection, each its own gRPC stream, as many
+  sources behind one gateway would.
 
-The load generator is one process of raw HTTP/1.1 over keep-alive connections (uvloop, bodies
-built from pre-encoded bytes, no HTTP library), so that it is cheap; it reports its own CPU use and
-how late it sent chunks against their schedule, to show it is not the bottleneck.
+The HTTP load generator is one process of raw HTTP/1.1 over keep-alive connections (uvloop, bodies
+built from pre-encoded bytes, no HTTP library), so that it is cheap; the gRPC one is grpc.aio
+with requests serialized by hand from pre-encoded bytes and answers read only for their error
+field. Both report their own CPU use and how late they sent chunks against their schedule, to
+show whether the generator is the bottleneck.
 
     python -m bench.capacity [--budget-ms 50] [--step-s 8] [--levels 20,40,...] [--url URL]
 
@@ -51,7 +57,9 @@ from service.client import b64_tensor
 
 PERIOD_S = 0.05  # 20 chunks/s
 STEPS = 10
-LEVELS = [20, 40, 60, 80, 100, 120, 140, 160, 200, 240, 280, 320, 380, 440, 500]
+LEVELS = [20, 40, 60, 80, 100, 120, 140, 160, 200, 240, 280, 320, 380, 440, 500, 600, 700, 800]
+GRPC_STREAMS_PER_CHANNEL = 100
+MODES = "sessions,sessions-redis,stateless,grpc,grpc-redis"
 
 
 def _request(path: str, body: bytes) -> bytes:
@@ -131,10 +139,92 @@ async def stream(
         writer.close()
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _parameter(name: str, kind: int, value: int) -> bytes:
+    """A `parameters` map entry (field 4): InferParameter with a bool (1) or int64 (2) value."""
+    return _field(4, _field(1, name.encode()) + _field(2, _varint(kind << 3) + _varint(value)))
+
+
+def grpc_chunk(x_raw: bytes, sequence_id: int, k: int) -> bytes:
+    """A ModelInferRequest for chunk k of a sequence, serialized by hand (the generator must be
+    cheap): model "default", one FP32 input (STEPS, 1, 10) as raw contents, the sequence flags
+    and start_step."""
+    shape = b"".join(_varint(d) for d in (STEPS, 1, 10))
+    tensor = _field(1, b"input") + _field(2, b"FP32") + _field(3, shape)
+    message = _field(1, b"default") + _field(5, tensor) + _field(7, x_raw)
+    message += _parameter("sequence_id", 2, sequence_id) + _parameter("start_step", 2, k * STEPS)
+    if k == 0:
+        message += _parameter("sequence_start", 1, 1)
+    return message
+
+
+async def grpc_stream(
+    channel: Any, level: Level, t0: float, phase: float, seed: int, sequence_id: int
+) -> None:
+    loop = asyncio.get_running_loop()
+    x = np.random.default_rng(seed).standard_normal((STEPS, 1, 10)).astype(np.float32)
+    x_raw = x.tobytes()
+    call = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")()
+    try:
+        start, stop, k = t0 + phase, t0 + level.seconds, 0
+        while True:
+            due = start + k * PERIOD_S
+            if due >= stop:
+                break
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent = loop.time()
+            await call.write(grpc_chunk(x_raw, sequence_id, k))
+            answer = await call.read()
+            done = loop.time()
+            if answer[:1] != b"\x12":  # an error_message (field 1) first, not an answer
+                level.errors += 1
+            if due >= t0 + 1.0:
+                level.latencies.append(done - due)
+                level.lags.append(sent - due)
+                level.sent += 1
+            k += 1
+        await call.done_writing()
+    finally:
+        call.cancel()
+
+
+_sequences = iter(range(1, 1 << 62))  # every stream of a run is a new sequence
+
+
 async def run_level(host: str, port: int, mode: str, streams: int, seconds: float) -> Level:
     level = Level(streams, seconds)
     loop = asyncio.get_running_loop()
     t0 = loop.time() + 0.5  # time to connect and open the sessions
+    if mode.startswith("grpc"):
+        import grpc
+
+        channels = [grpc.aio.insecure_channel(f"{host}:{port}")
+                    for _ in range(0, streams, GRPC_STREAMS_PER_CHANNEL)]  # fmt: skip
+        try:
+            await asyncio.gather(*(
+                grpc_stream(channels[i // GRPC_STREAMS_PER_CHANNEL], level, t0,
+                            PERIOD_S * i / streams, i, next(_sequences))
+                for i in range(streams)
+            ))  # fmt: skip
+        finally:
+            for channel in channels:
+                await channel.close()
+        return level
     await asyncio.gather(
         *(stream(host, port, mode, level, t0, PERIOD_S * i / streams, i) for i in range(streams))
     )
@@ -229,7 +319,8 @@ def main() -> None:
     parser.add_argument("--budget-ms", type=float, default=50.0)
     parser.add_argument("--step-s", type=float, default=8.0)
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)))
-    parser.add_argument("--modes", default="sessions,sessions-redis,stateless")
+    parser.add_argument("--modes", default=MODES)
+    parser.add_argument("--grpc", help="a running server's gRPC address, with --url")
     args = parser.parse_args()
     levels = [int(v) for v in args.levels.split(",")]
     # one connection per stream, for the generator and the server
@@ -238,27 +329,33 @@ def main() -> None:
     results: dict[str, Any] = {"budget_ms": args.budget_ms, "step_s": args.step_s, "rows": []}
     for mode in args.modes.split(","):
         if args.url:
-            results["rows"] += ramp(args.url, None, mode, levels, args.step_s, args.budget_ms)
+            url = f"http://{args.grpc}" if mode.startswith("grpc") and args.grpc else args.url
+            results["rows"] += ramp(url, None, mode, levels, args.step_s, args.budget_ms)
             continue
         work = Path(tempfile.mkdtemp(prefix="rnn-serve-capacity-"))
         port = free_port()
         script = Path(sys.executable).with_name("rnn-serve")
         command = [str(script), "--host", "127.0.0.1", "--port", str(port)]
-        env = {"RNN_SERVE_MODEL_REPOSITORY": str(work / "models"), "RNN_SERVE_LOG_LEVEL": "warning"}
+        grpc_port = free_port()
+        env = {"RNN_SERVE_MODEL_REPOSITORY": str(work / "models"), "RNN_SERVE_LOG_LEVEL": "warning",
+               "RNN_SERVE_GRPC_PORT": str(grpc_port)}  # fmt: skip
         with contextlib.ExitStack() as stack:
             redis_pid = None
-            if mode == "sessions-redis":
+            if mode.endswith("-redis"):
                 env["RNN_SERVE_SESSION_STORE"], redis_pid = stack.enter_context(redis(work))
             url, pid = stack.enter_context(server(command, port, env, work / "server.log"))
+            # (the ramp's target: the gRPC port for the gRPC modes; metrics stay on HTTP)
+            target = f"http://127.0.0.1:{grpc_port}" if mode.startswith("grpc") else url
             redis0 = cpu_seconds(redis_pid) if redis_pid else 0.0
             wall0 = time.time()
-            results["rows"] += ramp(url, pid, mode, levels, args.step_s, args.budget_ms)
+            results["rows"] += ramp(target, pid, mode, levels, args.step_s, args.budget_ms)
             if redis_pid:
-                results["redis_cpu"] = (cpu_seconds(redis_pid) - redis0) / (time.time() - wall0)
-                results["commit_ms"] = commit_quantiles(url)
-                print(f"commit p50 {results['commit_ms']['p50']:.2f} ms, p99 "
-                      f"{results['commit_ms']['p99']:.2f} ms; redis-server "
-                      f"{results['redis_cpu']:.0%} of a core", flush=True)  # fmt: skip
+                suffix = "" if mode == "sessions-redis" else f"_{mode}"
+                redis_cpu = (cpu_seconds(redis_pid) - redis0) / (time.time() - wall0)
+                commits = commit_quantiles(url)
+                results[f"redis_cpu{suffix}"], results[f"commit_ms{suffix}"] = redis_cpu, commits
+                print(f"commit p50 {commits['p50']:.2f} ms, p99 {commits['p99']:.2f} ms; "
+                      f"redis-server {redis_cpu:.0%} of a core", flush=True)  # fmt: skip
     for mode in args.modes.split(","):
         ok = [r for r in results["rows"] if r["mode"] == mode
               and r["p99_ms"] <= args.budget_ms and not r["errors"]]  # fmt: skip
@@ -268,6 +365,11 @@ def main() -> None:
         ratio = results.get("capacity_sessions-redis", 0) / results["capacity_sessions"]
         results["redis_vs_memory"] = ratio
         print(f"sessions in Redis keep {ratio:.2f}x the streams of sessions in memory")
+    for http_mode, grpc_mode in (("sessions", "grpc"), ("sessions-redis", "grpc-redis")):
+        if results.get(f"capacity_{http_mode}") and f"capacity_{grpc_mode}" in results:
+            ratio = results[f"capacity_{grpc_mode}"] / results[f"capacity_{http_mode}"]
+            results[f"{grpc_mode}_vs_http"] = ratio
+            print(f"{grpc_mode}: {ratio:.2f}x the streams of {http_mode} over HTTP")
     results["cpus"] = os.cpu_count()
     OUT.mkdir(exist_ok=True)
     (OUT / "capacity.json").write_text(json.dumps(results, indent=1))

@@ -19,7 +19,7 @@ from service.core.settings import Settings
 from tests.support.redis_server import REDIS, RedisServer
 from tests.support.s3_server import S3Server
 from tests.support.s3_server import available as s3_available
-from tests.support.server import running_server
+from tests.support.server import free_port, running_server
 
 pytest_plugins = ("pytester",)
 
@@ -109,11 +109,20 @@ def repository(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The real server, started as `make run` starts it (the rnn-serve command), on loopback."""
+def live_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """The real server, started as `make run` starts it (the rnn-serve command), on loopback:
+    its HTTP URL and its gRPC address."""
     folder = tmp_path_factory.mktemp("server")
-    with running_server(folder / "models", folder / "server.log") as url:
-        yield url
+    grpc = free_port()
+    with running_server(folder / "models", folder / "server.log",
+                        RNN_SERVE_GRPC_PORT=str(grpc)) as url:  # fmt: skip
+        yield url, f"127.0.0.1:{grpc}"
+
+
+@pytest.fixture(scope="session")
+def live_server(live_servers: tuple[str, str]) -> str:
+    """The real server's HTTP URL."""
+    return live_servers[0]
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from service.core.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 # The Compose Specification's JSON schema, as shipped in docker-compose 1.29.2 (compose/config/).
 COMPOSE_SCHEMA = json.loads((Path(__file__).parent / "schemas" / "compose-spec.json").read_text())
@@ -52,6 +54,10 @@ def test_compose_file_is_valid_against_the_compose_spec() -> None:
     assert {f"{name}:8000" for name in replicas} == {
         v for k, v in nginx["environment"].items() if k.startswith("RNN_SERVE_UPSTREAM_")
     }
+    assert {f"{name}:8001" for name in replicas} == {
+        v for k, v in nginx["environment"].items() if k.startswith("RNN_SERVE_GRPC_UPSTREAM_")
+    }
+    assert nginx["ports"][1].endswith("8001}:81")  # gRPC published through nginx
     assert services["prometheus"]["profiles"] == ["monitoring"]
     prom = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     assert set(prom["scrape_configs"][0]["static_configs"][0]["targets"]) == {
@@ -93,7 +99,8 @@ def test_kubernetes_manifests_validate() -> None:
     kubernetes_validate.validate(gpu, "1.31", strict=True)
     container = gpu["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"  # kept from the base
+    assert container["readinessProbe"] == {"grpc": {"port": 8001}, "periodSeconds": 5,
+                                           "failureThreshold": 2}  # kept from the base  # fmt: skip
 
 
 def test_torch_threads_match_the_cpu_limit_and_a_pdb_guards_the_replicas() -> None:
@@ -196,8 +203,15 @@ def test_deployment_probes_match_the_service() -> None:
     assert {"Deployment", "Service", "HorizontalPodAutoscaler"} <= set(kinds)
     assert "PersistentVolumeClaim" not in kinds  # models in a bucket, sessions in Redis
     container = kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # readiness through the gRPC health service (which follows /readyz), on the gRPC port the
+    # container declares and the server listens on (RNN_SERVE_GRPC_PORT's default)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container["readinessProbe"]["grpc"]["port"] == ports["grpc"] == 8001
+    assert Settings.model_fields["grpc_port"].default == 8001
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    services = [d for d in docs if d["kind"] == "Service"]
+    headless = next(s for s in services if s["spec"].get("clusterIP") == "None")
+    assert headless["spec"]["ports"][0]["targetPort"] == "grpc"  # clients balance over pods
     grace = kinds["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     timeout = next(
         e["value"] for e in container["env"] if e["name"] == "RNN_SERVE_SHUTDOWN_TIMEOUT_S"
@@ -250,6 +264,8 @@ def test_kserve_inference_service() -> None:
     env = {e["name"]: e["value"] for e in container["env"]}
     port = int(env["RNN_SERVE_PORT"])
     assert container["ports"][0]["containerPort"] == port
+    assert container["ports"][1] == {"name": "h2c", "containerPort": int(env["RNN_SERVE_GRPC_PORT"]),
+                                     "protocol": "TCP"}  # fmt: skip
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": port}
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": port}
     assert int(env["RNN_SERVE_TORCH_THREADS"]) == int(container["resources"]["limits"]["cpu"]) - 1

@@ -12,3 +12,13 @@ pytestmark = pytest.mark.e2e
 def test_train_upload_serve(live_server: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--url", live_server, "--seconds", "1", "--name", "sine-test"]) == 0
     assert "OK: rnn-serve serves exactly the trained model" in capsys.readouterr().out
+
+
+def test_grpc_streams_example(
+    live_servers: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from examples.grpc_streams import main as streams
+
+    url, target = live_servers
+    assert streams(["--grpc", target, "--url", url, "--sequences", "6"]) == 0
+    assert "OK: every sequence is what torch computes" in capsys.readouterr().out

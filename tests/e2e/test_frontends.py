@@ -1,12 +1,14 @@
 """The real server with two front-end processes and one engine: answers equal the oracle from
 either front-end, a session continues whichever front-end takes a chunk, metrics add up over
-every process, and SIGTERM stops it all, leaving no shared memory behind."""
+every process, and SIGTERM stops it all, leaving no shared memory behind; each front-end serves
+gRPC too."""
 
 from __future__ import annotations
 
 import os
 import signal
 import time
+import warnings
 from pathlib import Path
 
 import httpx
@@ -116,3 +118,61 @@ def test_frontends_stop_when_the_engine_process_dies(tmp_path: Path) -> None:
         proc.wait(10)
         wait_until(lambda: not any(_alive(p) for p in frontends), 20)  # none outlives the engine
     assert "lost the engine" in (tmp_path / "server.log").read_text()
+
+
+def test_both_frontends_serve_grpc_and_a_stream_goes_on_through_either(tmp_path: Path) -> None:
+    """With two front-end processes, each serves gRPC on the one port (SO_REUSEPORT): new
+    connections reach both (their request ids' prefixes say which), and a sequence streamed
+    through one goes on through the other, since the engine holds it."""
+    import grpc
+
+    from tests.support.server import free_port
+
+    with warnings.catch_warnings():  # gevent's import-time deprecation notices are not ours
+        warnings.simplefilter("ignore")
+        from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    port = free_port()
+    env = {"RNN_SERVE_FRONTENDS": "2", "RNN_SERVE_LOG_LEVEL": "warning",
+           "RNN_SERVE_GRPC_PORT": str(port)}  # fmt: skip
+    rng = np.random.default_rng(8)
+    params = seeded_params(SEED)
+
+    def request(x: np.ndarray, **sequence: object) -> object:
+        req = service_pb2.ModelInferRequest(model_name="default")
+        req.inputs.add(name="input", datatype="FP32", shape=x.shape)
+        req.raw_input_contents.append(x.tobytes())
+        for name, value in sequence.items():
+            if isinstance(value, bool):
+                req.parameters[name].bool_param = value
+            else:
+                req.parameters[name].int64_param = int(value)  # type: ignore[call-overload]
+        return req
+
+    with server_process(tmp_path / "models", tmp_path / "server.log", **env):
+        prefixes: set[str] = set()
+        sent = 0
+        while sent < 8 or (len(prefixes) < 2 and sent < 200):
+            x = rng.standard_normal((3, 1, 10)).astype(np.float32)
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # a new connection
+                stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+                answer, call = stub.ModelInfer.with_call(request(x), timeout=30)
+            prefixes.add(dict(call.trailing_metadata())["x-request-id"][:16])
+            sent += 1
+            want, _, _ = forward(params, SEED, x)
+            got = np.frombuffer(answer.raw_output_contents[0], np.float32).reshape(3, 1, 20)
+            np.testing.assert_allclose(got, want, atol=1e-5)
+        assert len(prefixes) == 2, "both front-ends should have answered gRPC"
+
+        x = rng.standard_normal((8, 1, 10)).astype(np.float32)
+        outs = []
+        for k in range(4):
+            flags = {"sequence_id": 77, "sequence_start": k == 0, "sequence_end": k == 3}
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # any front-end
+                stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+                (reply,) = list(stub.ModelStreamInfer(iter([request(x[2 * k : 2 * k + 2], **flags)]),
+                                                      timeout=30))  # fmt: skip
+            assert not reply.error_message, reply.error_message
+            outs.append(np.frombuffer(reply.infer_response.raw_output_contents[0], np.float32))
+        want, _, _ = forward(params, SEED, x)
+        np.testing.assert_allclose(np.concatenate(outs).reshape(8, 1, 20), want, atol=1e-5)

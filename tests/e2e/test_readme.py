@@ -1,6 +1,6 @@
 """The documents' code runs: every ```python and ```bash block of the README, the client's
 README and the docs site's pages is run against a real server (its address put where the text
-says 127.0.0.1:8000), so a snippet that cannot run fails CI, as LitServe tests its README. A
+says 127.0.0.1:8000, and its gRPC address where it says 127.0.0.1:8001), so a snippet that cannot run fails CI, as LitServe tests its README. A
 block runs as a reader would run it: with the shell's PATH, plus the project's venv only once the
 page has said `source .venv/bin/activate`. A block that cannot run here says so in an HTML
 comment on the line above it (`<!-- notest: why -->`: markdown shows nothing of it), and only
@@ -81,9 +81,11 @@ def reader_path() -> str:
 
 
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.notest is None], ids=lambda b: b.where)
-def test_readme_block_runs(live_server: str, tmp_path: Path, block: Block) -> None:
+def test_readme_block_runs(live_servers: tuple[str, str], tmp_path: Path, block: Block) -> None:
+    live_server, grpc = live_servers
     address = live_server.removeprefix("http://")
     code = block.code.replace("127.0.0.1:8000", address).replace("localhost:8000", address)
+    code = code.replace("127.0.0.1:8001", grpc)
     path = reader_path()
     if block.activated:
         path = str(VENV_BIN) + os.pathsep + path

@@ -23,7 +23,7 @@ import pytest
 
 from tests.support.helpers import b64, decode
 from tests.support.redis_server import REDIS, RedisServer
-from tests.support.server import free_port, server_process
+from tests.support.server import free_port, running_server, server_process
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,10 +79,17 @@ server {{
 """
 
 
-def nginx(prefix: Path, upstreams: list[str], ingress: bool = False) -> Iterator[str]:
+def nginx(
+    prefix: Path,
+    upstreams: list[str],
+    ingress: bool = False,
+    grpc: tuple[str, list[str]] | None = None,
+) -> Iterator[str]:
     """nginx on a free port with the compose template (or, `ingress`, the k8s Ingress's
-    routing) in front of `upstreams`; yields its URL."""
+    routing) in front of `upstreams`; yields its URL. `grpc`: where the template's gRPC server
+    listens, and its replicas (else a free port before the HTTP ones, unused)."""
     port = free_port()
+    grpc_listen, grpc_upstreams = grpc or (f"127.0.0.1:{free_port()}", upstreams)
     (prefix / "logs").mkdir(parents=True, exist_ok=True)
     if ingress:
         site = ingress_site(upstreams, f"127.0.0.1:{port}")
@@ -90,6 +97,8 @@ def nginx(prefix: Path, upstreams: list[str], ingress: bool = False) -> Iterator
         site = render(TEMPLATE.read_text(), {
             "RNN_SERVE_UPSTREAM_1": upstreams[0], "RNN_SERVE_UPSTREAM_2": upstreams[1],
             "RNN_SERVE_LISTEN": f"127.0.0.1:{port}",
+            "RNN_SERVE_GRPC_UPSTREAM_1": grpc_upstreams[0],
+            "RNN_SERVE_GRPC_UPSTREAM_2": grpc_upstreams[1], "RNN_SERVE_GRPC_LISTEN": grpc_listen,
         }, upstreams[2:])  # fmt: skip
     (prefix / "site.conf").write_text(site)
     (prefix / "nginx.conf").write_text(f"""
@@ -111,6 +120,8 @@ http {{
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
+            if proc.poll() is not None:
+                pytest.fail(f"nginx exited with {proc.returncode} (its configuration?)")
             try:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
@@ -218,8 +229,8 @@ def test_sigterm_and_sigkill_behind_nginx(
 
 SEED = {"input_size": 10, "hidden_size": 20, "num_layers": 2}
 CHUNKS_SERVED = (
-    r'^rnn_serve_requests_total\{method="POST",route="/v1/sessions/\{session_id\}/forward",'
-    r'status="200"\} ([0-9.e+]+)$'
+    r'^rnn_serve_requests_total\{method="POST",protocol="http",'
+    r'route="/v1/sessions/\{session_id\}/forward",status="200"\} ([0-9.e+]+)$'
 )
 
 
@@ -416,3 +427,71 @@ def test_chaos_sessions_in_redis_lose_nothing(
                 f"chunks answered from the kept answer, {misses:g} sessions read from Redis, "
                 f"{conflicts:g} commit conflicts, since the last restarts)"
             )
+
+
+@pytest.mark.skipif(NGINX is None or REDIS is None, reason="needs nginx and redis-server")
+def test_grpc_through_nginx_to_replicas_sharing_redis(tmp_path: Path) -> None:
+    """tritonclient.grpc through the shipped nginx template's gRPC server (grpc_pass, HTTP/2)
+    to two replicas with sessions in Redis: unary calls are spread over both, and sequences
+    streamed on new connections go on whichever replica each reaches."""
+    import queue
+    import warnings
+
+    from tests.oracle import rnn_forward, seeded_params
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import tritonclient.grpc as triton
+
+    redis = RedisServer(tmp_path / "redis").start()
+    grpc_ports = [free_port(), free_port()]
+    listen = f"127.0.0.1:{free_port()}"
+    env = {"RNN_SERVE_LOG_LEVEL": "warning", "RNN_SERVE_SESSION_STORE": redis.url}
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((12, 1, 10)).astype(np.float32)
+    try:
+        with contextlib.ExitStack() as stack:
+            urls = [
+                stack.enter_context(
+                    running_server(
+                        tmp_path / "models",
+                        tmp_path / f"{p}.log",
+                        RNN_SERVE_GRPC_PORT=str(p),
+                        **env,
+                    )
+                )
+                for p in grpc_ports
+            ]
+            upstreams = [u.removeprefix("http://") for u in urls]
+            grpc_upstreams = [f"127.0.0.1:{p}" for p in grpc_ports]
+            lb = nginx(tmp_path / "nginx", upstreams, grpc=(listen, grpc_upstreams))
+            next(lb)
+            stack.callback(lambda: next(lb, None))
+            outs = []
+            for k in range(4):  # each chunk on a new connection and stream
+                client = triton.InferenceServerClient(listen)
+                answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+                client.start_stream(lambda result, error, q=answers: q.put((result, error)))
+                item = triton.InferInput("input", [3, 1, 10], "FP32")
+                item.set_data_from_numpy(x[3 * k : 3 * k + 3])
+                client.async_stream_infer("default", [item], sequence_id=5,
+                                          sequence_start=k == 0, sequence_end=k == 3)  # fmt: skip
+                result, error = answers.get(timeout=60)
+                assert error is None, error
+                outs.append(result.as_numpy("output"))
+                client.stop_stream()
+                client.close()
+            want, _ = rnn_forward(seeded_params(SEED), SEED, x)
+            np.testing.assert_allclose(np.concatenate(outs), want, atol=1e-5)
+            client = triton.InferenceServerClient(listen)
+            try:
+                for _ in range(6):
+                    item = triton.InferInput("input", [3, 1, 10], "FP32")
+                    item.set_data_from_numpy(x[:3])
+                    client.infer("default", [item])
+            finally:
+                client.close()
+            served = [_counter(u, "rnn_serve_model_inferences_total") for u in urls]
+            assert all(n > 0 for n in served), served  # nginx spread the calls over both
+    finally:
+        redis.stop()

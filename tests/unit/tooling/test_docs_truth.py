@@ -19,7 +19,8 @@ DOCUMENTS = [ROOT / "README.md", ROOT / "clients" / "python" / "README.md",
 # file and nginx template read
 OTHERS = {"RNN_SERVE_URL", "RNN_SERVE_API_KEY", "RNN_SERVE_TEST_DEVICE", "RNN_SERVE_LISTEN",
           "RNN_SERVE_S3_ACCESS_KEY", "RNN_SERVE_S3_SECRET_KEY", "RNN_SERVE_UPSTREAM_1",
-          "RNN_SERVE_UPSTREAM_2"}  # fmt: skip
+          "RNN_SERVE_UPSTREAM_2", "RNN_SERVE_GRPC_UPSTREAM_1", "RNN_SERVE_GRPC_UPSTREAM_2",
+          "RNN_SERVE_GRPC_LISTEN", "RNN_SERVE_PUBLISH_PORT", "RNN_SERVE_GRPC_PUBLISH_PORT"}  # fmt: skip
 SETTINGS = {"RNN_SERVE_" + name.upper() for name in Settings.model_fields}
 
 
