@@ -61,11 +61,11 @@ class Streams:
         running: set[asyncio.Task[None]] = set()
         tails: dict[tuple[str, Any], asyncio.Task[None]] = {}  # each sequence's latest request
 
-        async def answer(req: Any, after: asyncio.Task[None] | None, start: float) -> None:
+        async def answer(codec: GrpcInfer, after: asyncio.Task[None] | None, start: float) -> None:
             try:
-                if after is not None:  # its sequence's previous request first (any outcome)
-                    await asyncio.wait([after])
-                answers.put_nowait(await self._one(req, context, metadata, caller, start))
+                if after is not None and not after.done():  # its sequence's previous request
+                    await asyncio.wait([after])  # first (whatever its outcome)
+                answers.put_nowait(await self._one(codec, context, metadata, caller, start))
             finally:
                 slots.release()
 
@@ -81,9 +81,10 @@ class Streams:
                         self.calls.record(ROUTE, status_of(exc), start, "-", {})
                         answers.put_nowait(stream_error(described(exc)))
                         continue
-                    key = GrpcInfer(req).sequence_key
+                    codec = GrpcInfer(req)
+                    key = codec.sequence_key
                     after = tails.get(key) if key is not None else None
-                    task = asyncio.create_task(answer(req, after, start))
+                    task = asyncio.create_task(answer(codec, after, start))
                     running.add(task)
                     task.add_done_callback(running.discard)
                     if key is not None:
@@ -106,18 +107,19 @@ class Streams:
 
     async def _one(
         self,
-        req: Any,
+        codec: GrpcInfer,
         context: grpc.aio.ServicerContext[Any, Any],
         metadata: dict[str, str],
         caller: Caller,
         start: float,
     ) -> bytes:
         """One request of the stream, answered as its ModelStreamInferResponse."""
+        req = codec.req
         ctx = self.calls.context(context, metadata, caller, req.id or None)
         status = grpc.StatusCode.OK
         try:
-            codec = GrpcInfer(req)
-            check_version(req.model_name, req.model_version)
+            if req.model_version:
+                check_version(req.model_name, req.model_version)
             encoded = await self.plane.infer(ctx, codec, req.model_name)
             return stream_answer(encoded.body)
         except ServiceError as exc:
