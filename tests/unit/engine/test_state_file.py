@@ -41,6 +41,8 @@ def test_the_file_reads_back_as_safetensors_writes_it(dtype: str, carrier: str) 
 def test_an_empty_state_and_other_dtypes() -> None:
     state, _, _ = from_safetensors(to_safetensors(_state("float32", ())))
     assert state.parts == ()
-    odd = {"last.output": np.arange(3, dtype=np.int16)}  # (a dtype the encoder leaves to safetensors)
+    odd = {
+        "last.output": np.arange(3, dtype=np.int16)
+    }  # (a dtype the encoder leaves to safetensors)
     _, _, tensors = from_safetensors(to_safetensors(_state("float32", ()), None, odd))
     np.testing.assert_array_equal(tensors["last.output"], odd["last.output"])
