@@ -263,13 +263,20 @@ def capacity_section() -> list[str]:
         f"open loop (latency counted from when a chunk was due), ramped until the p99 passed "
         f"{budget:g} ms; {cap['step_s']:g} s a level, the first second not counted "
         "(`python -m bench.capacity`). sessions: the server holds the state, chunks carry "
-        "start_step; stateless: /v1/models/default/forward with h0 = the previous answer's h_n. "
-        "The load generator (one process, raw HTTP/1.1 on keep-alive connections) shares the "
-        f"machine's {cap.get('cpus', '?')} CPUs with the server: its own CPU and how late it sent "
-        "chunks are in the table, to show it was not the bottleneck.",
+        "start_step; stateless: /v1/models/default/forward with h0 = the previous answer's h_n; "
+        "-redis: sessions in Redis (redis-server on the same machine, AOF with fsync every "
+        "second); grpc: each stream a sequence on Triton's ModelStreamInfer (raw FP32, "
+        "sequence_id, start_step), 100 streams to an HTTP/2 connection. "
+        "The load generators (one process each, raw HTTP/1.1 on keep-alive connections; grpc.aio "
+        "with requests serialized by hand) share the "
+        f"machine's {cap.get('cpus', '?')} CPUs with the server: their own CPU and how late they "
+        "sent chunks are in the table, to show whether they were the bottleneck.",
         "",
-        f"**sessions: {cap.get('capacity_sessions', 0)} streams; stateless: "
-        f"{cap.get('capacity_stateless', 0)} streams** within p99 {budget:g} ms.",
+        "**" + "; ".join(
+            f"{mode}: {cap[f'capacity_{mode}']} streams" for mode in
+            ("sessions", "sessions-redis", "stateless", "grpc", "grpc-redis")
+            if f"capacity_{mode}" in cap
+        ) + f"** within p99 {budget:g} ms.",
         "",
         "| mode | streams | chunks/s (target) | p50 ms | p99 ms | send lag p99 ms | errors | generator CPU | server CPU |",
         "|---|---|---|---|---|---|---|---|---|",
