@@ -44,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +93,32 @@ class Level:
         self.sent = 0
 
 
+async def paced(
+    level: Level, t0: float, phase: float, chunk: Callable[[int], Awaitable[bool]]
+) -> None:
+    """Chunk k due at t0 + phase + k * PERIOD_S, open loop, until the level's end: `chunk(k)`
+    sends it and says whether its answer was one; latency is counted from when it was due."""
+    loop = asyncio.get_running_loop()
+    start, stop, k = t0 + phase, t0 + level.seconds, 0
+    while (due := start + k * PERIOD_S) < stop:
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sent = loop.time()
+        ok = await chunk(k)
+        done = loop.time()
+        if not ok:
+            level.errors += 1
+        if due >= t0 + 1.0:
+            level.latencies.append(done - due)
+            level.lags.append(sent - due)
+            level.sent += 1
+        k += 1
+
+
 async def stream(
     host: str, port: int, mode: str, level: Level, t0: float, phase: float, seed: int
 ) -> None:
-    loop = asyncio.get_running_loop()
     reader, writer = await asyncio.open_connection(host, port)
     x = np.random.default_rng(seed).standard_normal((STEPS, 1, 10)).astype(np.float32)
     x_b64 = orjson.dumps(b64_tensor(x))
@@ -110,31 +132,19 @@ async def stream(
             path = f"/v1/sessions/{sid}/forward"
         else:
             path = "/v1/models/default/forward"
-            h0 = orjson.dumps(b64_tensor(np.zeros((2, 1, 20), np.float32)))
-        start, stop, k = t0 + phase, t0 + level.seconds, 0
-        while True:
-            due = start + k * PERIOD_S
-            if due >= stop:
-                break
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        state = {"h0": orjson.dumps(b64_tensor(np.zeros((2, 1, 20), np.float32)))}
+
+        async def chunk(k: int) -> bool:
             if mode.startswith("sessions"):
                 body = b'{"input":%s,"output_encoding":"b64","start_step":%d}' % (x_b64, k * STEPS)
             else:
-                body = b'{"input":%s,"h0":%s,"output_encoding":"b64"}' % (x_b64, h0)
-            sent = loop.time()
+                body = b'{"input":%s,"h0":%s,"output_encoding":"b64"}' % (x_b64, state["h0"])
             status, answer = await _exchange(reader, writer, _request(path, body))
-            done = loop.time()
-            if status != 200:
-                level.errors += 1
-            elif mode == "stateless":  # the state goes back out with the next chunk
-                h0 = orjson.dumps(orjson.loads(answer)["h_n"])
-            if due >= t0 + 1.0:
-                level.latencies.append(done - due)
-                level.lags.append(sent - due)
-                level.sent += 1
-            k += 1
+            if status == 200 and mode == "stateless":  # the state goes out again with the next
+                state["h0"] = orjson.dumps(orjson.loads(answer)["h_n"])
+            return status == 200
+
+        await paced(level, t0, phase, chunk)
     finally:
         writer.close()
 
@@ -174,30 +184,17 @@ def grpc_chunk(x_raw: bytes, sequence_id: int, k: int) -> bytes:
 async def grpc_stream(
     channel: Any, level: Level, t0: float, phase: float, seed: int, sequence_id: int
 ) -> None:
-    loop = asyncio.get_running_loop()
     x = np.random.default_rng(seed).standard_normal((STEPS, 1, 10)).astype(np.float32)
     x_raw = x.tobytes()
     call = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")()
     try:
-        start, stop, k = t0 + phase, t0 + level.seconds, 0
-        while True:
-            due = start + k * PERIOD_S
-            if due >= stop:
-                break
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            sent = loop.time()
+
+        async def chunk(k: int) -> bool:
             await call.write(grpc_chunk(x_raw, sequence_id, k))
             answer = await call.read()
-            done = loop.time()
-            if answer[:1] != b"\x12":  # an error_message (field 1) first, not an answer
-                level.errors += 1
-            if due >= t0 + 1.0:
-                level.latencies.append(done - due)
-                level.lags.append(sent - due)
-                level.sent += 1
-            k += 1
+            return bool(answer[:1] == b"\x12")  # an answer, not an error_message (field 1)
+
+        await paced(level, t0, phase, chunk)
         await call.done_writing()
     finally:
         call.cancel()

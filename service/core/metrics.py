@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import (
@@ -102,6 +103,8 @@ class Metrics:
             ["model"], registry=r, multiprocess_mode="max",
         )  # fmt: skip
         self._timers: dict[str, StageTimers] = {}
+        self._request_counters: dict[tuple[str, str, str, str], Any] = {}
+        self._request_latencies: dict[tuple[str, str], Any] = {}
         self.batch_size = Histogram(
             "rnn_serve_batch_sequences", "Sequences per forward run on the device.",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r,
@@ -201,6 +204,22 @@ class Metrics:
         for metric, labels in labelled:
             with contextlib.suppress(KeyError):
                 metric.remove(*labels)
+
+    def request_done(
+        self, protocol: str, method: str, route: str, status: str, elapsed: float
+    ) -> None:
+        """A request's count (by protocol, method, route and status) and latency (by protocol
+        and route), every front end's; the metric children are bound once each."""
+        counter = self._request_counters.get((protocol, method, route, status))
+        if counter is None:
+            counter = self.requests.labels(protocol, method, route, status)
+            self._request_counters[(protocol, method, route, status)] = counter
+        counter.inc()
+        latency = self._request_latencies.get((protocol, route))
+        if latency is None:
+            latency = self.request_seconds.labels(protocol, route)
+            self._request_latencies[(protocol, route)] = latency
+        latency.observe(elapsed)
 
     def stages_for(self, model: str) -> StageTimers:
         timers = self._timers.get(model)

@@ -55,8 +55,6 @@ class Calls:
         self.keys = keys if keys.enabled else None
         self.ids = RequestIds()
         self._metrics = metrics
-        self._counters: dict[tuple[str, str], Any] = {}
-        self._latencies: dict[str, Any] = {}
 
     def caller(self, metadata: Metadata, scope: str | None) -> Caller:
         """Who calls (`Keys.check`), for a call that needs `scope`; anyone where none is needed
@@ -89,15 +87,7 @@ class Calls:
     ) -> None:
         """A call's (or a stream request's) count, latency and access-log line."""
         elapsed = time.perf_counter() - start
-        counter = self._counters.get((route, status.name))
-        if counter is None:
-            counter = self._metrics.requests.labels("grpc", "POST", route, status.name)
-            self._counters[(route, status.name)] = counter
-        counter.inc()
-        latency = self._latencies.get(route)
-        if latency is None:
-            latency = self._latencies[route] = self._metrics.request_seconds.labels("grpc", route)
-        latency.observe(elapsed)
+        self._metrics.request_done("grpc", "POST", route, status.name, elapsed)
         if ACCESS.enabled():
             ACCESS.write({
                 "request_id": rid, "protocol": "grpc", "method": "POST", "path": route,
