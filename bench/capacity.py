@@ -16,7 +16,10 @@ omission). The number of streams ramps up until the p99 passes the budget (50 ms
 - grpc, grpc-redis: each stream is a sequence on Triton's `ModelStreamInfer` (raw FP32 tensors,
   `sequence_id`, `sequence_start`, `start_step`), sessions in memory or in Redis. Streams share
   HTTP/2 connections, GRPC_STREAMS_PER_CHANNEL a connection, each its own gRPC stream, as many
-  sources behind one gateway would.
+  sources behind one gateway would;
+- grpc-floor: the same streams against `bench.grpc_echo`, a bare grpc.aio server answering each
+  message with a fixed reply: the floor of a stream message, before any rnn-serve code (not in
+  the default modes).
 
 The HTTP load generator is one process of raw HTTP/1.1 over keep-alive connections (uvloop, bodies
 built from pre-encoded bytes, no HTTP library), so that it is cheap; the gRPC one is grpc.aio
@@ -310,6 +313,26 @@ def commit_quantiles(url: str) -> dict[str, float]:
     return {"p50": quantile(0.5), "p99": quantile(0.99), "commits": total}
 
 
+def _floor(
+    work: Path, port: int, levels: list[int], seconds: float, budget_ms: float
+) -> list[dict[str, Any]]:
+    """The grpc-floor mode: bench.grpc_echo on `port`, ramped like the grpc modes."""
+    log = (work / "echo.log").open("wb")
+    echo = subprocess.Popen([sys.executable, "-m", "bench.grpc_echo", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        for _ in range(200):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.02)
+        return ramp(f"http://127.0.0.1:{port}", echo.pid, "grpc-floor", levels, seconds, budget_ms)
+    finally:
+        echo.terminate()
+        echo.wait(10)
+        log.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="a running server (default: start one)")
@@ -331,6 +354,9 @@ def main() -> None:
             continue
         work = Path(tempfile.mkdtemp(prefix="rnn-serve-capacity-"))
         port = free_port()
+        if mode == "grpc-floor":
+            results["rows"] += _floor(work, port, levels, args.step_s, args.budget_ms)
+            continue
         script = Path(sys.executable).with_name("rnn-serve")
         command = [str(script), "--host", "127.0.0.1", "--port", str(port)]
         grpc_port = free_port()
