@@ -104,8 +104,9 @@ class Settings(BaseSettings):
         default=256, ge=1, description="HTTP/2 streams (calls) at once on one gRPC connection."
     )
     grpc_stream_max_in_flight: int = Field(
-        default=256, ge=1, description="Requests of one ModelStreamInfer stream in flight at "
-        "most; past it the stream is not read until one is answered.",
+        default=256, ge=1, description="Requests of one ModelStreamInfer stream in flight (or "
+        "answered, not yet sent) at most; past it the stream is not read until an answer goes "
+        "out.",
     )  # fmt: skip
 
     # Processes. One engine (registry, batcher, sessions) per device; HTTP may be served by

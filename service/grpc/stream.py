@@ -11,8 +11,9 @@ stream, as `tritonclient.grpc`'s `start_stream` / `async_stream_infer` and its a
 - Every request is answered with a `ModelStreamInferResponse`: its `infer_response`, or its
   `error_message` (the same text as a unary call's status message). An error ends nothing:
   the stream stays open for the next request.
-- At most `RNN_SERVE_GRPC_STREAM_MAX_IN_FLIGHT` requests of a stream are in flight: past it,
-  the stream is not read until one is answered, and HTTP/2's flow control holds the client back.
+- At most `RNN_SERVE_GRPC_STREAM_MAX_IN_FLIGHT` requests of a stream are in flight or answered
+  and not yet sent: past it, the stream is not read until an answer has gone out, and HTTP/2's
+  flow control holds back a client that sends without reading.
 - When the call ends (the client cancels, its deadline passes, the server stops), the
   requests still in flight are cancelled, as a disconnect cancels an HTTP request's forward.
 """
@@ -61,13 +62,17 @@ class Streams:
         running: set[asyncio.Task[None]] = set()
         tails: dict[tuple[str, Any], asyncio.Task[None]] = {}  # each sequence's latest request
 
+        # every request holds a slot from when it is read until its answer is sent: a client
+        # that sends and never reads is held back, with at most max_in_flight answers kept
         async def answer(codec: GrpcInfer, after: asyncio.Task[None] | None, start: float) -> None:
             try:
                 if after is not None and not after.done():  # its sequence's previous request
                     await asyncio.wait([after])  # first (whatever its outcome)
-                answers.put_nowait(await self._one(codec, context, metadata, caller, start))
-            finally:
+                item = await self._one(codec, context, metadata, caller, start)
+            except BaseException:
                 slots.release()
+                raise
+            answers.put_nowait(item)
 
         async def read() -> None:
             try:
@@ -77,7 +82,6 @@ class Streams:
                     try:
                         req = parse(m.ModelInferRequest, data, "ModelInferRequest")
                     except ServiceError as exc:
-                        slots.release()
                         self.calls.record(ROUTE, status_of(exc), start, "-", {})
                         answers.put_nowait(stream_error(described(exc)))
                         continue
@@ -99,6 +103,7 @@ class Streams:
         try:
             while (item := await answers.get()) is not None:
                 yield item
+                slots.release()
             await reader  # (its error, if reading the requests failed)
         finally:
             reader.cancel()

@@ -50,8 +50,10 @@ def grpc_server(tmp: Path, **env: str) -> Iterator[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    # (a small in-flight bound: the streaming tests send far past it, so reading waits on answers)
     with grpc_server(tmp_path_factory.mktemp("grpc"), RNN_SERVE_MAX_BODY_BYTES=str(1 << 20),
-                     RNN_SERVE_MAX_SESSIONS="64") as both:  # fmt: skip
+                     RNN_SERVE_MAX_SESSIONS="64",
+                     RNN_SERVE_GRPC_STREAM_MAX_IN_FLIGHT="8") as both:  # fmt: skip
         httpx.post(f"{both[0]}/v1/models", json={"name": "grpc-lstm", "config": LSTM}, timeout=30)
         yield both
 
