@@ -154,7 +154,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.grpc_port:  # the gRPC front end, in this process beside HTTP
             from service.grpc.server import GrpcFrontEnd
 
-            grpc_front = GrpcFrontEnd(settings, plane, app.keys, metrics)  # type: ignore[attr-defined]
+            keys = app.keys  # type: ignore[attr-defined]
+            grpc_front = GrpcFrontEnd(settings, plane, keys, metrics, tracer)
             await grpc_front.start()
         try:
             yield {"plane": plane}

@@ -90,6 +90,39 @@ class RequestSpan:
         self._span.end()
 
 
+class CallSpan:
+    """The gRPC front end's span for one call (or one request of a stream), made current for
+    everything it runs: the forward's stage spans are its children, as under RequestSpan."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(
+        self, tracer: Tracer, method: str, request_id: str, metadata: dict[str, str]
+    ) -> None:
+        from opentelemetry import context, propagate, trace
+
+        service = "inference.GRPCInferenceService"
+        self._span = tracer.start_span(
+            f"{service}/{method}",
+            context=propagate.extract(metadata),  # a caller's traceparent, as gRPC metadata
+            kind=trace.SpanKind.SERVER,
+            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": method,
+                        "rnn_serve.request_id": request_id},
+        )  # fmt: skip
+        self._token = context.attach(trace.set_span_in_context(self._span))
+
+    def end(self, code: int, failed: bool) -> None:
+        """`code`: the gRPC status code's number; `failed`: the server's fault (INTERNAL)."""
+        from opentelemetry import context
+        from opentelemetry.trace import Status, StatusCode
+
+        self._span.set_attribute("rpc.grpc.status_code", code)
+        if failed:
+            self._span.set_status(Status(StatusCode.ERROR))
+        context.detach(self._token)
+        self._span.end()
+
+
 def forward_spans(
     tracer: Tracer,
     marks: tuple[float, float, float, float, float, float],

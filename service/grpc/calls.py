@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -21,9 +21,13 @@ from google.protobuf.message import DecodeError
 from service.core.errors import InvalidInput, ServiceError, Unauthorized, described
 from service.core.logs import ACCESS
 from service.core.metrics import Metrics
+from service.core.tracing import CallSpan
 from service.dataplane.context import ANONYMOUS, Caller, LogFields, RequestContext, RequestIds
 from service.dataplane.keys import Keys
 from service.grpc.status import status_of
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("rnn_serve.errors")
 
@@ -48,11 +52,17 @@ def parse(cls: Any, data: bytes, what: str) -> Any:
         raise InvalidInput.at((what,), f"expected a {what} message") from None
 
 
+def end_span(span: CallSpan | None, status: grpc.StatusCode) -> None:
+    if span is not None:
+        span.end(status.value[0], status in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN))
+
+
 class Calls:
     """The per-call work every RPC shares."""
 
-    def __init__(self, keys: Keys, metrics: Metrics) -> None:
+    def __init__(self, keys: Keys, metrics: Metrics, tracer: Tracer | None = None) -> None:
         self.keys = keys if keys.enabled else None
+        self.tracer = tracer  # OpenTelemetry's, when tracing is on
         self.ids = RequestIds()
         self._metrics = metrics
 
@@ -81,6 +91,12 @@ class Calls:
         else a new one), the caller, and what is left of the call's deadline."""
         rid = self.ids.take(offered_id or metadata.get("x-request-id"))
         return RequestContext(rid, "grpc", caller, call.time_remaining(), {})
+
+    def span(self, method: str, ctx: RequestContext, metadata: Metadata) -> CallSpan | None:
+        """The call's trace span, when tracing is on (end it with `end_span`)."""
+        if self.tracer is None:
+            return None
+        return CallSpan(self.tracer, method, ctx.request_id, metadata)
 
     def record(
         self, route: str, status: grpc.StatusCode, start: float, rid: str, fields: Any
@@ -112,10 +128,12 @@ class Calls:
             rid: str = "-"
             fields: LogFields = {}
             status, message = grpc.StatusCode.OK, ""
+            span = None
             try:
                 metadata = metadata_of(context)
                 ctx = self.context(context, metadata, self.caller(metadata, scope))
                 rid, fields = ctx.request_id, ctx.log
+                span = self.span(method, ctx, metadata)
                 context.set_trailing_metadata((("x-request-id", rid),))
                 return await serve(ctx, parse(request, data, what))
             except ServiceError as exc:
@@ -133,6 +151,7 @@ class Calls:
                 status, message = grpc.StatusCode.INTERNAL, INTERNAL
             finally:
                 self.record(route, status, start, rid, fields)
+                end_span(span, status)
             await context.abort(status, message)
             raise AssertionError("abort returns by raising")  # (for the type checker)
 

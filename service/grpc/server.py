@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf import descriptor_pb2
@@ -30,6 +31,9 @@ from service.dataplane.keys import Keys
 from service.dataplane.plane import DataPlane
 from service.grpc.calls import Calls
 from service.grpc.servicer import Servicer
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("rnn_serve")
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -48,7 +52,14 @@ def _describe_in_pool() -> None:
 
 
 class GrpcFrontEnd:
-    def __init__(self, settings: Settings, plane: DataPlane, keys: Keys, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        plane: DataPlane,
+        keys: Keys,
+        metrics: Metrics,
+        tracer: Tracer | None = None,
+    ) -> None:
         self.settings = settings
         self.plane = plane
         self.server = grpc.aio.server(
@@ -63,7 +74,7 @@ class GrpcFrontEnd:
             ],
             maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
         )
-        calls = Calls(keys, metrics)
+        calls = Calls(keys, metrics, tracer)
         self.server.add_generic_rpc_handlers(
             (Servicer(plane, calls, settings.grpc_stream_max_in_flight).handler(),)
         )

@@ -36,7 +36,7 @@ from service.core.errors import ServiceError, described
 from service.dataplane.context import Caller
 from service.dataplane.keys import INFERENCE
 from service.dataplane.plane import DataPlane
-from service.grpc.calls import INTERNAL, Calls, metadata_of, parse
+from service.grpc.calls import INTERNAL, Calls, end_span, metadata_of, parse
 from service.grpc.status import status_of
 
 log = logging.getLogger("rnn_serve.errors")
@@ -122,6 +122,7 @@ class Streams:
         req = codec.req
         ctx = self.calls.context(context, metadata, caller, req.id or None)
         status = grpc.StatusCode.OK
+        span = self.calls.span("ModelStreamInfer", ctx, metadata)
         try:
             if req.model_version:
                 check_version(req.model_name, req.model_version)
@@ -139,6 +140,7 @@ class Streams:
             return stream_error(INTERNAL, req)
         finally:
             self.calls.record(ROUTE, status, start, ctx.request_id, ctx.log)
+            end_span(span, status)
 
 
 def _forget(tails: dict[tuple[str, Any], asyncio.Task[None]], key: Any, task: Any) -> None:

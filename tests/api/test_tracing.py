@@ -95,3 +95,50 @@ async def test_off_by_default(anyio_backend: str) -> None:
         EXPORTER.clear()
         await _forward_and_session(c)
     assert EXPORTER.get_finished_spans() == ()
+
+
+async def test_grpc_calls_and_stream_requests_have_spans(anyio_backend: str) -> None:
+    """Over gRPC too: one server span per call and per stream request (rpc.* attributes, the
+    caller's traceparent from metadata), the forward's stages as its children."""
+    import grpc
+    import numpy as np
+
+    from service.codecs import messages as m
+    from tests.support.server import free_port
+
+    def request(**flags: object) -> bytes:
+        req = m.ModelInferRequest(model_name="default", id="t1")
+        req.inputs.add(name="input", datatype="FP32", shape=[2, 1, 10])
+        req.raw_input_contents.append(np.zeros((2, 1, 10), np.float32).tobytes())
+        for name, value in flags.items():
+            if isinstance(value, bool):
+                req.parameters[name].bool_param = value
+            else:
+                req.parameters[name].int64_param = int(value)  # type: ignore[call-overload]
+        return bytes(req.SerializeToString())
+
+    port = free_port()
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    async for _ in open_client(make_settings(tracing=True, grpc_port=port)):
+        EXPORTER.clear()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            infer: Any = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+            await infer(request(), metadata=(("traceparent", f"00-{trace_id}-{parent}-01"),))
+            stream: Any = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+            call = stream()
+            await call.write(request(sequence_id=3, sequence_start=True))
+            assert (await call.read())[:1] == b"\x12"  # an answer, not an error
+            await call.done_writing()
+    spans = EXPORTER.get_finished_spans()
+    calls = [s for s in spans if s.kind == trace.SpanKind.SERVER]
+    assert [s.name for s in calls] == [
+        "inference.GRPCInferenceService/ModelInfer",
+        "inference.GRPCInferenceService/ModelStreamInfer",
+    ]
+    assert attrs(calls[0])["rpc.system"] == "grpc"
+    assert attrs(calls[0])["rpc.grpc.status_code"] == 0
+    assert f"{calls[0].context.trace_id:032x}" == trace_id
+    for call_span in calls:
+        children = [s.name for s in spans if s.parent is not None
+                    and s.parent.span_id == call_span.context.span_id]  # fmt: skip
+        assert children == ["decode", "queue", "compute", "encode"]
