@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import functools
 import queue
+import re
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +31,7 @@ from tests.support.server import free_port, running_server
 pytestmark = pytest.mark.e2e
 SEED = {"input_size": 10, "hidden_size": 20, "num_layers": 2}
 LSTM = {"mode": "LSTM", "input_size": 4, "hidden_size": 6, "num_layers": 2, "proj_size": 3}
+LONG = {"input_size": 1, "hidden_size": 256}  # a forward of many time slices
 ADMIN, INFERENCE = "admin-key-for-grpc", "inference-key-for-grpc"
 
 with warnings.catch_warnings():  # gevent's import-time deprecation notices are not ours
@@ -52,9 +55,10 @@ def grpc_server(tmp: Path, **env: str) -> Iterator[tuple[str, str]]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     # (a small in-flight bound: the streaming tests send far past it, so reading waits on answers)
     with grpc_server(tmp_path_factory.mktemp("grpc"), RNN_SERVE_MAX_BODY_BYTES=str(1 << 20),
-                     RNN_SERVE_MAX_SESSIONS="64",
+                     RNN_SERVE_MAX_SESSIONS="64", RNN_SERVE_SLICE_MACS="2e7",
                      RNN_SERVE_GRPC_STREAM_MAX_IN_FLIGHT="8") as both:  # fmt: skip
         httpx.post(f"{both[0]}/v1/models", json={"name": "grpc-lstm", "config": LSTM}, timeout=30)
+        httpx.post(f"{both[0]}/v1/models", json={"name": "grpc-long", "config": LONG}, timeout=30)
         yield both
 
 
@@ -286,6 +290,39 @@ def test_hostile_messages_get_a_clean_status(server: tuple[str, str]) -> None:
     assert "sequence_start: expected a boolean" in str(infer(wrong_type).details())
     client = triton.InferenceServerClient(server[1])
     try:  # still serving
+        assert client.infer("default", [_input("input", np.ones((1, 1, 10), np.float32))])
+    finally:
+        client.close()
+
+
+def _metric(url: str, pattern: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(float(v) for v in re.findall(pattern, text, re.M))
+
+
+def test_a_cancelled_call_cancels_its_forward(server: tuple[str, str]) -> None:
+    """As a client that disconnects over HTTP: the call counted CANCELLED, no further time slice
+    of its forward runs, and the server goes on serving."""
+    url, target = server
+    steps = 60_000
+    timesteps = r"^rnn_serve_timesteps_total ([0-9.e+]+)$"
+    cancelled = r'^rnn_serve_requests_total\{[^}]*status="CANCELLED"[^}]*\} ([0-9.e+]+)$'
+    req = service_pb2.ModelInferRequest(model_name="grpc-long")
+    req.inputs.add(name="input", datatype="FP32", shape=[steps, 1, 1])
+    req.raw_input_contents.append(np.ones((steps, 1, 1), np.float32).tobytes())
+    before = _metric(url, timesteps)
+    with grpc.insecure_channel(target) as channel:
+        future = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer.future(req)
+        wait_until(lambda: _metric(url, timesteps) > before, 30)  # its slices are running
+        future.cancel()
+    wait_until(lambda: _metric(url, cancelled) >= 1, 10)
+    time.sleep(0.2)  # a slice running when it was cancelled finishes; no other starts
+    ran = _metric(url, timesteps) - before
+    assert 0 < ran < steps, ran
+    time.sleep(0.5)
+    assert _metric(url, timesteps) - before == ran, "slices ran after the call was cancelled"
+    client = triton.InferenceServerClient(target)
+    try:
         assert client.infer("default", [_input("input", np.ones((1, 1, 10), np.float32))])
     finally:
         client.close()
