@@ -42,7 +42,6 @@ import json
 import os
 import re
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,7 +54,7 @@ import httpx
 import numpy as np
 import orjson
 
-from bench.harness import OUT, cpu_seconds, free_port, server
+from bench.harness import OUT, cpu_seconds, free_port, server, wait_for_port
 from service.client import b64_tensor
 
 PERIOD_S = 0.05  # 20 chunks/s
@@ -279,11 +278,7 @@ def redis(work: Path) -> Iterator[tuple[str, int]]:
          "--logfile", str(folder / "log")]
     )  # fmt: skip
     try:
-        for _ in range(200):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.02)
+        wait_for_port(port)
         yield f"redis://127.0.0.1:{port}/0", proc.pid
     finally:
         proc.terminate()
@@ -321,11 +316,7 @@ def _floor(
     echo = subprocess.Popen([sys.executable, "-m", "bench.grpc_echo", str(port)],
                             stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     try:
-        for _ in range(200):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.02)
+        wait_for_port(port)
         return ramp(f"http://127.0.0.1:{port}", echo.pid, "grpc-floor", levels, seconds, budget_ms)
     finally:
         echo.terminate()

@@ -375,6 +375,16 @@ def _chunks(rng: np.random.Generator, n: int) -> list[np.ndarray]:
             for _ in range(n)]  # fmt: skip
 
 
+def _check_sequences(chunks: dict[Any, list[np.ndarray]], got: dict[str, np.ndarray]) -> None:
+    """Each sequence's answers (by request id "<sequence>/<chunk>"), in order, equal the float64
+    oracle over the sequence's whole input."""
+    params = seeded_params(SEED)
+    for s, xs in chunks.items():
+        out = np.concatenate([got[f"{s}/{k}"] for k in range(len(xs))])
+        want, _ = rnn_forward(params, SEED, np.concatenate(xs))
+        np.testing.assert_allclose(out, want, atol=1e-5)
+
+
 def test_sixteen_sequences_interleaved_on_one_stream(server: tuple[str, str]) -> None:
     """16 sequences on one start_stream, their chunks interleaved: every answer echoes its id,
     every sequence equals the oracle over its whole input, and an error on one request (a chunk
@@ -407,11 +417,7 @@ def test_sixteen_sequences_interleaved_on_one_stream(server: tuple[str, str]) ->
         client.close()
     assert len(errors) == 1
     assert "sequence '999' is not open" in errors[0]
-    params = seeded_params(SEED)
-    for s, xs in chunks.items():
-        out = np.concatenate([got[f"{s}/{k}"] for k in range(5)])
-        want, _ = rnn_forward(params, SEED, np.concatenate(xs))
-        np.testing.assert_allclose(out, want, atol=1e-5)
+    _check_sequences(chunks, got)
 
 
 def test_asyncio_client_streams_sequences(server: tuple[str, str]) -> None:
@@ -442,11 +448,7 @@ def test_asyncio_client_streams_sequences(server: tuple[str, str]) -> None:
         return got
 
     got = asyncio.run(main())
-    params = seeded_params(SEED)
-    for s, xs in chunks.items():
-        out = np.concatenate([got[f"{s}/{k}"] for k in range(4)])
-        want, _ = rnn_forward(params, SEED, np.concatenate(xs))
-        np.testing.assert_allclose(out, want, atol=1e-5)
+    _check_sequences(chunks, got)
 
 
 def test_a_stream_that_opens_ten_thousand_sequences(server: tuple[str, str]) -> None:
