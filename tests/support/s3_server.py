@@ -59,23 +59,14 @@ class S3Server:
         }
         config = self.folder / "s3.json"
         config.write_text(json.dumps(identities))
-        ports = {name: str(free_port()) for name in (
-            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-            "filer.port.grpc", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance")}  # fmt: skip
-        args = [WEED, "server", f"-dir={self.folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                "-s3", f"-s3.port={self.port}", f"-s3.config={config}",
-                "-master.volumeSizeLimitMB=64", "-volume.max=50",
-                *(f"-{k}={v}" for k, v in ports.items())]  # fmt: skip
-        with (self.folder / "log").open("ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(self.endpoint, timeout=1)
+        for attempt in range(3):
+            if self._launch(config, deadline):
                 break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, (self.folder / "log").read_text()[-3000:]
-                time.sleep(0.2)
+            # Another process took one of the free ports before weed bound it: new ports.
+            assert attempt < 2, (self.folder / "log").read_text()[-3000:]
+            self.port = free_port()
+            self.endpoint = f"http://127.0.0.1:{self.port}"
         import boto3
 
         s3 = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=KEY,
@@ -88,6 +79,29 @@ class S3Server:
                 assert time.monotonic() < deadline, (self.folder / "log").read_text()[-3000:]
                 time.sleep(0.3)
         return self
+
+    def _launch(self, config: Path, deadline: float) -> bool:
+        """Start weed on fresh free ports; False when it exited before serving (a port race)."""
+        # Iceberg's and Lance's catalog listeners are not used: 0 turns them off.
+        ports = {name: str(free_port()) for name in (
+            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+            "filer.port.grpc", "s3.port.grpc")}  # fmt: skip
+        args = [WEED, "server", f"-dir={self.folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                "-s3", f"-s3.port={self.port}", f"-s3.config={config}",
+                "-s3.port.iceberg=0", "-s3.port.lance=0",
+                "-master.volumeSizeLimitMB=64", "-volume.max=50",
+                *(f"-{k}={v}" for k, v in ports.items())]  # fmt: skip
+        with (self.folder / "log").open("ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        while True:
+            try:
+                httpx.get(self.endpoint, timeout=1)
+                return True
+            except httpx.TransportError:
+                if self.proc.poll() is not None:
+                    return False
+                assert time.monotonic() < deadline, (self.folder / "log").read_text()[-3000:]
+                time.sleep(0.2)
 
     def url(self) -> str:
         """A fresh repository: a prefix of its own in the bucket."""
