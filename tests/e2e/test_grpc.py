@@ -493,7 +493,7 @@ def test_sequences_in_redis_survive_a_replica_killed_mid_stream(tmp_path: Path) 
     sequence from its last answered chunk, resending the rest with start_step. Every sequence
     equals the oracle over its whole input: nothing lost, nothing applied twice."""
     from tests.support.redis_server import REDIS, RedisServer
-    from tests.support.server import server_process
+    from tests.support.server import server_processes
 
     if REDIS is None:
         pytest.skip("redis-server is not installed (.ci/run installs it)")
@@ -525,10 +525,9 @@ def test_sequences_in_redis_survive_a_replica_killed_mid_stream(tmp_path: Path) 
 
     try:
         with contextlib.ExitStack() as stack:
-            _, first = stack.enter_context(server_process(
-                tmp_path / "models", tmp_path / "a.log", RNN_SERVE_GRPC_PORT=str(ports[0]), **env))  # fmt: skip
-            stack.enter_context(server_process(
-                tmp_path / "models", tmp_path / "b.log", RNN_SERVE_GRPC_PORT=str(ports[1]), **env))  # fmt: skip
+            [(_, first), _] = stack.enter_context(server_processes(*(
+                (tmp_path / "models", tmp_path / f"{name}.log", {"RNN_SERVE_GRPC_PORT": str(port), **env})
+                for name, port in zip("ab", ports, strict=True)), measured=False))  # fmt: skip
             answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
             a = triton.InferenceServerClient(f"127.0.0.1:{ports[0]}")
             a.start_stream(lambda result, error: answers.put((result, error)))

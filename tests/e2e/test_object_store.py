@@ -20,7 +20,7 @@ from safetensors.torch import save
 from tests.support import wait_until
 from tests.support.helpers import b64, decode
 from tests.support.s3_server import S3Server
-from tests.support.server import server_process
+from tests.support.server import server_process, server_processes
 
 pytestmark = pytest.mark.e2e
 OCTET = {"content-type": "application/octet-stream"}
@@ -54,8 +54,13 @@ def test_two_replicas_on_one_bucket_through_restarts_and_a_kill(
         return server_process(bucket, tmp_path / f"{name}.log", RNN_SERVE_MODEL_CACHE=cache,
                               **env, **more)  # fmt: skip
 
+    def replicas() -> Any:  # a and b, started side by side
+        return server_processes(*(
+            (bucket, tmp_path / f"{name}.log", {"RNN_SERVE_MODEL_CACHE": str(tmp_path / f"cache-{name}"), **env})
+            for name in "ab"))  # fmt: skip
+
     weights = trained(SMALL, 3)
-    with replica("a") as (a, _), replica("b") as (b, _):
+    with replicas() as [(a, _), (b, _)]:
         assert httpx.post(f"{a}/v1/models", json={"name": "m", "config": SMALL}).status_code == 201
         r = httpx.put(f"{a}/v1/models/m/weights", content=weights, headers=OCTET, timeout=60)
         assert r.status_code == 200, r.text
@@ -63,7 +68,7 @@ def test_two_replicas_on_one_bucket_through_restarts_and_a_kill(
         wait_until(lambda: httpx.get(f"{b}/v1/models/m/weights").content == weights, 10)
         first = forward(a, "m", x)
         np.testing.assert_array_equal(forward(b, "m", x), first)
-    with replica("a") as (a, _), replica("b") as (b, _):  # both restarted: the same answers
+    with replicas() as [(a, _), (b, _)]:  # both restarted: the same answers
         np.testing.assert_array_equal(forward(a, "m", x), first)
         np.testing.assert_array_equal(forward(b, "m", x), first)
 

@@ -23,7 +23,7 @@ import pytest
 
 from tests.support.helpers import b64, decode
 from tests.support.redis_server import REDIS, RedisServer
-from tests.support.server import free_port, running_server, server_process
+from tests.support.server import free_port, running_server, server_processes
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,10 +182,12 @@ def test_sigterm_and_sigkill_behind_nginx(
     x = np.random.default_rng(0).standard_normal((20, 4, 10)).astype(np.float32)
     body = {"input": b64(x), "output_encoding": "b64"}
     env = {"RNN_SERVE_LOG_LEVEL": "warning", "RNN_SERVE_SHUTDOWN_TIMEOUT_S": "20"}
-    with (
-        server_process(repo, tmp_path / "a.log", **env) as (a, proc_a),
-        server_process(repo, tmp_path / "b.log", **env) as (b, proc_b),
-    ):
+    with server_processes(
+        (repo, tmp_path / "a.log", env), (repo, tmp_path / "b.log", env), measured=False
+    ) as [
+        (a, proc_a),
+        (b, proc_b),
+    ]:
         want = decode(
             httpx.post(f"{a}/v1/models/default/forward", json=body, timeout=30).json()["output"]
         )
@@ -204,7 +206,7 @@ def test_sigterm_and_sigkill_behind_nginx(
             # B alone now: bring up a replica in A's place, then kill B without warning.
             # it drained and exited (uvicorn re-raises SIGTERM once shut down: -15 is the clean end)
             assert proc_a.wait(30) in (0, -signal.SIGTERM)
-            with server_process(repo, tmp_path / "c.log", **env) as (c, _):
+            with server_processes((repo, tmp_path / "c.log", env), measured=False) as [(c, _)]:
                 lb_iter2 = nginx(
                     tmp_path / "nginx2", [b.removeprefix("http://"), c.removeprefix("http://")]
                 )
@@ -288,10 +290,12 @@ def test_sessions_and_sequences_stick_to_their_replica_with_no_client_ids(
     repo = tmp_path / "models"
     env = {"RNN_SERVE_LOG_LEVEL": "warning"}  # sessions in memory: affinity alone must do it
     params = seeded_params(SEED)
-    with (
-        server_process(repo, tmp_path / "a.log", **env) as (a, _),
-        server_process(repo, tmp_path / "b.log", **env) as (b, _),
-    ):
+    with server_processes(
+        (repo, tmp_path / "a.log", env), (repo, tmp_path / "b.log", env), measured=False
+    ) as [
+        (a, _),
+        (b, _),
+    ]:
         upstreams = [a.removeprefix("http://"), b.removeprefix("http://")]
         lb_iter = nginx(tmp_path / "nginx", upstreams, ingress=balancer == "k8s-ingress")
         lb = next(lb_iter)
@@ -378,13 +382,12 @@ def test_chaos_sessions_in_redis_lose_nothing(
         procs: dict[int, subprocess.Popen[bytes]] = {}
         logs = {p: tmp_path / f"replica-{p}.log" for p in ports}
 
-        def start(port: int) -> None:
-            _, procs[port] = stack.enter_context(
-                server_process(repo, logs[port], RNN_SERVE_PORT=str(port), **env)
-            )
+        def start(*on: int) -> None:  # replicas on these ports, started side by side
+            launches = ((repo, logs[p], {"RNN_SERVE_PORT": str(p), **env}) for p in on)
+            started = stack.enter_context(server_processes(*launches, measured=False))
+            procs.update((p, proc) for p, (_, proc) in zip(on, started, strict=True))
 
-        for port in ports:
-            start(port)
+        start(*ports)
         lb_iter = nginx(tmp_path / "nginx", [f"127.0.0.1:{p}" for p in ports])
         lb = next(lb_iter)
         stack.callback(lambda: next(lb_iter, None))
