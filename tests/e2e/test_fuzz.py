@@ -1,9 +1,14 @@
 """Schemathesis fuzzes every operation of the checked-in spec against the real server: no 5xx,
-and every response conforms to the spec (status, content type, schema)."""
+and every response conforms to the spec (status, content type, schema).
+
+The budget: 50 derandomized examples an operation (25 with keys). Generating them is most of
+this file's time (hypothesis, in the test process), and the suite's largest single cost.
+`FUZZ_EXAMPLES` raises it for a longer hunt (`FUZZ_EXAMPLES=1000 make test PYTEST_ARGS=tests/e2e/test_fuzz.py`)."""
 
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +27,7 @@ schema = schemathesis.openapi.from_dict(SPEC)
 schema.config.generation.update(modes=list(GenerationMode), deterministic=True)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fuzz]
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "50"))
 
 
 def no_server_error(ctx: Any, response: Any, case: schemathesis.Case[Any]) -> bool | None:
@@ -36,7 +42,7 @@ def no_server_error(ctx: Any, response: Any, case: schemathesis.Case[Any]) -> bo
 
 
 @schema.parametrize()
-@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms(case: schemathesis.Case[Any], live_server: str) -> None:
     case.call_and_validate(
         base_url=live_server,
@@ -63,7 +69,9 @@ def locked_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @schema.parametrize()
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=max(1, EXAMPLES // 2), deadline=None, suppress_health_check=list(HealthCheck)
+)
 def test_api_conforms_with_keys(case: schemathesis.Case[Any], locked_server: str) -> None:
     """With a valid admin key, and (every other example) with none: 401 where a key is needed,
     and still no 5xx and nothing off the spec."""
