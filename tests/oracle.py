@@ -166,3 +166,103 @@ def lstm_forward(
     output, h_n, c_n = forward(params, config, x, h0, c0, lengths)
     assert c_n is not None, "not an LSTM config"
     return output, h_n, c_n
+
+
+# --- the layers around the core: an embedding in front, a linear head and its activation behind.
+# Their names are the stored model's: `embedding.weight`, the core's under `rnn.`, `head.weight`
+# and `head.bias`; every operation is computed here in float64.
+
+
+def torch_model(config: dict[str, Any]) -> torch.nn.Module:
+    """The contract's seeded model with layers: `torch.manual_seed(seed)`, then nn.Embedding,
+    the core and nn.Linear, drawn in that order, as an ordinary module's `__init__` makes them."""
+    c = full_config(config)
+    torch.manual_seed(c["seed"])
+    model = torch.nn.Module()
+    emb = c.get("embedding")
+    if emb is not None:
+        model.embedding = torch.nn.Embedding(
+            emb["num_embeddings"], c["input_size"], padding_idx=emb.get("padding_idx")
+        )
+    model.rnn = _core_after_seed(c)  # from the same stream, next
+    head = c.get("head")
+    if head is not None:
+        dirs = 2 if c["bidirectional"] else 1
+        width = dirs * (c["proj_size"] or c["hidden_size"])
+        model.head = torch.nn.Linear(width, head["out_features"], bias=head.get("bias", True))
+    return model
+
+
+def _core_after_seed(c: dict[str, Any]) -> torch.nn.RNNBase:
+    common = {"num_layers": c["num_layers"], "bias": c["bias"], "batch_first": c["batch_first"],
+              "bidirectional": c["bidirectional"]}  # fmt: skip
+    if c["mode"] == "LSTM":
+        return torch.nn.LSTM(c["input_size"], c["hidden_size"], proj_size=c["proj_size"], **common)
+    if c["mode"] == "GRU":
+        return torch.nn.GRU(c["input_size"], c["hidden_size"], **common)
+    return torch.nn.RNN(c["input_size"], c["hidden_size"], nonlinearity=c["nonlinearity"], **common)
+
+
+def seeded_model_params(config: dict[str, Any]) -> Params:
+    """The seeded weights of a model with layers, by their stored names, as float64 arrays
+    (rounded through the model's dtype)."""
+    dtype = getattr(torch, full_config(config)["dtype"])
+    state = torch_model(config).state_dict()
+    return {k: v.to(dtype).double().numpy() for k, v in state.items()}
+
+
+def _activation(name: str, y: np.ndarray) -> np.ndarray:
+    if name == "none":
+        return y
+    if name == "sigmoid":
+        return _sigmoid(y)
+    if name == "tanh":
+        tanh: np.ndarray = np.tanh(y)
+        return tanh
+    shifted = y - y.max(axis=-1, keepdims=True)
+    log_z = np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    out: np.ndarray = np.exp(shifted - log_z) if name == "softmax" else shifted - log_z
+    return out
+
+
+def model_forward(
+    params: Params,
+    config: dict[str, Any],
+    x: np.ndarray,
+    h0: np.ndarray | None = None,
+    c0: np.ndarray | None = None,
+    lengths: list[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """output, h_n, c_n (LSTM) and the head's output (a head) of a model with layers: the
+    embedding's rows for token ids, the recurrence (`forward`), the head on every step's output
+    or on each sequence's last valid step, then its activation."""
+    c = full_config(config)
+    core_params = {k.removeprefix("rnn."): v for k, v in params.items() if k.startswith("rnn.")}
+    if c.get("embedding") is not None:
+        x = params["embedding.weight"][np.asarray(x, dtype=np.int64)]
+    core = {k: v for k, v in c.items() if k not in ("embedding", "head")}
+    output, h_n, c_n = forward(core_params or params, core, x, h0, c0, lengths)
+    head = c.get("head")
+    if head is None:
+        return output, h_n, c_n, None
+    if head.get("on", "every_step") == "last_step":
+        if output.ndim == 2:
+            picked = output[-1]
+        else:
+            seq_major = output.transpose(1, 0, 2) if c["batch_first"] else output
+            n = seq_major.shape[1]
+            last = [seq_major.shape[0] - 1] * n if lengths is None else [k - 1 for k in lengths]
+            picked = np.stack([seq_major[last[i], i] for i in range(n)]) if n else seq_major[0]
+    else:
+        picked = output
+    y = picked @ params["head.weight"].T
+    if head.get("bias", True):
+        y = y + params["head.bias"]
+    y = _activation(head.get("activation", "none"), y)
+    if head.get("on", "every_step") == "every_step" and lengths is not None:
+        for i, n in enumerate(lengths):  # past a sequence's length there is no step: 0
+            if c["batch_first"]:
+                y[i, n:] = 0.0
+            else:
+                y[n:, i] = 0.0
+    return output, h_n, c_n, y

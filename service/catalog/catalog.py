@@ -19,13 +19,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from service.catalog.cache import WeightsCache
 from service.catalog.folder import Repository
 from service.catalog.objects import ObjectRepository, is_object_url
 from service.catalog.spec import ModelSpec
+from service.catalog.statedict import rename_safetensors
 from service.catalog.storage import CorruptModel, FileStamp, ModelChanged, ModelStorage
 from service.catalog.weights import check_weights
 from service.core.errors import (
@@ -190,10 +191,15 @@ class Catalog:
         """Drop a deleted model's metric series (the engine process's, where it has its own)."""
         self._metrics.forget_model(name)
 
-    def upload(self, name: str, data: bytes) -> ModelSpec:
+    def upload(
+        self, name: str, data: bytes, prefixes: Mapping[str, str] | None = None
+    ) -> ModelSpec:
         """Check, then durably replace a model's weights; the old ones serve until then (the
-        engine builds a new module for the new version: a module is never changed in place)."""
+        engine builds a new module for the new version: a module is never changed in place).
+        A trained module's names (`lstm.weight_ih_l0`, `fc.weight`) are stored as the model's
+        (`service.catalog.statedict`)."""
         entry = self.get(name)
+        data = rename_safetensors(data, entry.config, prefixes)
         check_weights(data, entry.config)
         self._check_quota(new_models=0, new_bytes=len(data) - self.repo.weights_size(name))
         try:

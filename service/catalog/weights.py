@@ -26,9 +26,36 @@ _NAMES = {
 _CARRIERS = {"float64": "<f8", "float32": "<f4", "float16": "<f2", "bfloat16": "<u2"}
 
 
+#: the stored names' prefixes of a model with layers around its core (a core alone has none)
+EMBEDDING, CORE, HEAD = "embedding.", "rnn.", "head."
+
+
+def layered(config: RNNConfig) -> bool:
+    """Whether the model is more than its recurrent core (its names then have prefixes)."""
+    return config.embedding is not None or config.head is not None
+
+
 def expected_shapes(config: RNNConfig) -> dict[str, tuple[int, ...]]:
-    """The module's state_dict names and shapes for `config`, in torch's order: gates x hidden
-    rows (4 for LSTM, 3 for GRU), and weight_hr when an LSTM projects."""
+    """The model's state_dict names and shapes for `config`. A core alone: nn.RNN's own names,
+    in torch's order: gates x hidden rows (4 for LSTM, 3 for GRU), and weight_hr when an LSTM
+    projects. With an embedding or a head: `embedding.weight`, the core's names under `rnn.`,
+    then `head.weight` and `head.bias`."""
+    core = core_shapes(config)
+    if not layered(config):
+        return core
+    shapes: dict[str, tuple[int, ...]] = {}
+    if config.embedding is not None:
+        shapes[EMBEDDING + "weight"] = (config.embedding.num_embeddings, config.input_size)
+    shapes.update((CORE + name, shape) for name, shape in core.items())
+    if config.head is not None:
+        shapes[HEAD + "weight"] = (config.head.out_features, config.output_size)
+        if config.head.bias:
+            shapes[HEAD + "bias"] = (config.head.out_features,)
+    return shapes
+
+
+def core_shapes(config: RNNConfig) -> dict[str, tuple[int, ...]]:
+    """The recurrent core's state_dict names and shapes."""
     h, d, out = config.hidden_size, config.num_directions, config.h_size
     rows = GATES[config.mode] * h
     shapes: dict[str, tuple[int, ...]] = {}

@@ -17,8 +17,8 @@ from prometheus_client.samples import Sample
 
 from service.catalog.spec import ModelSpec
 from service.codecs.envelope import loads, parse
-from service.codecs.pipeline import Decoded, Encoded, Sequence, Served
-from service.codecs.tensors import check_shape
+from service.codecs.pipeline import Decoded, Encoded, Sequence, Served, result_outputs
+from service.codecs.tensors import check_shape, integral_ids
 from service.core.errors import InvalidInput, Loc, MalformedBody, ModelNotFound
 from service.core.schemas.config import DType, RNNConfig
 from service.core.schemas.oip import FROM_OIP, TO_OIP, InferRequest, ModelMetadata, TensorMetadata
@@ -47,7 +47,7 @@ def check_version(name: str, version: str | None) -> None:
 
 
 def output_names(config: RNNConfig) -> tuple[str, ...]:
-    return ("output", "h_n", "c_n") if config.has_cell else ("output", "h_n")
+    return config.answer_names
 
 
 def input_names(config: RNNConfig) -> tuple[str, ...]:
@@ -66,18 +66,25 @@ def metadata(spec: ModelSpec) -> ModelMetadata:
         TensorMetadata(name=n, datatype=datatype, shape=[c.state_rows, -1, size])
         for n, size in zip(("h_n", "c_n"), c.state_sizes, strict=False)
     ]
+    head_out = []
+    if c.head is not None:
+        k = c.head.out_features
+        shape = [-1, -1, k] if c.head.on == "every_step" else [-1, k]
+        head_out.append(TensorMetadata(name=c.head.output_name, datatype=datatype, shape=shape))
+    x = (
+        TensorMetadata(name="input", datatype="INT64", shape=[-1, -1])
+        if c.ids
+        else TensorMetadata(name="input", datatype=datatype, shape=[-1, -1, c.input_size])
+    )
     return ModelMetadata(
         name=spec.name,
         versions=[VERSION],
         platform=f"pytorch_{c.mode.lower()}",
-        inputs=[
-            TensorMetadata(name="input", datatype=datatype, shape=[-1, -1, c.input_size]),
-            *state_in,
-            TensorMetadata(name="lengths", datatype="INT64", shape=[-1]),
-        ],
+        inputs=[x, *state_in, TensorMetadata(name="lengths", datatype="INT64", shape=[-1])],
         outputs=[
             TensorMetadata(name="output", datatype=datatype, shape=[-1, -1, c.output_size]),
             *state_out,
+            *head_out,
         ],
     )
 
@@ -201,6 +208,16 @@ def decode_request(
                 raise InvalidInput.at(loc, "lengths must be integers")
             tensors["lengths"] = [int(n) for n in arr]
             continue
+        if item.name == "input" and config.ids:  # token ids for the embedding
+            np_dtype = _INT_DTYPES.get(item.datatype)
+            if np_dtype is None:
+                raise InvalidInput.at(
+                    loc, "the input of a model with an embedding is token ids: INT64 or INT32, "
+                    f"got {_short(item.datatype)}",
+                )  # fmt: skip
+            arr, _ = values(i, item, np_dtype, loc)
+            tensors["input"] = WireTensor(integral_ids(arr, loc), "int64", declared=True)
+            continue
         dtype: DType | None = FROM_OIP.get(item.datatype)
         if dtype is None:
             raise InvalidInput.at(
@@ -275,12 +292,9 @@ class OIPInfer:
     def encode(self, served: Served) -> Encoded:
         result, spec = served.result, served.spec
         dtype = spec.config.dtype
-        arrays = {"output": result.output, "h_n": result.h_n, "c_n": result.c_n}
         requested = [o.name for o in self.req.outputs] if self.req.outputs else None
         outputs, chunks = [], []
-        for name in requested or output_names(spec.config):
-            arr = arrays[name]
-            assert arr is not None
+        for name, arr in result_outputs(spec.config, result, requested):
             item: dict[str, Any] = {
                 "name": name,
                 "datatype": TO_OIP[dtype],
@@ -334,7 +348,8 @@ def model_config(spec: ModelSpec, max_batch: int) -> dict[str, Any]:
         "input": [entry(n) for n in input_names(spec.config)],
         "output": [entry(n) for n in output_names(spec.config)],
         "parameters": {
-            k: {"string_value": str(v)} for k, v in spec.config.model_dump(mode="json").items()
+            k: {"string_value": orjson.dumps(v).decode() if isinstance(v, dict) else str(v)}
+            for k, v in spec.config.model_dump(mode="json").items()
         },
     }
 

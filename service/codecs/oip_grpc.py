@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from service.codecs.messages import InferParameter, ModelInferResponse
-from service.codecs.oip import VERSION, decode_request, output_names
-from service.codecs.pipeline import Decoded, Encoded, Served
+from service.codecs.oip import VERSION, decode_request
+from service.codecs.pipeline import Decoded, Encoded, Served, result_outputs
 from service.core.errors import InvalidInput, Loc
 from service.core.schemas.config import RNNConfig
 from service.core.schemas.oip import TO_OIP
@@ -106,13 +106,10 @@ class GrpcInfer:
 
     def encode(self, served: Served) -> Encoded:
         result, spec = served.result, served.spec
-        arrays = {"output": result.output, "h_n": result.h_n, "c_n": result.c_n}
         datatype = TO_OIP[spec.config.dtype]
         answer = ModelInferResponse(model_name=spec.name, model_version=VERSION, id=self.req.id)
-        names = [o.name for o in self.req.outputs] or output_names(spec.config)
-        for name in names:
-            arr = arrays[name]
-            assert arr is not None
+        requested = [o.name for o in self.req.outputs] or None
+        for name, arr in result_outputs(spec.config, result, requested):
             answer.outputs.add(name=name, datatype=datatype, shape=arr.shape)
             answer.raw_output_contents.append(np.ascontiguousarray(arr).tobytes())
         if served.session is not None:  # a sequence: the steps it has consumed (start_step's)

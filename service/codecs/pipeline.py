@@ -8,9 +8,10 @@ other than 200, the request id) is `service.http`'s.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from service.catalog.spec import ModelSpec
+from service.core.errors import InvalidInput
 from service.core.schemas.config import RNNConfig
 from service.engine.backend import SessionView
 from service.engine.job import ForwardResult, Inputs
@@ -76,3 +77,28 @@ class StateCodec(Protocol):
     ) -> tuple[WireTensor | None, WireTensor | None, int | None]:
         """(h0, c0, batch_size)"""
         ...
+
+
+def check_outputs(requested: list[str] | None, config: RNNConfig) -> None:
+    """A v1 `outputs` list names only tensors the model answers."""
+    if requested is None:
+        return
+    names = config.answer_names
+    for i, name in enumerate(requested):
+        if name not in names:
+            raise InvalidInput.at(
+                ("body", "outputs", i),
+                f"unknown output {name!r:.40}; the model answers {', '.join(names)}",
+            )
+
+
+def result_outputs(
+    config: RNNConfig, result: ForwardResult, requested: list[str] | None
+) -> list[tuple[str, Any]]:
+    """(name, array) of each tensor to answer: those asked for, in the order asked (each
+    once), else all, in the model's order."""
+    arrays = {"output": result.output, "h_n": result.h_n, "c_n": result.c_n}
+    if config.head is not None:
+        arrays[config.head.output_name] = result.head
+    names = config.answer_names if requested is None else dict.fromkeys(requested)
+    return [(n, arrays[n]) for n in names if arrays.get(n) is not None]

@@ -128,6 +128,19 @@ def decode_tensor(
             "expected a tensor: nested lists of numbers, {shape, dtype, data} or "
             f"{{shape, dtype, b64}}, got {_describe(obj)}",
         )
+    dtype, shape, arr, form = _object_form(obj, loc, DTYPES, max_elements, check_bools)
+    if form == "data":
+        return WireTensor(cast_numbers(arr, dtype, loc).reshape(shape), dtype, declared=True)
+    check_raw_finite(arr, dtype, (*loc, "b64"))
+    return WireTensor(arr, dtype, declared=True)
+
+
+def _object_form(
+    obj: dict[str, Any], loc: Loc, dtypes: tuple[str, ...], max_elements: int, check_bools: bool
+) -> tuple[Any, tuple[int, ...], np.ndarray[Any, Any], str]:
+    """`{shape, dtype, data}` or `{shape, dtype, b64}`: its dtype (one of `dtypes`), shape,
+    values (`data`'s numbers as parsed, flat; `b64`'s raw values in their carrier, shaped) and
+    form."""
     forms = [k for k in ("data", "b64") if k in obj]
     allowed = {"shape", "dtype", *forms}
     extra = sorted(set(obj) - allowed)
@@ -138,8 +151,8 @@ def decode_tensor(
             f"keys {sorted(obj)}",
         )
     dtype = obj["dtype"]
-    if dtype not in DTYPES:
-        raise _fail((*loc, "dtype"), f"expected one of {', '.join(DTYPES)}, got {dtype!r:.40}")
+    if dtype not in dtypes:
+        raise _fail((*loc, "dtype"), f"expected one of {', '.join(dtypes)}, got {dtype!r:.40}")
     shape = check_shape(obj["shape"], (*loc, "shape"), max_elements)
     count = math.prod(shape)
     if count > max_elements:
@@ -156,7 +169,7 @@ def decode_tensor(
                 (*loc, "data"),
                 f"shape {list(shape)} needs {count} numbers, got {arr.size}",
             )
-        return WireTensor(cast_numbers(arr, dtype, loc).reshape(shape), dtype, declared=True)
+        return dtype, shape, arr, "data"
     text = obj["b64"]
     if not isinstance(text, str):
         raise _fail((*loc, "b64"), f"expected a base64 string, got {_describe(text)}")
@@ -164,16 +177,52 @@ def decode_tensor(
         raw = binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
         raise _fail((*loc, "b64"), "expected standard base64 (RFC 4648) text") from None
-    carrier = CARRIER[dtype]
+    carrier = _ID_CARRIERS[dtype] if dtype in _ID_CARRIERS else CARRIER[dtype]
     if len(raw) != count * carrier.itemsize:
         raise _fail(
             (*loc, "b64"),
             f"shape {list(shape)} of {dtype} needs {count * carrier.itemsize} bytes, "
             f"got {len(raw)}",
         )
-    arr = np.frombuffer(raw, dtype=carrier).reshape(shape)
-    check_raw_finite(arr, dtype, (*loc, "b64"))
-    return WireTensor(arr, dtype, declared=True)
+    return dtype, shape, np.frombuffer(raw, dtype=carrier).reshape(shape), "b64"
+
+
+#: token ids' wire dtypes (decoded to int64) and their carriers in `b64`
+ID_DTYPES = ("int64", "int32")
+_ID_CARRIERS: dict[str, np.dtype[Any]] = {"int64": np.dtype("<i8"), "int32": np.dtype("<i4")}
+_ID_TOP = float(1 << 53)  # every integer below it is exact in a JSON number
+
+
+def integral_ids(arr: np.ndarray[Any, Any], loc: Loc) -> np.ndarray[Any, Any]:
+    """Numbers -> int64 token ids, refusing any that is not an integer."""
+    if arr.dtype.kind in "iu":
+        return np.ascontiguousarray(arr, dtype=np.int64)
+    if arr.size and not (
+        float(np.abs(arr).max()) < _ID_TOP and bool((arr == np.floor(arr)).all())
+    ):  # NaN fails both
+        raise _fail(loc, "expected integer token ids (an embedding's input), got other numbers")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def decode_ids(obj: Any, loc: Loc, max_elements: int, *, check_bools: bool = True) -> WireTensor:
+    """An embedding model's input: token ids as nested lists of integers, `{shape, dtype, data}`
+    or `{shape, dtype, b64}` with dtype int64 or int32; int64 on the host."""
+    if isinstance(obj, Numbers):
+        arr = obj.array
+    elif isinstance(obj, list):
+        arr = _numbers(obj, loc, check_bools)
+    elif isinstance(obj, dict):
+        _, shape, arr, _ = _object_form(obj, loc, ID_DTYPES, max_elements, check_bools)
+        return WireTensor(integral_ids(arr, loc).reshape(shape), "int64", declared=True)
+    else:
+        raise _fail(
+            loc,
+            "expected token ids: nested lists of integers, {shape, dtype, data} or "
+            f"{{shape, dtype, b64}} with dtype int64 or int32, got {_describe(obj)}",
+        )
+    if arr.size > max_elements:
+        raise tensor_too_large(loc, arr.size, max_elements)
+    return WireTensor(integral_ids(arr, loc), "int64", declared=False)
 
 
 _B64_CHUNK = 3 << 20  # bytes base64-encoded in one call (a multiple of 3: no padding inside)

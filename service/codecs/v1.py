@@ -12,9 +12,9 @@ import orjson
 
 from service.codecs.envelope import loads, may_hide_bools, parse
 from service.codecs.fastjson import TENSORS, loads_forward
-from service.codecs.pipeline import Decoded, Encoded, Served
+from service.codecs.pipeline import Decoded, Encoded, Served, check_outputs, result_outputs
 from service.codecs.state import from_json
-from service.codecs.tensors import decode_tensor, encode_tensor
+from service.codecs.tensors import decode_ids, decode_tensor, encode_tensor
 from service.core.errors import InvalidInput, Loc
 from service.core.schemas.api import ForwardRequest, InlineForwardRequest, OpenSession, SessionChunk
 from service.core.schemas.config import RNNConfig
@@ -45,7 +45,11 @@ class V1Forward:
 
     def decode(self, config: RNNConfig, max_elements: int) -> Decoded:
         req, bools = self.req, self._check_bools
-        x = decode_tensor(req.input, INPUT, config.dtype, max_elements, check_bools=bools)
+        check_outputs(req.outputs, config)
+        if config.ids:
+            x = decode_ids(req.input, INPUT, max_elements, check_bools=bools)
+        else:
+            x = decode_tensor(req.input, INPUT, config.dtype, max_elements, check_bools=bools)
         if isinstance(req, SessionChunk):
             return Decoded(Inputs(x, None, None, req.lengths), None, req.start_step)
         h0 = _tensor(req.h0, H0, config, max_elements, bools)
@@ -53,22 +57,17 @@ class V1Forward:
         return Decoded(Inputs(x, h0, c0, req.lengths))
 
     def encode(self, served: Served) -> Encoded:
-        """`{"model", "output", "h_n", ["c_n"], shapes, "dtype", "device"}`, plus `session_id`
-        and `steps` for a session's chunk."""
+        """`{"model", "output", "h_n", ["c_n"], [the head's output], shapes, "dtype", "device"}`
+        (the tensors `outputs` names, all by default), plus `session_id` and `steps` for a
+        session's chunk."""
         spec, result, encoding = served.spec, served.result, self.req.output_encoding
         dtype = spec.config.dtype
-        payload: dict[str, Any] = {
-            "model": spec.name,
-            "output": encode_tensor(result.output, dtype, encoding),
-            "h_n": encode_tensor(result.h_n, dtype, encoding),
-            "output_shape": list(result.output.shape),
-            "h_n_shape": list(result.h_n.shape),
-            "dtype": dtype,
-            "device": served.device,
-        }
-        if result.c_n is not None:
-            payload["c_n"] = encode_tensor(result.c_n, dtype, encoding)
-            payload["c_n_shape"] = list(result.c_n.shape)
+        payload: dict[str, Any] = {"model": spec.name}
+        for name, arr in result_outputs(spec.config, result, self.req.outputs):
+            payload[name] = encode_tensor(arr, dtype, encoding)
+            payload[f"{name}_shape"] = list(arr.shape)
+        payload["dtype"] = dtype
+        payload["device"] = served.device
         if served.session is not None:
             payload["session_id"] = served.session.id
             payload["steps"] = served.session.steps

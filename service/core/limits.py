@@ -71,7 +71,9 @@ class Admission:
         self.max_unsliced_macs = settings.max_unsliced_macs
 
     def admit(self, config: RNNConfig, seq_len: int, batch: int, steps: int) -> None:
-        elements = seq_len * batch * config.output_size
+        # the head's output counts too: every step's, or one row a sequence
+        head = config.head_size * (seq_len if config.head and config.head.on == "every_step" else 1)
+        elements = seq_len * batch * config.output_size + batch * head
         if elements > self.max_elements:
             raise PayloadTooLarge(
                 f"the answer would have {elements} output elements; the limit is "

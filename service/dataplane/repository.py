@@ -6,6 +6,7 @@ metrics themselves (compare KServe's ModelRepositoryExtension)."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 
 from anyio import to_thread
 from prometheus_client.samples import Sample
@@ -67,10 +68,12 @@ class RepositoryExtension:
         await to_thread.run_sync(self._catalog.delete, name)
         await self._backend.end_model(name)  # its sessions end, its module goes
 
-    async def upload(self, name: str, data: bytes) -> ModelSpec:
+    async def upload(
+        self, name: str, data: bytes, prefixes: Mapping[str, str] | None = None
+    ) -> ModelSpec:
         """Store checked weights, then build (and warm) their module on the device, so that the
-        next forward runs them at once."""
-        spec = await to_thread.run_sync(self._catalog.upload, name, data)
+        next forward runs them at once. `prefixes`: see `service.catalog.statedict`."""
+        spec = await to_thread.run_sync(self._catalog.upload, name, data, prefixes)
         with contextlib.suppress(ModelNotFound, ModelConflict):  # deleted or replaced meanwhile:
             await self._backend.load(spec)  # the upload stands; nothing to warm
         return spec

@@ -1,4 +1,5 @@
-"""Building torch.nn.RNN / LSTM / GRU modules exactly as a client would locally."""
+"""Building torch.nn.RNN / LSTM / GRU modules exactly as a client would locally; with an
+embedding in front or a head behind, the ordinary `nn.Module` that holds them (`Stack`)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,33 @@ TORCH_DTYPES: dict[DType, torch.dtype] = {
 _RNG_LOCK = threading.Lock()
 
 
-def build_seeded(config: RNNConfig, device: torch.device) -> nn.RNNBase:
-    """`torch.manual_seed(seed); nn.<mode>(...)` on the CPU in float32, then cast and moved.
+class Stack(nn.Module):
+    """An embedding (optional), the recurrent core and a head (optional), as a user's module
+    defines them: `embedding`, `rnn`, `head` (an nn.Linear; the activation is the config's).
+    The runner calls the parts itself (packing and states are the core's), so this has no
+    forward of its own."""
+
+    def __init__(
+        self, embedding: nn.Embedding | None, rnn: nn.RNNBase, head: nn.Linear | None
+    ) -> None:
+        super().__init__()
+        self.embedding, self.rnn, self.head = embedding, rnn, head
+
+
+Model = nn.RNNBase | Stack
+
+
+def core_of(module: nn.Module) -> nn.RNNBase:
+    """The recurrent core of a built model."""
+    core = module.rnn if isinstance(module, Stack) else module
+    assert isinstance(core, nn.RNNBase)
+    return core
+
+
+def build_seeded(config: RNNConfig, device: torch.device) -> Model:
+    """`torch.manual_seed(seed); nn.<mode>(...)` on the CPU in float32, then cast and moved;
+    with layers around the core, drawn in the order embedding, core, head (a module whose
+    `__init__` makes them in that order draws the same).
 
     The global RNG state is restored afterwards, so serving never perturbs anyone's randomness.
     """
@@ -31,9 +57,28 @@ def build_seeded(config: RNNConfig, device: torch.device) -> nn.RNNBase:
     return prepare_module(rnn, config, device)
 
 
-def construct(config: RNNConfig, device: str = "cpu") -> nn.RNNBase:
+def construct(config: RNNConfig, device: str = "cpu") -> Model:
     """`nn.RNN(...)`, `nn.LSTM(...)` or `nn.GRU(...)` for the config, float32 (device "meta":
-    shapes only, no initialisation)."""
+    shapes only, no initialisation); in a `Stack` with its embedding and head if it has them."""
+    if config.embedding is None and config.head is None:
+        return construct_core(config, device)
+    embedding = None
+    if config.embedding is not None:
+        emb = config.embedding
+        embedding = nn.Embedding(
+            emb.num_embeddings, config.input_size, padding_idx=emb.padding_idx, device=device
+        )
+    rnn = construct_core(config, device)
+    head = None
+    if config.head is not None:
+        head = nn.Linear(
+            config.output_size, config.head.out_features, bias=config.head.bias, device=device
+        )
+    return Stack(embedding, rnn, head)
+
+
+def construct_core(config: RNNConfig, device: str = "cpu") -> nn.RNNBase:
+    """The recurrent core alone."""
     common = {
         "num_layers": config.num_layers,
         "bias": config.bias,
@@ -57,12 +102,12 @@ def construct(config: RNNConfig, device: str = "cpu") -> nn.RNNBase:
     return rnn
 
 
-def prepare_module(rnn: nn.RNNBase, config: RNNConfig, device: torch.device) -> nn.RNNBase:
+def prepare_module(model: Model, config: RNNConfig, device: torch.device) -> Model:
     """Cast, move, freeze and (on CUDA) compact the weights into cuDNN's single buffer."""
-    rnn = rnn.to(device=device, dtype=TORCH_DTYPES[config.dtype])
-    rnn.eval()
-    rnn.requires_grad_(False)
+    model = model.to(device=device, dtype=TORCH_DTYPES[config.dtype])
+    model.eval()
+    model.requires_grad_(False)
     if device.type == "cuda":
         # Without this cuDNN warns and re-compacts the weights on every call.
-        rnn.flatten_parameters()
-    return rnn
+        core_of(model).flatten_parameters()
+    return model

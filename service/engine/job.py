@@ -58,3 +58,6 @@ class ForwardResult:
     batch_sequences: int = 0  # sequences in the forward this job ran in (for logs)
     queue_s: float = 0.0  # how long it waited in the batcher (traces)
     compute_s: float = 0.0  # how long the forward it ran in took on the device (traces)
+    # The head's output (a model with a head): every step's, laid out as `output`, or each
+    # sequence's last valid step's, (N, out_features) or (out_features,) unbatched.
+    head: np.ndarray[Any, Any] | None = None

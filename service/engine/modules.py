@@ -26,13 +26,13 @@ from service.catalog.storage import Version
 from service.core.errors import InvalidInput, ModelConflict, NotReady
 from service.core.metrics import Metrics
 from service.core.settings import Settings
-from service.engine.build import build_seeded
+from service.engine.build import Model, build_seeded
 from service.engine.weights import module_from_weights, parse_weights
 
 
 @dataclass(frozen=True)
 class _Built:
-    module: nn.RNNBase
+    module: Model
     nbytes: int
     version: Version | None  # None for inline modules
 
@@ -55,7 +55,7 @@ class ModuleCache:
         self._built: OrderedDict[str, _Built] = OrderedDict()
         self._build_locks: dict[str, threading.Lock] = {}
 
-    def module_for(self, spec: ModelSpec) -> nn.RNNBase:
+    def module_for(self, spec: ModelSpec) -> Model:
         """The engine's one way to a module: seeded for inline configs, else the catalog's
         current version of the model, built or reloaded if need be. A request validated
         against a config that was since replaced by another is refused, not run."""
@@ -81,7 +81,7 @@ class ModuleCache:
             self._insert(key, _Built(module, _nbytes(module), version))
             return module
 
-    def _build(self, spec: ModelSpec) -> tuple[nn.RNNBase, Version | None]:
+    def _build(self, spec: ModelSpec) -> tuple[Model, Version | None]:
         self._metrics.registry_events.labels("build").inc()
         if spec.inline:
             return build_seeded(spec.config, self.device), None
@@ -128,7 +128,7 @@ class ModuleCache:
             return len(self._built), sum(b.nbytes for b in self._built.values())
 
     # --- internals ----------------------------------------------------------------------------
-    def _cached(self, key: str, version: Version | None) -> nn.RNNBase | None:
+    def _cached(self, key: str, version: Version | None) -> Model | None:
         """The built module for `key` if it is of `version` (None for inline modules)."""
         with self._lock:
             built = self._built.get(key)

@@ -39,14 +39,20 @@ async def run_sliced(config: RNNConfig, job: ForwardJob, steps: int, run: Run) -
     carrier = CARRIER[config.dtype]
     n = job.batch
     # Sequence-major views, (L, N, F); an unbatched input is one sequence.
-    x = job.input.array
+    x = job.input.array  # features (..., F) or token ids
     if not job.batched:
-        x = x[:, None, :]
+        x = x[:, None]
     elif config.batch_first:
-        x = x.transpose(1, 0, 2)
+        x = x.swapaxes(0, 1)
     lengths = np.asarray(job.lengths if job.lengths is not None else [job.seq_len] * n)
     output = np.zeros((job.seq_len, n, config.output_size), dtype=carrier)
     finals = [np.zeros((config.state_rows, n, size), dtype=carrier) for size in config.state_sizes]
+    # The head's output: every step's, (L, N, K), or each sequence's last step's, (N, K).
+    every = config.head is not None and config.head.on == "every_step"
+    head = None
+    if config.head is not None:
+        k = config.head.out_features
+        head = np.zeros((job.seq_len, n, k) if every else (n, k), dtype=carrier)
     # The whole batch's carried state, on the device (a session's, batched form), or None
     # before the first slice, which starts from the job's own initial state (host arrays).
     state: State | None = job.state
@@ -64,7 +70,7 @@ async def run_sliced(config: RNNConfig, job: ForwardJob, steps: int, run: Run) -
         part_lengths = np.minimum(lengths[active] - start, stop - start)
         piece_x = x[start:stop] if whole else x[start:stop, active]
         if config.batch_first:
-            piece_x = piece_x.transpose(1, 0, 2)
+            piece_x = piece_x.swapaxes(0, 1)
         piece = ForwardJob(
             WireTensor(np.ascontiguousarray(piece_x), job.input.dtype, True),
             _columns0(job.state0, job.batched, active, whole) if state is None else None,
@@ -85,9 +91,25 @@ async def run_sliced(config: RNNConfig, job: ForwardJob, steps: int, run: Run) -
         for final, got in zip(finals, (result.h_n, result.c_n), strict=False):
             assert got is not None
             final[:, active[ends]] = got[:, ends]
+        if head is not None:
+            assert result.head is not None
+            if not every:  # a sequence's last step is in the slice where it ends
+                head[active[ends]] = result.head[ends]
+            else:
+                block = result.head.swapaxes(0, 1) if config.batch_first else result.head
+                if whole:
+                    head[start:stop] = block
+                else:
+                    head[start:stop, active] = block
         assert result.state is not None
         state = _merge(state, result.state, idx)
     answer = _answer(config, job, output, finals, state, batch_sequences)
+    if head is not None:
+        if not job.batched:
+            head = head[:, 0] if every else head[0]
+        elif every and config.batch_first:
+            head = head.swapaxes(0, 1)
+        answer.head = np.ascontiguousarray(head)
     answer.queue_s, answer.compute_s = queued, computed
     return answer
 

@@ -8,12 +8,15 @@ patterns and is viewed as torch.bfloat16 in the worker.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from service.core.errors import InvalidInput, Loc
 from service.core.schemas.config import DType
+
+#: a tensor's dtype on the wire: a model's float dtype, or int64 for an embedding's token ids
+WireDType = DType | Literal["int64"]
 
 # The NumPy dtype that carries each wire dtype (little-endian, as the contract says).
 CARRIER: dict[str, np.dtype[Any]] = {
@@ -21,6 +24,7 @@ CARRIER: dict[str, np.dtype[Any]] = {
     "float16": np.dtype("<f2"),
     "float64": np.dtype("<f8"),
     "bfloat16": np.dtype("<u2"),
+    "int64": np.dtype("<i8"),
 }
 _BF16_MAX = 3.3895313892515355e38
 _TOP = {d: float(np.finfo(CARRIER[d]).max) for d in ("float32", "float16", "float64")}
@@ -31,7 +35,7 @@ class WireTensor:
     """A decoded tensor: `array` holds `dtype`'s values (bfloat16 as uint16 bit patterns)."""
 
     array: np.ndarray[Any, Any]
-    dtype: DType
+    dtype: WireDType
     declared: bool  # the client stated the dtype (flat/b64); nested lists take the model's
 
     @property

@@ -8,6 +8,9 @@ never fail a batch. Messages are torch's, with the field named. The state's shap
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
 
 from service.core.errors import InvalidInput, Loc
 from service.core.schemas.config import RNNConfig
@@ -84,7 +87,78 @@ def check_state_shapes(config: RNNConfig, parts: tuple[WireTensor, ...], batch: 
             raise InvalidInput.at(loc, f"Expected {what} {_fmt(expected)}, got {list(t.shape)}")
 
 
+def _first_bad_id(ids: np.ndarray[Any, Any], rows: int) -> tuple[tuple[int, ...], int] | None:
+    """The position and value of the first id outside [0, rows), if any."""
+    bad = (ids < 0) | (ids >= rows)
+    if not bad.any():
+        return None
+    where = tuple(int(i) for i in np.argwhere(bad)[0])
+    return where, int(ids[where])
+
+
+def _validate_ids(config: RNNConfig, inputs: Inputs) -> ForwardJob:
+    """Token ids for the embedding, (L, N), (N, L) with batch_first, or (L,): the input's rank,
+    then the state's, the ids' range (torch's IndexError, with its place), the state's shapes."""
+    assert config.embedding is not None
+    x = inputs.input
+    parts = state_parts(config, inputs.h0, inputs.c0)
+    if x.ndim not in (1, 2):
+        raise InvalidInput.at(
+            INPUT,
+            "token ids for the embedding are (L, N), (N, L) with batch_first, or (L,) "
+            f"unbatched; got {x.ndim}-D",
+        )
+    batched = x.ndim == 2
+    if parts is not None:
+        _check_ranks(config, parts, x.ndim + 1)
+        check_state_dtypes(config, parts)
+    rows = config.embedding.num_embeddings
+    bad = _first_bad_id(x.array, rows)
+    if bad is not None:
+        where, value = bad
+        raise InvalidInput.at(
+            (*INPUT, *where),
+            f"index {value} is out of range for the embedding's {rows} rows (torch: IndexError: "
+            "index out of range in self)",
+        )
+    if batched:
+        seq_len, batch = (x.shape[1], x.shape[0]) if config.batch_first else x.shape
+    else:
+        seq_len, batch = x.shape[0], 1
+    if parts is not None:
+        check_state_shapes(config, parts, batch if batched else None)
+    if seq_len == 0:
+        raise InvalidInput.at(INPUT, "Expected sequence length to be larger than 0 in RNN")
+    checked = _lengths(inputs.lengths, batched, batch, seq_len, 2)
+    return ForwardJob(x, parts, checked, batched, seq_len, batch)
+
+
+def _lengths(
+    lengths: Sequence[int] | None, batched: bool, batch: int, seq_len: int, rank: int
+) -> tuple[int, ...] | None:
+    """Packed sequences' lengths, checked (torch would truncate floats and fail late on
+    len > L); `rank`: a batched input's."""
+    if lengths is None:
+        return None
+    if not batched:
+        raise InvalidInput.at(
+            LENGTHS,
+            f"lengths is only allowed with batched ({rank}-D) input, got {rank - 1}-D input",
+        )
+    if len(lengths) != batch:
+        raise InvalidInput.at(
+            LENGTHS,
+            f"expected {batch} lengths (one per sequence in the batch), got {len(lengths)}",
+        )
+    for i, n in enumerate(lengths):
+        if not 1 <= n <= seq_len:
+            raise InvalidInput.at((*LENGTHS, i), f"each length must be in [1, {seq_len}], got {n}")
+    return tuple(lengths)
+
+
 def validate_forward(config: RNNConfig, inputs: Inputs) -> ForwardJob:
+    if config.ids:
+        return _validate_ids(config, inputs)
     x = inputs.input
     parts = state_parts(config, inputs.h0, inputs.c0)
     # 1. rank
@@ -127,23 +201,5 @@ def validate_forward(config: RNNConfig, inputs: Inputs) -> ForwardJob:
     # 6. sequence length
     if seq_len == 0:
         raise InvalidInput.at(INPUT, "Expected sequence length to be larger than 0 in RNN")
-    # lengths: packed sequences; torch would truncate floats and fail late on len > L.
-    checked: tuple[int, ...] | None = None
-    lengths = inputs.lengths
-    if lengths is not None:
-        if not batched:
-            raise InvalidInput.at(
-                LENGTHS, "lengths is only allowed with batched (3-D) input, got 2-D input"
-            )
-        if len(lengths) != batch:
-            raise InvalidInput.at(
-                LENGTHS,
-                f"expected {batch} lengths (one per sequence in the batch), got {len(lengths)}",
-            )
-        for i, n in enumerate(lengths):
-            if not 1 <= n <= seq_len:
-                raise InvalidInput.at(
-                    (*LENGTHS, i), f"each length must be in [1, {seq_len}], got {n}"
-                )
-        checked = tuple(lengths)
+    checked = _lengths(inputs.lengths, batched, batch, seq_len, 3)
     return ForwardJob(x, parts, checked, batched, seq_len, batch)

@@ -10,7 +10,7 @@ from torch import nn
 
 from service.catalog.weights import check_weights
 from service.core.schemas.config import RNNConfig
-from service.engine.build import build_seeded, construct, prepare_module
+from service.engine.build import Model, build_seeded, construct, prepare_module
 
 
 def parse_weights(data: bytes, config: RNNConfig) -> dict[str, torch.Tensor]:
@@ -22,11 +22,11 @@ def parse_weights(data: bytes, config: RNNConfig) -> dict[str, torch.Tensor]:
 
 def module_from_weights(
     config: RNNConfig, tensors: dict[str, torch.Tensor], device: torch.device
-) -> nn.RNNBase:
+) -> Model:
     """A module holding exactly `tensors` (checked by parse_weights), cast and moved."""
-    rnn = construct(config, device="meta")  # no random init: every parameter is assigned below
-    rnn.load_state_dict({k: v.to(torch.float32) for k, v in tensors.items()}, assign=True)
-    return prepare_module(rnn, config, device)
+    model = construct(config, device="meta")  # no random init: every parameter is assigned below
+    model.load_state_dict({k: v.to(torch.float32) for k, v in tensors.items()}, assign=True)
+    return prepare_module(model, config, device)
 
 
 def weights_bytes(module: nn.Module) -> bytes:

@@ -6,9 +6,12 @@ hand it to the v1 codec and the data plane, write the answer.
 
 from __future__ import annotations
 
-from fastapi import Request, Response
+from typing import Annotated
+
+from fastapi import Query, Request, Response
 
 from service.catalog.spec import ModelSpec
+from service.catalog.statedict import parse_prefixes
 from service.codecs.envelope import loads, parse
 from service.codecs.pipeline import Encoded
 from service.codecs.v1 import V1Forward
@@ -129,6 +132,10 @@ _SAFETENSORS = "application/octet-stream"
 @router.put(
     "/models/{name}/weights",
     summary="Upload trained weights (a safetensors file of the module's state_dict())",
+    description="The tensors' names are a trained module's: a core alone (nn.RNN's own names, "
+    "or under one prefix such as `lstm.`), or with its embedding and head under the prefixes "
+    "the module gave them (`embedding.`, `lstm.`, `fc.`). `prefixes` names them where the "
+    "names do not say: `embedding=tok,core=lstm,head=out`.",
     openapi_extra={
         **requires(ADMIN),
         "requestBody": {
@@ -138,14 +145,28 @@ _SAFETENSORS = "application/octet-stream"
     },
     responses={200: {"model": ModelInfo}, **problems.responses(404, 413, 415, 422)},
 )
-async def upload_weights(name: ModelNamePath, request: Request, plane: PlaneDep) -> ModelInfo:
+async def upload_weights(
+    name: ModelNamePath,
+    request: Request,
+    plane: PlaneDep,
+    prefixes: Annotated[
+        str | None,
+        Query(
+            description="layer=prefix pairs for names the model's layers cannot be told by: "
+            "embedding, core and head (an empty prefix: tensors with none)",
+            examples=["embedding=tok,core=lstm,head=out"],
+            max_length=512,
+        ),
+    ] = None,
+) -> ModelInfo:
     media = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
     if media != _SAFETENSORS:
         raise UnsupportedMediaType(
             f"expected Content-Type {_SAFETENSORS} (a safetensors file), got {media or 'none'}"
         )
     data = await request.body()
-    return await model_info(plane, await plane.repository.upload(name, data))
+    mapping = parse_prefixes(prefixes)
+    return await model_info(plane, await plane.repository.upload(name, data, mapping))
 
 
 @router.get(

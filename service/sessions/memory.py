@@ -373,7 +373,9 @@ class SessionStore:
                 session.last = None
                 self._reserve(session, size)
             if expect is not None:
-                kept = ForwardResult(result.output, result.h_n, result.c_n)  # host arrays only
+                kept = ForwardResult(
+                    result.output, result.h_n, result.c_n, head=result.head
+                )  # host only
                 replay = Replay(expect[0], expect[1], kept)
                 try:
                     self._reserve(session, size + replay.nbytes)

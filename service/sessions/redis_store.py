@@ -97,6 +97,8 @@ def encode(session: Session, state: SessionState) -> bytes:
         extra = {"last.output": r.output, "last.h_n": r.h_n}
         if r.c_n is not None:
             extra["last.c_n"] = r.c_n
+        if r.head is not None:
+            extra["last.head"] = r.head
     return to_safetensors(state, tags, extra)
 
 
@@ -111,7 +113,10 @@ def decode(fields: dict[bytes, bytes], session_id: str, owner: str | None, pttl_
         raise ValueError(f"its step {step[:20]!r} is not its state's ({state.steps})")
     last = None
     if "last_start" in tags and "last.output" in extra:
-        result = ForwardResult(extra["last.output"], extra["last.h_n"], extra.get("last.c_n"))
+        result = ForwardResult(
+            extra["last.output"], extra["last.h_n"], extra.get("last.c_n"),
+            head=extra.get("last.head"),
+        )  # fmt: skip
         last = Replay(int(tags["last_start"]), tags["last_digest"], result)
     ttl = float(tags.get("ttl", "0"))
     epoch = fields.get(b"epoch", b"").decode("ascii", "replace")

@@ -48,7 +48,8 @@ class Replay:
     @property
     def nbytes(self) -> int:
         r = self.result
-        return r.output.nbytes + r.h_n.nbytes + (0 if r.c_n is None else r.c_n.nbytes)
+        extra = sum(a.nbytes for a in (r.c_n, r.head) if a is not None)
+        return r.output.nbytes + r.h_n.nbytes + extra
 
 
 @dataclass(eq=False)

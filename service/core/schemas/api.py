@@ -28,6 +28,16 @@ def check_model_name(name: str, loc: Loc = ("path", "name")) -> str:
 
 _STATE = "(D*num_layers, N, {size}), never batch-first; (D*num_layers, {size}) unbatched."
 
+Outputs = Annotated[
+    list[Annotated[str, StringConstraints(max_length=64)]] | None,
+    Field(
+        max_length=8,
+        description="The tensors to answer, of output, h_n, c_n (LSTM) and the head's output "
+        "(logits, or its activation's name); all of them when absent. A classifier can ask "
+        "for its head's output alone.",
+    ),
+]
+
 
 _ROW: list[JsonValue] = [round(0.1 * i, 1) for i in range(10)]  # one step: 10 features
 _SEED: JsonDict = {"input": [[_ROW], [_ROW[::-1]]]}  # (L=2, N=1, 10): the default model's input
@@ -40,7 +50,8 @@ class ForwardRequest(BaseModel):
 
     input: Tensor = Field(
         description="(L, N, input_size); (N, L, input_size) if batch_first; (L, input_size) "
-        "unbatched."
+        "unbatched. A model with an embedding takes integer token ids: (L, N), (N, L) if "
+        "batch_first, or (L,)."
     )
     h0: Tensor | None = Field(
         default=None,
@@ -57,6 +68,7 @@ class ForwardRequest(BaseModel):
         description="Per-sequence lengths in [1, L]: the batch runs as packed sequences.",
     )
     output_encoding: Encoding = "nested"
+    outputs: Outputs = None
 
 
 class InlineForwardRequest(ForwardRequest):
@@ -77,14 +89,40 @@ class InlineForwardRequest(ForwardRequest):
     config: RNNConfig
 
 
+_HEAD = "A model with a head whose activation is {name}: its output, {shape}."
+_HEAD_SHAPE = "every step's (the output's layout) or each sequence's last valid step's, (N, K)"
+
+
 class ForwardResponse(BaseModel):
+    """The tensors the request's `outputs` named (all by default), each with its shape."""
+
     model: str = Field(description="The model's name, or the config key for inline configs.")
-    output: Tensor
-    h_n: Tensor
+    output: Tensor | None = Field(default=None, description="The core's output at every step.")
+    h_n: Tensor | None = Field(default=None, description="The final hidden state.")
     c_n: Tensor | None = Field(default=None, description="LSTM only: the final cell state.")
-    output_shape: list[int]
-    h_n_shape: list[int]
+    logits: Tensor | None = Field(
+        default=None, description=_HEAD.format(name="none", shape=_HEAD_SHAPE)
+    )
+    softmax: Tensor | None = Field(
+        default=None, description=_HEAD.format(name="softmax", shape=_HEAD_SHAPE)
+    )
+    log_softmax: Tensor | None = Field(
+        default=None, description=_HEAD.format(name="log_softmax", shape=_HEAD_SHAPE)
+    )
+    sigmoid: Tensor | None = Field(
+        default=None, description=_HEAD.format(name="sigmoid", shape=_HEAD_SHAPE)
+    )
+    tanh: Tensor | None = Field(
+        default=None, description=_HEAD.format(name="tanh", shape=_HEAD_SHAPE)
+    )
+    output_shape: list[int] | None = None
+    h_n_shape: list[int] | None = None
     c_n_shape: list[int] | None = Field(default=None, description="LSTM only.")
+    logits_shape: list[int] | None = None
+    softmax_shape: list[int] | None = None
+    log_softmax_shape: list[int] | None = None
+    sigmoid_shape: list[int] | None = None
+    tanh_shape: list[int] | None = None
     dtype: DType
     device: str
 
@@ -183,9 +221,13 @@ class SessionChunk(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{**_SEED, "start_step": 0}]}
     )
 
-    input: Tensor = Field(description="The next chunk: (L_chunk, N, input_size), or 2-D.")
+    input: Tensor = Field(
+        description="The next chunk: (L_chunk, N, input_size), or 2-D (token ids: (L_chunk, "
+        "N), or 1-D)."
+    )
     lengths: list[int] | None = None
     output_encoding: Encoding = "nested"
+    outputs: Outputs = None
     start_step: int | None = Field(
         default=None,
         ge=0,

@@ -1,5 +1,6 @@
 """The model config: the constructor arguments of torch.nn.RNN, nn.LSTM or nn.GRU (`mode`),
-plus dtype and seed."""
+plus dtype and seed; and, around that recurrent core, an optional input layer (`embedding`, an
+nn.Embedding) and an optional head (`head`, an nn.Linear and an activation)."""
 
 from __future__ import annotations
 
@@ -27,9 +28,100 @@ MODES: tuple[Mode, ...] = ("RNN", "LSTM", "GRU")
 GATES: dict[Mode, int] = {"RNN": 1, "LSTM": 4, "GRU": 3}
 
 
+#: the largest vocabulary: every id below it is exact in a float32 or float64 JSON number
+MAX_EMBEDDINGS = 1 << 24
+Activation = Literal["none", "softmax", "log_softmax", "sigmoid", "tanh"]
+HeadOn = Literal["every_step", "last_step"]
+
+
 def _json_type(value: Any) -> str:
     """The name torch would print for a value of this JSON type."""
     return type(value).__name__
+
+
+class EmbeddingConfig(BaseModel):
+    """`nn.Embedding(num_embeddings, input_size, padding_idx)` in front of the core: the input
+    is then integer token ids. Its embedding_dim is the core's `input_size`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_embeddings: int = Field(gt=0, le=MAX_EMBEDDINGS, description="Rows: the vocabulary.")
+    padding_idx: int | None = Field(
+        default=None,
+        description="nn.Embedding's padding_idx (negative counts from the end); its row is "
+        "zeros in a seeded model.",
+    )
+    max_norm: None = Field(
+        default=None,
+        description="Refused: nn.Embedding's max_norm renormalises the weights in place on "
+        "every lookup, so serving would change the model.",
+    )
+
+    @field_validator("num_embeddings", "padding_idx", mode="before")
+    @classmethod
+    def _int(cls, value: Any, info: Any) -> Any:
+        if value is None and info.field_name == "padding_idx":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{info.field_name} should be of type int, got: {_json_type(value)}")
+        return value
+
+    @field_validator("max_norm", mode="before")
+    @classmethod
+    def _no_max_norm(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError(
+                "max_norm is refused: nn.Embedding renormalises its weights in place on every "
+                "lookup with it, so each forward would change the model"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _padding_in_range(self) -> EmbeddingConfig:
+        n, idx = self.num_embeddings, self.padding_idx
+        if idx is not None and not -n <= idx < n:
+            raise ValueError("Padding_idx must be within num_embeddings")
+        return self
+
+
+class HeadConfig(BaseModel):
+    """`nn.Linear(core output features, out_features, bias)` behind the core, then an
+    activation, on every step's output or on each sequence's last valid step."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    out_features: int = Field(gt=0, description="Features of the head's output.")
+    bias: bool = True
+    activation: Activation = Field(
+        default="none",
+        description="Applied to the linear layer's output, over its last dimension: none "
+        "(the answer calls it `logits`), softmax, log_softmax, sigmoid or tanh (the answer "
+        "names it after the activation).",
+    )
+    on: HeadOn = Field(
+        default="every_step",
+        description="every_step: the head reads the core's output at every step; last_step: "
+        "at each sequence's own last valid step (its length's, with packed lengths).",
+    )
+
+    @field_validator("out_features", mode="before")
+    @classmethod
+    def _int(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"out_features should be of type int, got: {_json_type(value)}")
+        return value
+
+    @field_validator("bias", mode="before")
+    @classmethod
+    def _strict_bool(cls, value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise ValueError(f"bias should be of type bool, got: {_json_type(value)}")
+        return value
+
+    @property
+    def output_name(self) -> str:
+        """The answer's name for the head's output: `logits`, or the activation's name."""
+        return "logits" if self.activation == "none" else self.activation
 
 
 class RNNConfig(BaseModel):
@@ -63,6 +155,16 @@ class RNNConfig(BaseModel):
     )
     dtype: DType = "float32"
     seed: int = Field(default=0, ge=0, le=2**63 - 1, description="torch.manual_seed(seed).")
+    embedding: EmbeddingConfig | None = Field(
+        default=None,
+        description="An input layer: the input is then integer token ids, (L, N), (N, L) if "
+        "batch_first, or (L,) unbatched; input_size is the embedding's width.",
+    )
+    head: HeadConfig | None = Field(
+        default=None,
+        description="A linear head (and activation) on the core's output; the answer adds "
+        "its output.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -130,8 +232,13 @@ class RNNConfig(BaseModel):
     def _only_arguments_of_mode(self, handler: SerializerFunctionWrapHandler) -> Any:
         # What is stored and shown reads back as the same config: nonlinearity is RNN's only.
         data = handler(self)
-        if self.mode != "RNN" and isinstance(data, dict):
-            data.pop("nonlinearity", None)
+        if isinstance(data, dict):
+            if self.mode != "RNN":
+                data.pop("nonlinearity", None)
+            # A core alone reads back (and hashes) as it did before there were layers around it.
+            for layer in ("embedding", "head"):
+                if data.get(layer, 0) is None:
+                    del data[layer]
         return data
 
     # --- shapes ---------------------------------------------------------------------------------
@@ -165,6 +272,22 @@ class RNNConfig(BaseModel):
         return (self.h_size, self.hidden_size) if self.has_cell else (self.h_size,)
 
     @property
+    def ids(self) -> bool:
+        """Whether the input is token ids (an embedding in front), not features."""
+        return self.embedding is not None
+
+    @property
+    def head_size(self) -> int:
+        """Features of the head's output (0 without a head)."""
+        return self.head.out_features if self.head is not None else 0
+
+    @property
+    def answer_names(self) -> tuple[str, ...]:
+        """The tensors an answer holds: output, h_n, c_n (LSTM), the head's output (a head)."""
+        names = ("output", "h_n", "c_n") if self.has_cell else ("output", "h_n")
+        return names if self.head is None else (*names, self.head.output_name)
+
+    @property
     def sliceable(self) -> bool:
         """Whether a forward can run in time slices, the state carried between them: a
         unidirectional one (the reverse direction needs the whole sequence first)."""
@@ -178,7 +301,7 @@ class RNNConfig(BaseModel):
             in_features = self.input_size if layer == 0 else d * self.h_size
             per_direction = gates * h * (in_features + self.h_size) + self.proj_size * h
             total += d * per_direction
-        return total
+        return total + self.head_size * self.output_size
 
     def parameter_count(self) -> int:
         """Number of scalars in the module's state_dict."""
@@ -190,6 +313,10 @@ class RNNConfig(BaseModel):
             per_direction += 2 * gates * h if self.bias else 0
             per_direction += self.proj_size * h
             total += d * per_direction
+        if self.embedding is not None:
+            total += self.embedding.num_embeddings * self.input_size
+        if self.head is not None:
+            total += self.head.out_features * (self.output_size + int(self.head.bias))
         return total
 
     @cached_property

@@ -26,6 +26,7 @@ from service.runtime.transport.marshal import (
     error_of,
     nbytes,
     output_shapes,
+    result_of,
     state_frame,
     state_of,
     view,
@@ -181,8 +182,9 @@ class RemoteBackend:
         return header, where, payload, out
 
     def _result(
-        self, reply: Header, data: bytes, out: list[Tensor], where: tuple[int, int] | None
-    ) -> ForwardResult:
+        self, reply: Header, data: bytes, out: list[Tensor], where: tuple[int, int] | None,
+        config: RNNConfig,
+    ) -> ForwardResult:  # fmt: skip
         arrays = []
         offset = 0
         for d in out if where is not None else reply["out"]:
@@ -194,10 +196,7 @@ class RemoteBackend:
                 arrays.append(np.frombuffer(data, dtype, offset=offset, count=n // dtype.itemsize)
                               .reshape(shape))  # fmt: skip
                 offset += n
-        return ForwardResult(
-            arrays[0], arrays[1], arrays[2] if len(arrays) > 2 else None, None, reply["bs"],
-            reply.get("q", 0.0), reply.get("c", 0.0),
-        )  # fmt: skip
+        return result_of(config, arrays, reply["bs"], reply.get("q", 0.0), reply.get("c", 0.0))
 
     async def _run(
         self, header: Header, spec: ModelSpec, job: ForwardJob
@@ -220,7 +219,7 @@ class RemoteBackend:
                     if not call.cancelled() and call.exception() is None:
                         withdraw_cancellation(cancels)
                         reply, data = call.result()
-                        return self._result(reply, data, out, where), reply
+                        return self._result(reply, data, out, where, spec.config), reply
                 call.add_done_callback(_retrieve)  # its answer is nobody's now
                 # the engine may still write into the block: give it back only once it answered
                 if where is not None:
@@ -228,7 +227,7 @@ class RemoteBackend:
                     call.add_done_callback(lambda _: self.arena.free(block, size))
                     where = None
                 raise
-            return self._result(reply, data, out, where), reply
+            return self._result(reply, data, out, where, spec.config), reply
         finally:
             if where is not None:
                 self.arena.free(*where)

@@ -13,7 +13,7 @@ from service.core import errors
 from service.core.errors import ServiceError
 from service.core.schemas.config import DType, RNNConfig
 from service.engine.backend import SessionView
-from service.engine.job import ForwardJob
+from service.engine.job import ForwardJob, ForwardResult
 from service.engine.state import SessionState
 from service.engine.tensor import CARRIER
 from service.runtime.transport.frames import Header
@@ -28,7 +28,8 @@ def nbytes(dtype: DType, shape: Sequence[int]) -> int:
 
 
 def output_shapes(config: RNNConfig, job: ForwardJob) -> list[tuple[int, ...]]:
-    """The shapes of output, h_n (and c_n) a job will answer, known before it runs."""
+    """The shapes of output, h_n (c_n for LSTM, the head's output for a model with a head) a
+    job will answer, known before it runs."""
     rows = config.state_rows
     out: tuple[int, ...]
     states: list[tuple[int, ...]]
@@ -38,7 +39,30 @@ def output_shapes(config: RNNConfig, job: ForwardJob) -> list[tuple[int, ...]]:
     else:
         out = (job.seq_len,)
         states = [(rows, size) for size in config.state_sizes]
-    return [(*out, config.output_size), *states]
+    shapes = [(*out, config.output_size), *states]
+    if config.head is not None:
+        k = config.head.out_features
+        last = (job.batch, k) if job.batched else (k,)
+        shapes.append((*out, k) if config.head.on == "every_step" else last)
+    return shapes
+
+
+def result_arrays(result: ForwardResult) -> list[np.ndarray[Any, Any]]:
+    """A result's arrays in `output_shapes`' order."""
+    extra = [a for a in (result.c_n, result.head) if a is not None]
+    return [result.output, result.h_n, *extra]
+
+
+def result_of(
+    config: RNNConfig, arrays: list[np.ndarray[Any, Any]], batch_sequences: int, queue_s: float,
+    compute_s: float,
+) -> ForwardResult:  # fmt: skip
+    """`result_arrays`' inverse."""
+    c_n = arrays[2] if config.has_cell else None
+    head = arrays[-1] if config.head is not None else None
+    return ForwardResult(
+        arrays[0], arrays[1], c_n, None, batch_sequences, queue_s, compute_s, head=head
+    )
 
 
 def error_header(exc: ServiceError) -> Header:

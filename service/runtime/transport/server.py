@@ -25,6 +25,7 @@ from service.runtime.transport.marshal import (
     carrier,
     error_header,
     nbytes,
+    result_arrays,
     state_frame,
     state_of,
     view_header,
@@ -102,7 +103,7 @@ class _Connection(Frames):
         )  # fmt: skip
 
     def _reply_result(self, header: Header, result: ForwardResult, extra: Header) -> None:
-        arrays = [result.output, result.h_n, *([] if result.c_n is None else [result.c_n])]
+        arrays = result_arrays(result)
         reply: Header = {"rid": header["rid"], "bs": result.batch_sequences,
                          "q": result.queue_s, "c": result.compute_s, **extra}  # fmt: skip
         if header["inline"]:
