@@ -116,8 +116,11 @@ class Engine:
     async def warmup(self, spec: ModelSpec) -> None:
         """Build the module and run one tiny forward, so the first real request is fast."""
         config = spec.config
-        x = np.zeros((1, config.input_size))
-        wire = WireTensor(cast_numbers(x, config.dtype, ("warmup",)), config.dtype, False)
+        if config.ids:  # one token id
+            wire = WireTensor(np.zeros((1,), dtype=np.int64), "int64", False)
+        else:
+            x = np.zeros((1, config.input_size))
+            wire = WireTensor(cast_numbers(x, config.dtype, ("warmup",)), config.dtype, False)
         await self.forward(spec, ForwardJob(wire, None, None, False, 1, 1))
 
     async def close(self) -> None:

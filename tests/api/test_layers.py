@@ -340,6 +340,9 @@ async def stream_chunks(
         r = await c.post(f"/v1/sessions/{sid}/forward", json=body)
         assert r.status_code == 200, r.text
         heads.append(decode(r.json()[head_name(config)]))
+    again = await c.post(f"/v1/sessions/{sid}/forward", json=body)  # a retry: the kept answer
+    assert again.status_code == 200, again.text
+    np.testing.assert_array_equal(decode(again.json()[head_name(config)]), heads[-1])
     return heads
 
 
@@ -354,3 +357,137 @@ async def test_a_char_lstm_streamed_over_100_chunks_equals_one_forward(
     heads = await stream_chunks(fresh_client, "char", list(ids.reshape(100, 2)), CHAR)
     want = model_forward(seeded_model_params(CHAR), CHAR, ids)
     np.testing.assert_allclose(np.concatenate(heads), head_of(want), atol=1e-5)
+
+
+def trained_net(config: dict[str, Any], names: tuple[str, str, str], seed: int = 11) -> Any:
+    """A user's module under its own names, its weights moved off the seeded ones."""
+    net = seeded_net(config, names)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return net
+
+
+@pytest.mark.parametrize(
+    ("names", "prefixes"),
+    [
+        (("embedding", "lstm", "fc"), None),
+        (("embed", "rnn", "head"), None),
+        (("encoder", "gru_stack", "decoder"), None),
+        (("tok", "core", "out"), "embedding=tok,core=core,head=out"),
+    ],
+)  # fmt: skip
+async def test_a_trained_state_dict_is_served_under_its_own_names(
+    fresh_client: httpx.AsyncClient, names: tuple[str, str, str], prefixes: str | None
+) -> None:
+    from safetensors.torch import save
+
+    c = fresh_client
+    assert (
+        await c.post("/v1/models", json={"name": "clf", "config": CLASSIFIER})
+    ).status_code == 201
+    net = trained_net(CLASSIFIER, names)
+    params = {"prefixes": prefixes} if prefixes else None
+    r = await c.put("/v1/models/clf/weights", content=save(net.state_dict()),
+                    headers={"Content-Type": "application/octet-stream"}, params=params)  # fmt: skip
+    assert r.status_code == 200, r.text
+    ids = np.array([[1, 2, 3, 4], [5, 6, 0, 0]])
+    body = {"input": ids.tolist(), "lengths": [4, 2], "output_encoding": "b64"}
+    got = (await c.post("/v1/models/clf/forward", json=body)).json()
+    with torch.no_grad():
+        out, _, y = net.eval()(torch.from_numpy(ids), None, [4, 2])
+    np.testing.assert_allclose(decode(got["softmax"]), y.numpy(), atol=1e-6)
+    np.testing.assert_allclose(decode(got["output"]), out.numpy(), atol=1e-6)
+    exported = (await c.get("/v1/models/clf/weights")).content  # stored under the model's names
+    from safetensors.torch import load
+
+    assert sorted(load(exported)) == sorted(
+        ["embedding.weight", "head.weight", "head.bias"]
+        + [f"rnn.{k}" for k in net.part(1).state_dict()]
+    )
+
+
+async def test_a_state_dict_that_does_not_fit_is_one_422_naming_everything(
+    fresh_client: httpx.AsyncClient,
+) -> None:
+    from safetensors.torch import save
+
+    c = fresh_client
+    await c.post("/v1/models", json={"name": "clf", "config": CLASSIFIER})
+    before = (await c.get("/v1/models/clf/weights")).content
+    state = trained_net(CLASSIFIER, ("embedding", "lstm", "fc")).state_dict()
+    state["fc.weight"] = torch.zeros(5, 6)  # a wrong shape
+    del state["lstm.bias_hh_l0"]  # a missing tensor
+    state["dropout.p"] = torch.zeros(1)  # an extra one
+    r = await c.put("/v1/models/clf/weights", content=save(state),
+                    headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+    assert r.status_code == 422, r.text
+    where = {tuple(e["loc"]) for e in r.json()["errors"]}
+    assert where == {("body", "head.weight"), ("body", "rnn.bias_hh_l0"), ("body", "dropout.p")}
+    assert (await c.get("/v1/models/clf/weights")).content == before  # nothing stored
+    r = await c.put("/v1/models/clf/weights", content=save(state), params={"prefixes": "head=nope"},
+                    headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["loc"] == ["query", "prefixes"]
+    assert "no tensor has the head prefix 'nope'" in r.text
+
+
+async def test_a_declared_2gb_tensor_in_a_tiny_file_is_refused(
+    fresh_client: httpx.AsyncClient,
+) -> None:
+    import json
+    import struct
+
+    c = fresh_client
+    await c.post("/v1/models", json={"name": "clf", "config": CLASSIFIER})
+    header = json.dumps({"embedding.weight": {"dtype": "F32", "shape": [1 << 29, 1],
+                                              "data_offsets": [0, 1 << 31]}}).encode()  # fmt: skip
+    blob = struct.pack("<Q", len(header)) + header + b"\0" * 64
+    r = await c.put("/v1/models/clf/weights", content=blob,
+                    headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+    assert r.status_code == 422, r.text
+    assert "safetensors" in r.text
+    assert (await c.get("/readyz")).status_code == 200
+
+
+async def test_the_open_inference_protocol_takes_int64_ids_and_answers_the_head(
+    fresh_client: httpx.AsyncClient,
+) -> None:
+    c = fresh_client
+    assert (
+        await c.post("/v1/models", json={"name": "clf", "config": CLASSIFIER})
+    ).status_code == 201
+    meta = (await c.get("/v2/models/clf")).json()
+    assert meta["inputs"][0] == {"name": "input", "datatype": "INT64", "shape": [-1, -1]}
+    assert {"name": "softmax", "datatype": "FP32", "shape": [-1, 3]} in meta["outputs"]
+    ids = np.array([[1, 2, 3], [4, 5, 0]])
+    body = {"inputs": [{"name": "input", "datatype": "INT64", "shape": [2, 3], "data": ids.ravel().tolist()},
+                       {"name": "lengths", "datatype": "INT64", "shape": [2], "data": [3, 2]}],
+            "outputs": [{"name": "softmax"}]}  # fmt: skip
+    r = await c.post("/v2/models/clf/infer", json=body)
+    assert r.status_code == 200, r.text
+    [out] = r.json()["outputs"]
+    assert (out["name"], out["shape"]) == ("softmax", [2, 3])
+    want = model_forward(seeded_model_params(CLASSIFIER), CLASSIFIER, ids, lengths=[3, 2])
+    np.testing.assert_allclose(np.reshape(out["data"], (2, 3)), head_of(want), atol=1e-6)
+    body["inputs"][0]["datatype"] = "FP32"
+    r = await c.post("/v2/models/clf/infer", json=body)
+    assert r.status_code == 400
+    assert "token ids: INT64 or INT32" in r.json()["error"]
+    config = (await c.get("/v2/models/clf/config")).json()
+    assert config["input"][0]["data_type"] == "TYPE_INT64"
+    assert [o["name"] for o in config["output"]] == ["output", "h_n", "c_n", "softmax"]
+
+
+@pytest.mark.redis
+async def test_a_streamed_char_lstm_in_redis_equals_one_forward(
+    anyio_backend: str, redis_server: Any
+) -> None:
+    async for c in open_client(make_settings(session_store=redis_server.url)):
+        r = await c.post("/v1/models", json={"name": "char", "config": CHAR})
+        assert r.status_code == 201, r.text
+        ids = np.random.default_rng(4).integers(0, 12, (200,))
+        heads = await stream_chunks(c, "char", list(ids.reshape(100, 2)), CHAR)
+        want = model_forward(seeded_model_params(CHAR), CHAR, ids)
+        np.testing.assert_allclose(np.concatenate(heads), head_of(want), atol=1e-5)
