@@ -462,7 +462,7 @@ async def test_the_open_inference_protocol_takes_int64_ids_and_answers_the_head(
     assert meta["inputs"][0] == {"name": "input", "datatype": "INT64", "shape": [-1, -1]}
     assert {"name": "softmax", "datatype": "FP32", "shape": [-1, 3]} in meta["outputs"]
     ids = np.array([[1, 2, 3], [4, 5, 0]])
-    body = {"inputs": [{"name": "input", "datatype": "INT64", "shape": [2, 3], "data": ids.ravel().tolist()},
+    body: dict[str, Any] = {"inputs": [{"name": "input", "datatype": "INT64", "shape": [2, 3], "data": ids.ravel().tolist()},
                        {"name": "lengths", "datatype": "INT64", "shape": [2], "data": [3, 2]}],
             "outputs": [{"name": "softmax"}]}  # fmt: skip
     r = await c.post("/v2/models/clf/infer", json=body)
