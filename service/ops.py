@@ -1,9 +1,10 @@
 """Operator commands against a running server: `rnn-serve models list|show|register|upload|
-export|delete`.
+import|export|delete`.
 
     rnn-serve models list
     rnn-serve models register my-rnn --config '{"input_size": 10, "hidden_size": 20}'
     rnn-serve models upload my-rnn weights.safetensors      # progress on stderr
+    rnn-serve models import model.pt --name kws --activation softmax --on every_step
     rnn-serve models export my-rnn out.safetensors
     rnn-serve models delete my-rnn
 
@@ -136,6 +137,74 @@ def cmd_upload(args: argparse.Namespace) -> None:
     _print(args, r.json(), f"{args.name}: weights uploaded ({size} bytes)")
 
 
+def read_state_dict(path: Path) -> dict[str, Any]:
+    """The tensors of a trained model's file: safetensors, or what `torch.save(model.state_dict())`
+    wrote, read with `torch.load(weights_only=True)` (a restricted unpickler: a file that holds
+    anything but tensors in dicts is refused, and nothing in it runs)."""
+    import pickle
+
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return dict(load_file(path))
+    except (SafetensorError, OSError):
+        pass  # not safetensors: torch.save's format
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SystemExit(
+            f"rnn-serve: {path} is not a state_dict that torch.load(weights_only=True) can read "
+            f"({first[:200]}); save model.state_dict(), not the model"
+        ) from None
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise SystemExit(
+            f"rnn-serve: {path} holds a {type(state).__name__}, not a state_dict (names to "
+            "tensors); save model.state_dict()"
+        )
+    return state
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    """Read a trained model's state_dict, tell its config from its tensors' shapes (asking for
+    what they cannot say), then register the model and upload its weights."""
+    import torch
+    from safetensors.torch import save
+
+    from service.catalog.statedict import infer_config, parse_prefixes, stored_names
+    from service.core.errors import InvalidInput
+    from service.core.schemas.config import RNNConfig
+
+    tensors = read_state_dict(Path(args.file))
+    asked = {"nonlinearity": args.nonlinearity, "activation": args.activation, "on": args.on,
+             "batch_first": args.batch_first or None, "dtype": args.dtype,
+             "padding_idx": args.padding_idx}  # fmt: skip
+    try:
+        prefixes = parse_prefixes(args.map)
+        config = infer_config({k: tuple(v.shape) for k, v in tensors.items()}, prefixes, **asked)
+        names = stored_names(list(tensors), RNNConfig.model_validate(config), prefixes)
+    except InvalidInput as exc:
+        flag = {"nonlinearity": "--nonlinearity", "activation": "--activation", "on": "--on"}
+        asked_for = next((flag[k] for k in flag if exc.errors and exc.errors[0].loc == (k,)), None)
+        hint = f" ({asked_for})" if asked_for else " (--map embedding=…,core=…,head=…)"
+        raise SystemExit(f"rnn-serve: {args.file}: {exc.detail}{hint}") from None
+    dtype = getattr(torch, str(config.get("dtype", "float32")))
+    blob = save({names[k]: v.detach().to(dtype).contiguous() for k, v in tensors.items()})
+    with _client(args) as http:
+        r = http.post("/v1/models", json={"name": args.name, "config": config})
+        _raise_for(r)
+        r = http.put(
+            f"/v1/models/{args.name}/weights", content=blob,
+            headers={"Content-Type": "application/octet-stream"},
+        )  # fmt: skip
+        _raise_for(r)
+    _print(args, r.json(), f"{args.name}: imported, config {json.dumps(config)}")
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     path = Path(args.file)
     with _client(args) as http, http.stream("GET", f"/v1/models/{args.name}/weights") as r:
@@ -184,6 +253,25 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("name")
     up.add_argument("file")
     up.set_defaults(run=cmd_upload)
+    imp = sub.add_parser(
+        "import",
+        help="serve a trained model: its state_dict (torch.save or safetensors), the config "
+        "told from its tensors' shapes",
+    )
+    imp.add_argument("file", help="model.pt (torch.save(model.state_dict())) or .safetensors")
+    imp.add_argument("--name", required=True)
+    imp.add_argument("--activation", choices=["none", "softmax", "log_softmax", "sigmoid", "tanh"],
+                     help="the head's activation (needed when the file has a head)")  # fmt: skip
+    imp.add_argument("--on", choices=["every_step", "last_step"],
+                     help="where the head reads (needed when the file has a head)")  # fmt: skip
+    imp.add_argument("--nonlinearity", choices=["tanh", "relu"],
+                     help="an nn.RNN core's (needed for one)")  # fmt: skip
+    imp.add_argument("--batch-first", action="store_true", help="the module took (N, L, ...)")
+    imp.add_argument("--padding-idx", type=int, help="the embedding's padding_idx, if it had one")
+    imp.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "float64"])
+    imp.add_argument("--map", help="the layers' prefixes where names cannot tell them: "
+                     "embedding=tok,core=lstm,head=out")  # fmt: skip
+    imp.set_defaults(run=cmd_import)
     ex = sub.add_parser("export", help="download a model's weights (safetensors)")
     ex.add_argument("name")
     ex.add_argument("file")

@@ -146,3 +146,114 @@ def rename_safetensors(data: bytes, config: RNNConfig, prefixes: Mapping[str, st
     blob = json.dumps(renamed, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # the format aligns the data to 8 bytes
     return struct.pack("<Q", len(blob)) + blob + data[8 + size :]
+
+
+#: what the names and shapes of a state_dict cannot say, and the CLI asks for
+ASKED = ("nonlinearity", "activation", "on")
+
+
+def _pick(
+    groups: dict[str, dict[str, tuple[int, ...]]], prefix: str | None, layer: str
+) -> dict[str, tuple[int, ...]]:
+    if prefix is None:
+        return {}
+    if prefix not in groups:
+        raise InvalidInput.at(
+            _LOC, f"no tensor has the {layer} prefix {prefix!r}; the file has {sorted(groups)}"
+        )
+    return groups[prefix]
+
+
+def infer_config(
+    shapes: Mapping[str, tuple[int, ...]],
+    prefixes: Mapping[str, str] | None = None,
+    **asked: object,
+) -> dict[str, object]:
+    """A model config from a trained state_dict's names and shapes: the mode (from the gates'
+    rows), input and hidden sizes, layers, directions, bias, proj_size, the vocabulary and the
+    head's width. What they cannot say comes in `asked` (`ASKED`, plus `batch_first`, `dtype`,
+    `padding_idx`); one missing where the file needs it is a 422 naming it."""
+    groups: dict[str, dict[str, tuple[int, ...]]] = {}
+    for name, shape in shapes.items():
+        prefix, leaf = _split(name)
+        groups.setdefault(prefix, {})[leaf] = tuple(shape)
+    given = dict(prefixes or {})
+    cores = [p for p, leaves in groups.items() if "weight_ih_l0" in leaves]
+    core_prefix = given.get("core", cores[0] if len(cores) == 1 else None)
+    if core_prefix is None:
+        what = f"several: {sorted(cores)}; name one (core=…)" if cores else "none"
+        raise InvalidInput.at(_LOC, f"a recurrent core (a weight_ih_l0 tensor): found {what}")
+    core = _pick(groups, core_prefix, "core")
+    rows, input_size = core["weight_ih_l0"]
+    config: dict[str, object] = {"input_size": input_size}
+    if "weight_hr_l0" in core:
+        proj, hidden = core["weight_hr_l0"]
+        config.update(mode="LSTM", proj_size=proj)
+    else:
+        hidden = core["weight_hh_l0"][1]
+        modes = {1: "RNN", 3: "GRU", 4: "LSTM"}
+        if rows % hidden or rows // hidden not in modes:
+            raise InvalidInput.at(
+                _LOC, f"weight_ih_l0 has {rows} rows, not 1, 3 or 4 gates of {hidden}"
+            )
+        config["mode"] = modes[rows // hidden]
+    layers = sum(1 for leaf in core if leaf.startswith("weight_ih_l") and "_reverse" not in leaf)
+    config.update(hidden_size=hidden, num_layers=layers, bias="bias_ih_l0" in core,
+                  bidirectional="weight_ih_l0_reverse" in core)  # fmt: skip
+    if config["mode"] == "RNN":
+        config["nonlinearity"] = _asked(asked, "nonlinearity", "the RNN's nonlinearity")
+    out = int(core["weight_hr_l0"][0]) if "weight_hr_l0" in core else hidden
+    width = (2 if config["bidirectional"] else 1) * out
+    roles = {
+        p: _role(p, leaves, input_size, width)
+        for p, leaves in groups.items()
+        if p != core_prefix and p not in given.values()
+    }
+    unclear = sorted(p for p, role in roles.items() if role == "either")
+    if unclear:
+        raise InvalidInput.at(_LOC, f"is {unclear[0]!r} the embedding or the head? name it")
+    emb_prefix = given.get("embedding") or _only(roles, "embedding")
+    head_prefix = given.get("head") or _only(roles, "head")
+    if emb_prefix is not None:
+        embedding = _pick(groups, emb_prefix, "embedding")
+        layer: dict[str, object] = {"num_embeddings": embedding["weight"][0]}
+        if asked.get("padding_idx") is not None:
+            layer["padding_idx"] = asked["padding_idx"]
+        config["embedding"] = layer
+    if head_prefix is not None:
+        head = _pick(groups, head_prefix, "head")
+        config["head"] = {
+            "out_features": head["weight"][0], "bias": "bias" in head,
+            "activation": _asked(asked, "activation", "the head's activation"),
+            "on": _asked(asked, "on", "where the head reads (every_step or last_step)"),
+        }  # fmt: skip
+    for key in ("batch_first", "dtype"):
+        if asked.get(key) is not None:
+            config[key] = asked[key]
+    return config
+
+
+def _role(prefix: str, leaves: Mapping[str, tuple[int, ...]], input_size: int, width: int) -> str:
+    """What a prefix's tensors can be: an embedding (a weight alone, input_size wide), a head
+    (a weight as wide as the core's output, and a bias), both (its name decides), or neither."""
+    embedding = set(leaves) == {"weight"} and leaves["weight"][1:] == (input_size,)
+    head = set(leaves) in ({"weight"}, {"weight", "bias"}) and leaves["weight"][1:] == (width,)
+    if embedding and head:
+        if prefix in _EMBEDDING_NAMES:
+            return "embedding"
+        return "head" if prefix in _HEAD_NAMES else "either"
+    return "embedding" if embedding else "head" if head else "neither"
+
+
+def _only(roles: Mapping[str, str], role: str) -> str | None:
+    found = [p for p, r in roles.items() if r == role]
+    if len(found) > 1:
+        raise InvalidInput.at(_LOC, f"which is the {role}: {sorted(found)}? name it ({role}=…)")
+    return found[0] if found else None
+
+
+def _asked(asked: Mapping[str, object], key: str, what: str) -> object:
+    value = asked.get(key)
+    if value is None:
+        raise InvalidInput.at((key,), f"the file cannot say {what}: give {key}")
+    return value
