@@ -23,7 +23,7 @@ from tests.support.models import Net
 
 pytestmark = pytest.mark.e2e
 
-MODELS = {
+MODELS: dict[str, tuple[dict[str, Any], tuple[str, str, str], list[str]]] = {
     "char-lstm": ({"mode": "LSTM", "input_size": 5, "hidden_size": 8, "num_layers": 2,
                    "embedding": {"num_embeddings": 20}, "head": {"out_features": 20}},
                   ("embedding", "lstm", "decoder"), ["--activation", "none", "--on", "every_step"]),
