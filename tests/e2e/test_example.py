@@ -22,3 +22,20 @@ def test_grpc_streams_example(
     url, target = live_servers
     assert streams(["--grpc", target, "--url", url, "--sequences", "6"]) == 0
     assert "OK: every sequence is what torch computes" in capsys.readouterr().out
+
+
+def test_char_lstm_example(live_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from examples.char_lstm import main as char_lstm
+
+    args = ["--url", live_server, "--steps", "20", "--sample", "20", "--name", "char-test"]
+    assert char_lstm(args) == 0
+    out = capsys.readouterr().out
+    assert "OK: rnn-serve serves the trained model exactly, stateless and streamed" in out
+    assert "sampled: Alice was beginning" in out
+
+
+def test_keyword_spotter_example(live_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from examples.keyword_spotter import main as spotter
+
+    assert spotter(["--url", live_server, "--steps", "10", "--name", "kws-test"]) == 0
+    assert "OK: rnn-serve serves the trained model exactly" in capsys.readouterr().out
