@@ -155,3 +155,33 @@ def test_the_descriptor_set_is_compiled_from_the_vendored_protos(tmp_path: Path)
         check=True, cwd=PROTOS,
     )  # fmt: skip
     assert out.read_bytes() == (PROTOS / "triton.binpb").read_bytes(), "run make protos"
+
+
+LAYERED = RNNConfig.model_validate(
+    {"mode": "GRU", "input_size": 3, "hidden_size": 4, "embedding": {"num_embeddings": 9},
+     "head": {"out_features": 2, "activation": "sigmoid", "on": "last_step"}}
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_token_ids_come_as_int64_and_the_head_answers_alone(raw: bool) -> None:
+    ids = np.array([[1, 2], [3, 8]], dtype=np.int64)
+    req = m.ModelInferRequest(model_name="kws", id="r2")
+    tensor = req.inputs.add(name="input", datatype="INT64", shape=ids.shape)
+    if raw:
+        req.raw_input_contents.append(ids.astype("<i8").tobytes())
+    else:
+        tensor.contents.int64_contents.extend(ids.reshape(-1).tolist())
+    req.outputs.add(name="sigmoid")
+    codec = GrpcInfer(req)
+    decoded = codec.decode(LAYERED, 1000)
+    assert decoded.inputs.input.dtype == "int64"
+    np.testing.assert_array_equal(decoded.inputs.input.array, ids)
+    head = np.full((2, 2), 0.5, np.float32)
+    result = ForwardResult(np.zeros((2, 2, 4), np.float32), np.zeros((1, 2, 4), np.float32),
+                           head=head)  # fmt: skip
+    answer = m.ModelInferResponse.FromString(
+        codec.encode(Served(ModelSpec("kws", LAYERED, None), result, "cpu")).body
+    )
+    assert [(o.name, list(o.shape)) for o in answer.outputs] == [("sigmoid", [2, 2])]
+    np.testing.assert_array_equal(np.frombuffer(answer.raw_output_contents[0], "<f4"), 0.5)

@@ -107,6 +107,35 @@ async def test_remote_forward_equals_the_oracle(
         await remote.close()
 
 
+LAYERED = {"mode": "LSTM", "input_size": 3, "hidden_size": 5, "embedding": {"num_embeddings": 7},
+           "head": {"out_features": 2, "activation": "softmax", "on": "last_step"}}  # fmt: skip
+
+
+@pytest.mark.parametrize("arena_bytes", [1 << 20, 64], ids=["shared-memory", "inline"])
+async def test_token_ids_and_the_head_cross_the_socket(
+    engine: tuple[EngineHost, str], arena_bytes: int
+) -> None:
+    from tests.oracle import model_forward, seeded_model_params
+
+    host, path = engine
+    remote = await frontend(path, arena_bytes)
+    try:
+        spec = spec_of(host, LAYERED)
+        ids = np.random.default_rng(1).integers(0, 7, (6, 4))
+        job = validate_forward(spec.config, Inputs(WireTensor(ids, "int64", True)))
+        result = await remote.forward(spec, job)
+        out, _, c_n, head = model_forward(seeded_model_params(LAYERED), LAYERED, ids)
+        np.testing.assert_allclose(result.output, out, atol=1e-5)
+        assert result.c_n is not None
+        assert c_n is not None
+        np.testing.assert_allclose(result.c_n, c_n, atol=1e-5)
+        assert result.head is not None
+        assert head is not None
+        np.testing.assert_allclose(result.head, head, atol=1e-5)
+    finally:
+        await remote.close()
+
+
 async def test_requests_of_two_frontends_share_forwards(engine: tuple[EngineHost, str]) -> None:
     host, path = engine
     a, b = await frontend(path), await frontend(path)
