@@ -113,6 +113,9 @@ def _uvicorn_options(settings: Settings) -> dict[str, object]:
         "log_level": settings.log_level,
         "access_log": False,  # rnn_serve.access logs every request, with its id
         "timeout_graceful_shutdown": int(settings.shutdown_timeout_s),
+        # WebSocket streams: a frame within the body limit; a few frames queued, then not read
+        "ws_max_size": settings.max_body_bytes,
+        "ws_max_queue": settings.stream_max_in_flight,
     }
 
 

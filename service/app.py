@@ -26,7 +26,7 @@ from service.core.tracing import tracer_for
 from service.dataplane.keys import Keys
 from service.dataplane.plane import DataPlane
 from service.engine.backend import Backend
-from service.http import docs, health, problems, sessions, v1, v2
+from service.http import docs, health, problems, sessions, v1, v2, websocket
 from service.http.edge import Edge
 from service.http.openapi import openapi_factory
 from service.http.routing import mount
@@ -150,15 +150,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         plane = DataPlane(settings, catalog, backend, metrics, backend.device, slow, tracer)
         watching = asyncio.create_task(plane.follow_readiness())
         announcing = asyncio.create_task(_announce(settings, plane))
+        keys: Keys = app.keys  # type: ignore[attr-defined]
         grpc_front: GrpcFrontEnd | None = None
         if settings.grpc_port:  # the gRPC front end, in this process beside HTTP
             from service.grpc.server import GrpcFrontEnd
 
-            keys = app.keys  # type: ignore[attr-defined]
             grpc_front = GrpcFrontEnd(settings, plane, keys, metrics, tracer)
             await grpc_front.start()
+        streams = websocket.Streams(
+            settings.max_streams, settings.stream_idle_timeout_s, keys, metrics
+        )
         try:
-            yield {"plane": plane}
+            yield {"plane": plane, "streams": streams}
         finally:
             plane.stop()
             if grpc_front is not None:
@@ -197,7 +200,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # One routing table; the forward routes come first, since the router tries routes in order.
     mount(
         app, v1.forwards, v2.router, sessions.chunks, v1.router, sessions.router, health.router,
-        docs.router,
+        docs.router, websocket.router,
     )  # fmt: skip
     app.openapi = openapi_factory(app)  # type: ignore[method-assign]
     return app

@@ -120,6 +120,14 @@ class Metrics:
             "rnn_serve_open_sessions", "Streaming sessions open.", registry=r,
             multiprocess_mode="livesum",
         )  # fmt: skip
+        self.websocket_streams = Gauge(
+            "rnn_serve_websocket_streams", "WebSocket streams open.", registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.websocket_frames = Counter(
+            "rnn_serve_websocket_frames", "WebSocket frames, by direction (in, out) and kind "
+            "(text, binary).", ["direction", "kind"], registry=r,
+        )  # fmt: skip
         self.session_state_bytes = Gauge(
             "rnn_serve_session_state_bytes", "Bytes of state the open sessions hold.",
             registry=r, multiprocess_mode="livesum",

@@ -194,6 +194,19 @@ class Settings(BaseSettings):
     # Streaming sessions.
     session_ttl_s: float = Field(default=600.0, gt=0, description="Idle sessions expire after.")
     max_sessions: int = Field(default=10000, ge=1, description="Open sessions before 429.")
+    # WebSocket streams (service.http.websocket): a frame's size is max_body_bytes at most.
+    max_streams: int = Field(
+        default=1000, ge=1, description="WebSocket streams open at once (a process's); past it "
+        "a new one is closed at once with 1013 (try again later).",
+    )  # fmt: skip
+    stream_idle_timeout_s: float = Field(
+        default=60.0, gt=0, description="A WebSocket stream that sends nothing, or does not read "
+        "its answers, for this long is closed (4408).",
+    )  # fmt: skip
+    stream_max_in_flight: int = Field(
+        default=4, ge=1, description="Frames of one WebSocket stream read and not yet answered "
+        "at most; past it the socket is not read, and TCP holds the client back.",
+    )  # fmt: skip
     max_session_state_bytes: int = Field(
         default=1024**3,
         gt=0,
