@@ -52,7 +52,7 @@ from service.dataplane.keys import INFERENCE, Keys
 from service.dataplane.plane import DataPlane
 from service.http import routing
 from service.http.problems import problem_answer, status_of
-from service.http.sessions import info
+from service.http.sessions import SESSION_ID, info
 
 log = logging.getLogger("rnn_serve.errors")
 router = routing.router("/v1", "streams")
@@ -174,7 +174,8 @@ async def _serve(websocket: WebSocket, model: str | None, session_id: str | None
                 )  # fmt: skip
             caller = _caller(websocket, streams.keys)
             ctx = RequestContext(rid, "websocket", caller, None, {})
-            view = await _session(plane, ctx, model, session_id)
+            proposed = websocket.headers.get("x-session-id")  # a load balancer's (nginx's)
+            view = await _session(plane, ctx, model, session_id, proposed)
         except ServiceError as exc:
             close = (_close_code(exc), _reason(exc.detail))
             return
@@ -203,9 +204,11 @@ async def _serve(websocket: WebSocket, model: str | None, session_id: str | None
 
 
 async def _session(
-    plane: DataPlane, ctx: RequestContext, model: str | None, session_id: str | None
-) -> Any:
-    """The stream's session: the one asked for (its owner's only), else a new one."""
+    plane: DataPlane, ctx: RequestContext, model: str | None, session_id: str | None,
+    proposed: str | None,
+) -> Any:  # fmt: skip
+    """The stream's session: the one asked for (its owner's only), else a new one (under the id
+    a load balancer made and hashed on, as for an HTTP open)."""
     if session_id is not None:
         view = await plane.sessions.info(session_id, ctx.owner)
         if model is not None and view.model != model:
@@ -214,7 +217,8 @@ async def _session(
     assert model is not None
     if not MODEL_NAME.fullmatch(model):
         raise ModelNotFound(f"no model named {model[:64]!r} is registered")
-    return await plane.open_session(ctx, plane.model(model), V1OpenSession(b"{}"), None)
+    key = proposed if proposed and SESSION_ID.fullmatch(proposed) else None
+    return await plane.open_session(ctx, plane.model(model), V1OpenSession(b"{}"), key)
 
 
 async def _send(

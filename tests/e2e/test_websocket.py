@@ -239,3 +239,53 @@ def test_sigterm_closes_streams_so_clients_reconnect(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGTERM)
             code, _ = closed_with(ws)
         assert code in (1001, 1012), code  # going away / service restart: reconnect elsewhere
+
+
+def test_through_nginx_a_killed_replicas_streams_resume_on_the_other(tmp_path: Path) -> None:
+    """Two replicas behind the shipped nginx template, sessions in Redis: streams opened through
+    nginx, the replica holding them SIGKILLed mid-stream, each reconnected through nginx (to the
+    other) from its last answered step: nothing lost, nothing applied twice."""
+    from tests.e2e.test_scale_out import NGINX, nginx
+    from tests.support.redis_server import REDIS, RedisServer
+    from tests.support.server import server_processes
+
+    if NGINX is None or REDIS is None:
+        pytest.skip("needs nginx and redis-server (.ci/run installs them)")
+    redis = RedisServer(tmp_path / "redis").start()
+    env = {"RNN_SERVE_SESSION_STORE": redis.url, "RNN_SERVE_LOG_LEVEL": "warning"}
+    rng = np.random.default_rng(7)
+    inputs = [rng.standard_normal((8, 10)).astype(np.float32) for _ in range(8)]
+    try:
+        launches = [(tmp_path / "models", tmp_path / f"{n}.log", env) for n in "ab"]
+        with server_processes(*launches, measured=False) as replicas:
+            lb_iter = nginx(tmp_path / "nginx", [u.removeprefix("http://") for u, _ in replicas])
+            lb = next(lb_iter)
+            try:
+                sessions, outputs = [], [[] for _ in inputs]
+                for i, x in enumerate(inputs):
+                    with connect(ws_url(lb, "/v1/models/default/stream")) as ws:
+                        sessions.append(hello(ws)["session_id"])
+                        outputs[i].append(decode(chunk(ws, x[:4], 0)["output"]))
+                on_a = httpx.get(f"{replicas[0][0]}/metrics").text
+                assert 'protocol="websocket"' in on_a  # some streams are on the one killed
+                replicas[0][1].kill()  # whatever it held in memory is gone
+                replicas[0][1].wait(30)
+                for i, x in enumerate(inputs):
+                    resumed = None
+                    for _ in range(5):  # nginx takes the dead replica out after its failure
+                        try:
+                            resumed = connect(ws_url(lb, f"/v1/sessions/{sessions[i]}/stream"))
+                            break
+                        except Exception:
+                            continue
+                    assert resumed is not None
+                    with resumed as ws:
+                        assert hello(ws)["steps"] == 4
+                        outputs[i].append(decode(chunk(ws, x[4:], 4)["output"]))
+                for x, got in zip(inputs, outputs, strict=True):
+                    want, _, _ = forward(PARAMS, DEFAULT, x)
+                    np.testing.assert_allclose(np.concatenate(got), want, atol=1e-5)
+            finally:
+                next(lb_iter, None)
+    finally:
+        redis.stop()
