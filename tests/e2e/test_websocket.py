@@ -261,7 +261,8 @@ def test_through_nginx_a_killed_replicas_streams_resume_on_the_other(tmp_path: P
             lb_iter = nginx(tmp_path / "nginx", [u.removeprefix("http://") for u, _ in replicas])
             lb = next(lb_iter)
             try:
-                sessions, outputs = [], [[] for _ in inputs]
+                sessions: list[str] = []
+                outputs: list[list[np.ndarray]] = [[] for _ in inputs]
                 for i, x in enumerate(inputs):
                     with connect(ws_url(lb, "/v1/models/default/stream")) as ws:
                         sessions.append(hello(ws)["session_id"])
