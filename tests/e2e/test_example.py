@@ -39,3 +39,10 @@ def test_keyword_spotter_example(live_server: str, capsys: pytest.CaptureFixture
 
     assert spotter(["--url", live_server, "--steps", "10", "--name", "kws-test"]) == 0
     assert "OK: rnn-serve serves the trained model exactly" in capsys.readouterr().out
+
+
+def test_websocket_stream_example(live_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from examples.ws_stream import main as ws_stream
+
+    assert ws_stream(["--url", live_server]) == 0
+    assert "exactly torch's output" in capsys.readouterr().out
