@@ -17,6 +17,9 @@ omission). The number of streams ramps up until the p99 passes the budget (50 ms
   `sequence_id`, `sequence_start`, `start_step`), sessions in memory or in Redis. Streams share
   HTTP/2 connections, GRPC_STREAMS_PER_CHANNEL a connection, each its own gRPC stream, as many
   sources behind one gateway would;
+- ws, ws-redis: each stream is a WebSocket session (`/v1/models/default/stream`), its chunks
+  binary frames (the fixed header and the raw FP32 values, `start_step` in it), sessions in
+  memory or in Redis; one connection a stream, no compression;
 - grpc-floor: the same streams against `bench.grpc_echo`, a bare grpc.aio server answering each
   message with a fixed reply: the floor of a stream message, before any rnn-serve code (not in
   the default modes).
@@ -61,7 +64,7 @@ PERIOD_S = 0.05  # 20 chunks/s
 STEPS = 10
 LEVELS = [20, 40, 60, 80, 100, 120, 140, 160, 200, 240, 280, 320, 380, 440, 500, 600, 700, 800]
 GRPC_STREAMS_PER_CHANNEL = 100
-MODES = "sessions,sessions-redis,stateless,grpc,grpc-redis"
+MODES = "sessions,sessions-redis,stateless,grpc,grpc-redis,ws,ws-redis"
 
 
 def _request(path: str, body: bytes) -> bytes:
@@ -202,6 +205,28 @@ async def grpc_stream(
         call.cancel()
 
 
+async def ws_stream(host: str, port: int, level: Level, t0: float, phase: float, seed: int) -> None:
+    """A WebSocket session: binary frames built once, only the step patched in for each chunk."""
+    import struct
+
+    from websockets.asyncio.client import connect
+
+    from service.codecs.wsbinary import pack
+
+    x = np.random.default_rng(seed).standard_normal((STEPS, 1, 10)).astype(np.float32)
+    frame = bytearray(pack(x, "float32", 0))
+    url = f"ws://{host}:{port}/v1/models/default/stream"
+    async with connect(url, compression=None, max_size=None, open_timeout=60) as ws:
+        await ws.recv()  # the session
+
+        async def chunk(k: int) -> bool:
+            struct.pack_into("<q", frame, 4, k * STEPS)
+            await ws.send(bytes(frame))
+            return isinstance(await ws.recv(), bytes)  # an answer, not an error's text
+
+        await paced(level, t0, phase, chunk)
+
+
 _sequences = iter(range(1, 1 << 62))  # every stream of a run is a new sequence
 
 
@@ -223,6 +248,11 @@ async def run_level(host: str, port: int, mode: str, streams: int, seconds: floa
         finally:
             for channel in channels:
                 await channel.close()
+        return level
+    if mode.startswith("ws"):
+        await asyncio.gather(
+            *(ws_stream(host, port, level, t0, PERIOD_S * i / streams, i) for i in range(streams))
+        )
         return level
     await asyncio.gather(
         *(stream(host, port, mode, level, t0, PERIOD_S * i / streams, i) for i in range(streams))
@@ -379,7 +409,9 @@ def main() -> None:
         ratio = results.get("capacity_sessions-redis", 0) / results["capacity_sessions"]
         results["redis_vs_memory"] = ratio
         print(f"sessions in Redis keep {ratio:.2f}x the streams of sessions in memory")
-    for http_mode, grpc_mode in (("sessions", "grpc"), ("sessions-redis", "grpc-redis")):
+    pairs = [("sessions", "grpc"), ("sessions-redis", "grpc-redis"), ("sessions", "ws"),
+             ("sessions-redis", "ws-redis")]  # fmt: skip
+    for http_mode, grpc_mode in pairs:
         if results.get(f"capacity_{http_mode}") and f"capacity_{grpc_mode}" in results:
             ratio = results[f"capacity_{grpc_mode}"] / results[f"capacity_{http_mode}"]
             results[f"{grpc_mode}_vs_http"] = ratio

@@ -116,6 +116,8 @@ def _uvicorn_options(settings: Settings) -> dict[str, object]:
         # WebSocket streams: a frame within the body limit; a few frames queued, then not read
         "ws_max_size": settings.max_body_bytes,
         "ws_max_queue": settings.stream_max_in_flight,
+        # tensors compress poorly: permessage-deflate would spend CPU on every frame for little
+        "ws_per_message_deflate": False,
     }
 
 
