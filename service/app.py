@@ -158,7 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             grpc_front = GrpcFrontEnd(settings, plane, keys, metrics, tracer)
             await grpc_front.start()
         streams = websocket.Streams(
-            settings.max_streams, settings.stream_idle_timeout_s, keys, metrics
+            settings.max_streams, settings.stream_idle_timeout_s, keys, metrics, tracer
         )
         try:
             yield {"plane": plane, "streams": streams}

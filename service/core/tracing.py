@@ -123,6 +123,38 @@ class CallSpan:
         self._span.end()
 
 
+class ChunkSpan:
+    """A WebSocket stream's span for one chunk, made current for what it runs (the forward's
+    stage spans are its children); the upgrade request's traceparent is its parent."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(
+        self, tracer: Tracer, path: str, request_id: str, headers: dict[str, str], number: int
+    ) -> None:
+        from opentelemetry import context, propagate, trace
+
+        self._span = tracer.start_span(
+            f"WS {path}",
+            context=propagate.extract(headers),
+            kind=trace.SpanKind.SERVER,
+            attributes={"rnn_serve.protocol": "websocket", "rnn_serve.request_id": request_id,
+                        "rnn_serve.chunk": number},
+        )  # fmt: skip
+        self._token = context.attach(trace.set_span_in_context(self._span))
+
+    def end(self, status: int) -> None:
+        """`status`: the chunk's HTTP-equivalent status (an error message's, or 200)."""
+        from opentelemetry import context
+        from opentelemetry.trace import Status, StatusCode
+
+        self._span.set_attribute("http.response.status_code", status)
+        if status >= 500:
+            self._span.set_status(Status(StatusCode.ERROR))
+        context.detach(self._token)
+        self._span.end()
+
+
 def forward_spans(
     tracer: Tracer,
     marks: tuple[float, float, float, float, float, float],

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import WebSocket
@@ -47,12 +47,16 @@ from service.core.errors import (
 from service.core.logs import ACCESS
 from service.core.metrics import Metrics
 from service.core.schemas.api import MODEL_NAME, SessionChunk
+from service.core.tracing import ChunkSpan
 from service.dataplane.context import ANONYMOUS, Caller, RequestContext, RequestIds
 from service.dataplane.keys import INFERENCE, Keys
 from service.dataplane.plane import DataPlane
 from service.http import routing
 from service.http.problems import problem_answer, status_of
 from service.http.sessions import SESSION_ID, info
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("rnn_serve.errors")
 router = routing.router("/v1", "streams")
@@ -85,9 +89,12 @@ class Streams:
     """The open streams of this process, counted against RNN_SERVE_MAX_STREAMS, and what
     every stream shares (the lifespan's state holds it)."""
 
-    def __init__(self, limit: int, idle_s: float, keys: Keys, metrics: Metrics) -> None:
+    def __init__(
+        self, limit: int, idle_s: float, keys: Keys, metrics: Metrics, tracer: Tracer | None = None
+    ) -> None:
         self.limit, self.open, self.idle_s = limit, 0, idle_s
         self.keys, self.metrics = keys, metrics
+        self.tracer = tracer  # OpenTelemetry's, when tracing is on: a span per chunk
         self.ids = RequestIds()
         self._metrics = metrics
 
@@ -253,6 +260,11 @@ async def _chunks(
         counts["frames_in"] += 1
         start = time.perf_counter()
         status = 200
+        span = None
+        if streams.tracer is not None:
+            headers = dict(websocket.headers.items())
+            span = ChunkSpan(streams.tracer, websocket.url.path, ctx.request_id, headers,
+                             counts["frames_in"])  # fmt: skip
         try:
             if text is not None:
                 codec: Any = V1Forward(text.encode(), SessionChunk)
@@ -269,4 +281,6 @@ async def _chunks(
         finally:
             metrics.request_done("websocket", "WS", "/v1/sessions/{id}/stream", str(status),
                                  time.perf_counter() - start)  # fmt: skip
+            if span is not None:
+                span.end(status)
         await _send(websocket, answer, metrics, counts, idle)

@@ -142,3 +142,40 @@ async def test_grpc_calls_and_stream_requests_have_spans(anyio_backend: str) -> 
         children = [s.name for s in spans if s.parent is not None
                     and s.parent.span_id == call_span.context.span_id]  # fmt: skip
         assert children == ["decode", "queue", "compute", "encode"]
+
+
+# Starlette's TestClient (the in-process WebSocket client) warns that it wants httpx2 one day
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_a_websocket_streams_chunks_are_spans_with_their_forwards() -> None:
+    """A span per chunk of a WebSocket stream (the upgrade's traceparent its parent), the
+    forward's stages under it, its status the chunk's (200, or an error message's)."""
+    import json
+
+    from starlette.testclient import TestClient
+
+    from service.app import create_app
+    from tests.support import wait_until
+
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    EXPORTER.clear()
+    app = create_app(make_settings(tracing=True))
+    headers = {"traceparent": parent}
+    with TestClient(app) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200, 30)
+        with client.websocket_connect("/v1/models/default/stream", headers=headers) as ws:
+            json.loads(ws.receive_text())
+            ws.send_text(json.dumps({"input": [[0.0] * 10]}))
+            assert "output" in json.loads(ws.receive_text())
+            ws.send_text(json.dumps({"input": [[0.0] * 3]}))
+            assert json.loads(ws.receive_text())["error"]["status"] == 422
+    chunks = [s for s in EXPORTER.get_finished_spans() if s.name.startswith("WS ")]
+    assert [attrs(s)["http.response.status_code"] for s in chunks] == [200, 422]
+    for span in chunks:
+        assert span.name == "WS /v1/models/default/stream"
+        assert attrs(span)["rnn_serve.protocol"] == "websocket"
+        assert span.parent is not None
+        assert format(span.parent.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
+    first = chunks[0]
+    stages = [s for s in EXPORTER.get_finished_spans()
+              if s.parent is not None and s.parent.span_id == first.context.span_id]  # fmt: skip
+    assert stages, "the forward's stage spans are the chunk's children"

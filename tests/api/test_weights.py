@@ -383,3 +383,33 @@ async def test_an_unreachable_bucket_is_503_with_the_reason(
             assert "retry-after" in r.headers
     finally:
         os.environ["AWS_ENDPOINT_URL"] = saved
+
+
+async def test_a_model_with_layers_is_stored_and_served_from_either_repository(
+    repo_client: httpx.AsyncClient,
+) -> None:
+    """A trained embedding -> LSTM -> head, uploaded under its module's names, served after a
+    restart of the cache (the module rebuilt from the stored file) in a folder and a bucket."""
+    from safetensors.torch import load, save
+
+    from tests.support.models import seeded_net
+
+    config = {"mode": "LSTM", "input_size": 3, "hidden_size": 4,
+              "embedding": {"num_embeddings": 6}, "head": {"out_features": 2, "on": "last_step"}}  # fmt: skip
+    c = repo_client
+    assert (await c.post("/v1/models", json={"name": "lm", "config": config})).status_code == 201
+    net = seeded_net(config, ("embedding", "lstm", "fc"))
+    torch.manual_seed(4)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p))
+    r = await c.put("/v1/models/lm/weights", content=save(net.state_dict()), headers=OCTET)
+    assert r.status_code == 200, r.text
+    assert (await c.post("/v2/repository/models/lm/unload")).status_code == 200
+    got = (await c.post("/v1/models/lm/forward", json={"input": [[1, 2], [3, 5]]})).json()
+    with torch.no_grad():
+        _, _, y = net(torch.tensor([[1, 2], [3, 5]]))
+    np.testing.assert_allclose(got["logits"], y.numpy(), atol=1e-6)
+    stored = load((await c.get("/v1/models/lm/weights")).content)
+    assert "embedding.weight" in stored
+    assert "head.bias" in stored

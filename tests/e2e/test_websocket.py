@@ -132,7 +132,8 @@ def test_a_chunks_error_is_a_message_and_the_stream_goes_on(live_server: str) ->
     x = np.zeros((2, 10), np.float32)
     with connect(ws_url(live_server, "/v1/models/default/stream")) as ws:
         hello(ws)
-        for bad in ("not json", json.dumps({"input": [[1.0, 2.0]]}), b"RNS1 short",
+        mismatch = pack(x, "float32", 0)[:-4]  # a header whose shape its bytes do not fill
+        for bad in ("not json", json.dumps({"input": [[1.0, 2.0]]}), b"RNS1 short", mismatch,
                     json.dumps({"input": b64(x), "start_step": 7})):  # fmt: skip
             ws.send(bad)
             error = json.loads(ws.recv(timeout=30))["error"]
