@@ -215,16 +215,21 @@ async def ws_stream(host: str, port: int, level: Level, t0: float, phase: float,
 
     x = np.random.default_rng(seed).standard_normal((STEPS, 1, 10)).astype(np.float32)
     frame = bytearray(pack(x, "float32", 0))
+    from websockets.exceptions import ConnectionClosed
+
     url = f"ws://{host}:{port}/v1/models/default/stream"
-    async with connect(url, compression=None, max_size=None, open_timeout=60) as ws:
-        await ws.recv()  # the session
+    try:
+        async with connect(url, compression=None, max_size=None, open_timeout=60) as ws:
+            await ws.recv()  # the session
 
-        async def chunk(k: int) -> bool:
-            struct.pack_into("<q", frame, 4, k * STEPS)
-            await ws.send(bytes(frame))
-            return isinstance(await ws.recv(), bytes)  # an answer, not an error's text
+            async def chunk(k: int) -> bool:
+                struct.pack_into("<q", frame, 4, k * STEPS)
+                await ws.send(bytes(frame))
+                return isinstance(await ws.recv(), bytes)  # an answer, not an error's text
 
-        await paced(level, t0, phase, chunk)
+            await paced(level, t0, phase, chunk)
+    except ConnectionClosed:  # refused or closed by the server (1013 when overloaded): an error
+        level.errors += 1
 
 
 _sequences = iter(range(1, 1 << 62))  # every stream of a run is a new sequence

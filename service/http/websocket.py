@@ -70,7 +70,8 @@ CLOSE_CODES = {
     1009: "a frame over RNN_SERVE_MAX_BODY_BYTES",
     1011: "an internal error (the server log has it)",
     1012: "the server is restarting (SIGTERM): reconnect, to any replica with sessions in Redis",
-    1013: "too many streams open (RNN_SERVE_MAX_STREAMS): try again later",
+    1013: "try again later: too many streams open (RNN_SERVE_MAX_STREAMS), or the server is "
+    "overloaded or not ready (its session store unreachable, say)",
     4400: "a bad stream request (a key in the URL's query, a bad session id)",
     4401: "no API key, or an unknown one",
     4403: "the key may not do this",
@@ -138,7 +139,10 @@ def _close_code(exc: ServiceError) -> int:
     for cls, code in _CODE_OF.items():
         if isinstance(exc, cls):
             return code
-    return 1011 if status_of(exc)[0] >= 500 else 4400
+    status = status_of(exc)[0]
+    if status in (429, 503):  # overloaded, or not ready: retryable
+        return 1013
+    return 1011 if status >= 500 else 4400
 
 
 def _reason(text: str) -> str:
