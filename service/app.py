@@ -81,6 +81,8 @@ class App(FastAPI):
             scope["app"] = self
             await self.middleware_stack(scope, receive, send)
             return
+        if scope["type"] == "websocket":  # the server's own send: a stuck stream is dropped by it
+            scope["rnn_serve.server_send"] = send
         await super().__call__(scope, receive, send)
 
 

@@ -135,6 +135,21 @@ def _offered(websocket: WebSocket) -> list[str]:
     return [p.strip() for p in header.split(",") if p.strip()]
 
 
+class _Stuck(Exception):
+    """An answer could not go out within the idle timeout: the client does not read."""
+
+
+def _abort(websocket: WebSocket) -> None:
+    """Drop the connection at once. A client that does not read cannot receive a close frame,
+    and a graceful close (or the server's own, after the app) would wait on its full buffers
+    for ever. The transport is uvicorn's: reached through the ASGI send callable it gave
+    (`App.__call__` keeps it in the scope)."""
+    send = websocket.scope.get("rnn_serve.server_send")
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is not None:
+        transport.abort()
+
+
 def _close_code(exc: ServiceError) -> int:
     for cls, code in _CODE_OF.items():
         if isinstance(exc, cls):
@@ -195,6 +210,9 @@ async def _serve(websocket: WebSocket, model: str | None, session_id: str | None
         close = await _chunks(websocket, plane, streams, ctx, view.id, counts)
     except WebSocketDisconnect as exc:
         close = (exc.code, "")
+    except _Stuck:
+        close = (4408, "answers not read")
+        _abort(websocket)
     except TimeoutError:
         close = (4408, _reason(CLOSE_CODES[4408]))
     except Exception:
@@ -202,9 +220,9 @@ async def _serve(websocket: WebSocket, model: str | None, session_id: str | None
         close = (1011, _reason(CLOSE_CODES[1011]))
     finally:
         streams.leave()
-        if websocket.client_state == WebSocketState.CONNECTED:
+        if websocket.client_state == WebSocketState.CONNECTED and close[1] != "answers not read":
             with contextlib.suppress(Exception):
-                await websocket.close(*close)
+                await asyncio.wait_for(websocket.close(*close), streams.idle_s)
         elapsed = time.perf_counter() - started
         if ACCESS.enabled():
             ACCESS.write({
@@ -243,7 +261,10 @@ async def _send(
         message["bytes"] = data
     else:
         message["text"] = data.decode()
-    await asyncio.wait_for(websocket.send(message), within)
+    try:
+        await asyncio.wait_for(websocket.send(message), within)
+    except TimeoutError:
+        raise _Stuck from None
     metrics.websocket_frames.labels("out", "binary" if binary else "text").inc()
     counts["frames_out"] += 1
 
