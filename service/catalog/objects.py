@@ -21,6 +21,7 @@ weights) are removed once they are old.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -233,6 +234,19 @@ class ObjectRepository:
             self._writes += 1
         self._bump()
 
+    def _learn(self, name: str, found: Manifest | Unreadable) -> None:
+        """Another replica's write of a model, read just now, in this index at once (a reading
+        of the index made across it is read again; that replica bumped the generation)."""
+        with self._lock:
+            index = {k: v for k, v in self._index.items() if k != name}
+            unreadable = {k: v for k, v in self._unreadable.items() if k != name}
+            if isinstance(found, Manifest):
+                index[name] = found
+            else:
+                unreadable[name] = found
+            self._index, self._unreadable = index, unreadable
+            self._writes += 1
+
     # --- ModelStorage ---------------------------------------------------------------------------
     def names(self) -> list[str]:
         return sorted({*self._ready_index(), *self._unreadable})
@@ -311,6 +325,10 @@ class ObjectRepository:
                 mode="create",
             )
         except self._taken:
+            # Another replica's, made meanwhile: in this index at once, so the caller that finds
+            # the name taken also finds whose it is (the follower would see it only later).
+            with contextlib.suppress(FileNotFoundError):
+                self._learn(name, self._read_manifest(name))
             return False
         self._write_index(name, Manifest(config, digest, len(weights), etag))
         return True

@@ -32,16 +32,26 @@ log = logging.getLogger("rnn_serve")
 
 
 def register_default(catalog: Catalog, settings: Settings) -> ModelSpec:
-    """The default model; if the repository holds another config under its name, that wins."""
+    """The default model; if the repository holds another config under its name, that wins.
+
+    Replicas starting together on an empty repository race to create it: the loser serves the
+    winner's, and a model deleted as soon as it was made is registered again."""
     name, config = settings.default_model_name, settings.default_model
-    try:
-        return catalog.register(name, config, lambda: seeded_weights(config))[0]
-    except ModelConflict:
-        log.warning(
-            "the repository's %r differs from RNN_SERVE_DEFAULT_MODEL; serving the repository's",
-            name,
-        )
-        return catalog.get(name)
+    for _ in range(5):
+        try:
+            return catalog.register(name, config, lambda: seeded_weights(config))[0]
+        except ModelConflict:
+            found = catalog.find(name)
+            if found is None:
+                continue
+            if found.config != config:
+                log.warning(
+                    "the repository's %r differs from RNN_SERVE_DEFAULT_MODEL; serving the "
+                    "repository's",
+                    name,
+                )
+            return found
+    return catalog.get(name)
 
 
 class EngineHost:

@@ -28,6 +28,7 @@ from service.catalog.storage import CorruptModel
 from service.core.errors import NotReady, StorageUnavailable
 from service.core.metrics import Metrics
 from service.core.schemas.config import RNNConfig
+from service.runtime.host import register_default
 from tests.conftest import make_settings, open_client
 from tests.support.s3_server import BUCKET, READ_ONLY, S3Server
 
@@ -292,3 +293,36 @@ def test_no_manifest_damage_ever_loses_the_weights_it_names(
         damage()
     finally:
         repo.close()
+
+
+@pytest.mark.parametrize("order", ["a-first", "b-first"])
+def test_replicas_seeding_one_empty_bucket_both_serve_the_default(
+    s3_server: S3Server, tmp_path: Path, order: str
+) -> None:
+    """Two replicas start on an empty bucket and both register the default model. The one whose
+    conditional write loses serves the winner's model at once, before its index follower would
+    have seen it (here it never would: it rechecks once an hour)."""
+    url = s3_server.url()
+
+    def replica(name: str) -> Catalog:
+        return Catalog(
+            make_settings(
+                model_repository=url, model_cache=tmp_path / name, repository_recheck_s=3600.0
+            ),
+            Metrics(),
+        )
+
+    catalogs = [replica("a"), replica("b")]
+    try:
+        for catalog in catalogs:
+            assert catalog.load_all() == []  # both read the empty bucket before either writes
+        first, second = catalogs if order == "a-first" else catalogs[::-1]
+        settings = first.settings
+        won = register_default(first, settings)
+        lost = register_default(second, settings)
+        assert lost.version == won.version
+        assert lost.config == won.config == settings.default_model
+        assert second.read_weights(lost) == first.read_weights(won)
+    finally:
+        for catalog in catalogs:
+            catalog.close()
