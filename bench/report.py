@@ -20,6 +20,7 @@ from bench.harness import (
 )
 from bench.run import (
     GPU_SCENARIOS,
+    ROUNDS,
     SCENARIOS,
     SECONDS,
     SWEEP,
@@ -58,6 +59,7 @@ def write_report(
     compared: str = "",
     handoff: float = 0.0,
     profiles: dict[str, dict[str, float]] | None = None,
+    own_codecs: dict[str, tuple[float, float]] | None = None,
 ) -> None:
     seed, big, large_json, large_b64, large_v2, _large_flat = SCENARIOS
     profiles = profiles or {}
@@ -129,10 +131,12 @@ def write_report(
     floor_rows = []
     for s in SCENARIOS:
         decode, encode = codecs[s.name]
+        own = sum((own_codecs or {}).get(s.name, (float("nan"),) * 2))
         for c in s.concurrency:
             r = ours(s, c)
             floor_rows.append(
                 f"| {s.name} | {c} | {bare(s, c).cpu_ms * 1e3:.0f} | {decode:.0f} | {encode:.0f} | "
+                f"{own:.0f} | "
                 f"{r.forward_us:.0f} ({max(s.batch, round(r.mean_batch))}) | "
                 f"{floor_us(results, s, c, codecs):.0f} | {r.cpu_ms * 1e3:.0f} | {ratio(s, c):.2f} |"
             )
@@ -151,7 +155,9 @@ def write_report(
         "# rnn-serve benchmark",
         "",
         f"`make bench` on {platform.machine()} with {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} torch threads; wrk (1 thread) on loopback, {SECONDS:g} s a run. "
+        f"{torch.get_num_threads()} torch threads; wrk (1 thread) on loopback, {SECONDS:g} s a run; "
+        f"wrk alternates between the servers round after round, and every figure is the median "
+        f"of {ROUNDS} rounds. "
         "Servers, the baseline and the load generator share the same cores, so absolute figures "
         "are modest; the ratios, all from this one run, are the point. rnn-serve runs as `make run` "
         "starts it (default settings, logging at info to a file); `rnn-serve ×2 front-ends` is the "
@@ -162,8 +168,10 @@ def write_report(
         "<!-- --8<-- [start:floor] -->",
         "## Targets",
         "",
-        "The floor of a request is the work it cannot skip: the bare no-op's CPU a request (HTTP), "
-        "the codec in-process (decode and encode of that body) and the in-process forward's share "
+        "The floor of a request is the work it cannot skip: the bare no-op's CPU a request (HTTP, "
+        "measured in alternation with rnn-serve), "
+        "the ideal codec in-process (orjson and NumPy, not rnn-serve's own codec) for that body "
+        "and its answer, and the in-process forward's share "
         "at the batch size the run formed. The overhead ratio is rnn-serve's CPU a request over "
         "that floor.",
         "",
@@ -178,12 +186,16 @@ def write_report(
         "## The floor, and rnn-serve's CPU against it",
         "",
         "µs of CPU a request. bare: the no-op's whole request at the same concurrency; decode and "
-        "encode: the codec alone, in-process, for this body and an answer of its shapes; forward: "
+        "encode: the ideal codec alone, in-process, for this body and an answer of its shapes "
+        "(JSON: orjson.loads and np.asarray per tensor, orjson.dumps with OPT_SERIALIZE_NUMPY; "
+        "base64 and OIP binary: b64decode/frombuffer and tobytes), never rnn-serve's own; "
+        "rnn-serve's codec: its own decode + encode of the same, in-process, for comparison (not "
+        "in the floor); forward: "
         "the in-process forward at the batch size rnn-serve formed in that run (sequences a forward "
         "in brackets), divided among the requests that shared it.",
         "",
-        "| scenario | c | bare | decode | encode | forward (seqs) | floor | rnn-serve | ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| scenario | c | bare | decode | encode | rnn-serve's codec | forward (seqs) | floor | rnn-serve | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *floor_rows,
         "",
         "Request bodies: " + "; ".join(f"{short[x.name]} {kib(x)}" for x in SCENARIOS) + ".",
@@ -447,7 +459,7 @@ def report_again() -> None:
     codecs = {k: (float(v[0]), float(v[1])) for k, v in saved["codecs"].items()}
     write_report(results, floors, saved["batched64"], saved["metrics"], saved["streaming"],
                  codecs, saved["compared"], saved.get("handoff", 0.0),
-                 saved.get("profiles", {}))  # fmt: skip
+                 saved.get("profiles", {}), saved.get("own_codecs"))  # fmt: skip
 
 
 def publish() -> None:
@@ -469,9 +481,10 @@ def replot_published() -> None:
     results, codecs, profiles = [], {}, {}
     for row in text.splitlines():
         cells = [x.strip() for x in row.strip().strip("|").split("|")]
-        if len(cells) == 9 and cells[0] in names and cells[1] == str(c):
+        if len(cells) in (9, 10) and cells[0] in names and cells[1] == str(c):
             bare, decode, encode = (float(x) for x in cells[2:5])
-            forward, ours = float(cells[5].split()[0]), float(cells[7])
+            at = len(cells) - 4  # (a report with rnn-serve's codec column has one more cell)
+            forward, ours = float(cells[at].split()[0]), float(cells[at + 2])
             results += [
                 Result(cells[0], "bare", c, 0, 0, 0, 0, 0, cpu_ms=bare / 1e3),
                 Result(cells[0], "rnn-serve", c, 0, 0, 0, 0, 0, cpu_ms=ours / 1e3,
