@@ -1,10 +1,11 @@
 """Forward bodies parsed with no Python float per tensor element: simdjson decodes a nested
-number array straight into a float64 NumPy array (`Numbers`); the envelope around it becomes
-the same Python values orjson would give.
+number array, or a flat tensor's `data`, straight into a float64 NumPy array (`Numbers`); the
+envelope around it becomes the same Python values orjson would give.
 
 The fast path is taken only when it cannot differ from orjson's: the body is one JSON object
 with no key twice, and each tensor (`input`, `h0`, `c0`) is a rectangular nested array of
-numbers below 2**53 in magnitude. Anything else — invalid JSON, booleans, nulls, strings,
+numbers below 2**53 in magnitude, or an object (no key twice) whose `data` is a non-empty array
+of such numbers, one level deep. Anything else — invalid JSON, booleans, nulls, strings,
 ragged rows, rows of mixed depth, an empty dimension, huge integers — is parsed by orjson
 (`envelope.loads`), so its answer or refusal is today's, word for word. The elements are the
 same float64 values either way (both parsers round correctly), so what the model sees is
@@ -82,6 +83,41 @@ def _numbers(node: Any) -> tuple[Numbers, int] | None:
     return Numbers(flat.reshape(shape), peak), arrays
 
 
+def _flat(node: Any) -> tuple[dict[str, Any], int] | None:
+    """A `{shape, dtype, data}` object with `data` as `Numbers` (the other keys as orjson gives
+    them, checked where the tensor is decoded), and the JSON arrays in it; None where orjson's
+    path must answer."""
+    keys = list(node.keys())
+    if len(keys) != len(set(keys)) or any("[" in key for key in keys):
+        return None
+    data = node["data"]
+    if not isinstance(data, simdjson.Array) or len(data) == 0:
+        return None
+    if isinstance(data[0], simdjson.Array):
+        return None  # nested `data`: orjson's path refuses it
+    try:
+        flat = np.frombuffer(data.as_buffer(of_type="d"), dtype=np.float64)
+    except (TypeError, ValueError):  # a boolean, null, string or object among the numbers
+        return None
+    if flat.size != len(data):
+        return None  # an array among the numbers (the body's count of "[" says so too)
+    peak = float(np.abs(flat).max())
+    if not peak < _EXACT:
+        return None
+    out: dict[str, Any] = {}
+    arrays = 1
+    for key in keys:
+        if key == "data":
+            out[key] = Numbers(flat, peak)
+            continue
+        out[key] = plain = _python(node[key])
+        other = _arrays(plain)
+        if other is None:
+            return None
+        arrays += other
+    return out, arrays
+
+
 def _python(value: Any) -> Any:
     if isinstance(value, simdjson.Array):
         return value.as_list()
@@ -129,6 +165,12 @@ def loads_forward(body: bytes) -> Any:
             if found is None:
                 return loads(body)
             out[key], tensor_arrays = found
+            arrays += tensor_arrays
+        elif key in TENSORS and isinstance(value, simdjson.Object) and "data" in value:
+            flat = _flat(value)
+            if flat is None:
+                return loads(body)
+            out[key], tensor_arrays = flat
             arrays += tensor_arrays
         else:
             out[key] = plain = _python(value)

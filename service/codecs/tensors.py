@@ -159,6 +159,14 @@ def _object_form(
         raise tensor_too_large(loc, count, max_elements)
     if forms == ["data"]:
         data = obj["data"]
+        if isinstance(data, Numbers):  # decoded with the body (service.codecs.fastjson)
+            arr = data.array
+            if arr.size != count:
+                raise _fail(
+                    (*loc, "data"),
+                    f"shape {list(shape)} needs {count} numbers, got {arr.size}",
+                )
+            return dtype, shape, arr, "data"
         if not isinstance(data, list):
             raise _fail((*loc, "data"), f"expected a flat list of numbers, got {_describe(data)}")
         arr = _numbers(data, (*loc, "data"), check_bools)

@@ -24,15 +24,23 @@ from service.engine.tensor import WireTensor
 from service.engine.validate import C0, H0, INPUT
 
 
+def _still_json(tensor: Any) -> bool:
+    """A tensor whose numbers are still parsed JSON (where a boolean could pass for 0 or 1)."""
+    if isinstance(tensor, dict):
+        return isinstance(tensor.get("data"), list)
+    return isinstance(tensor, list)
+
+
 class V1Forward:
     """A forward body (`InlineForwardRequest`, `ForwardRequest` or `SessionChunk`)."""
 
     def __init__(self, body: bytes, envelope: type[ForwardRequest] | type[SessionChunk]) -> None:
         obj = loads_forward(body)  # nested tensors straight to NumPy where nothing can differ
         self.req = parse(envelope, obj)
-        # Booleans can hide only in tensors that are still JSON (lists, flat `data`): one scan
-        # of the raw body says whether to look, and none is needed when every tensor is NumPy.
-        if any(isinstance(obj.get(k), (list, dict)) for k in TENSORS):
+        # Booleans can hide only in tensors that are still JSON (lists, flat `data` lists): one
+        # scan of the raw body says whether to look, and none is needed when every tensor is
+        # NumPy or base64.
+        if any(_still_json(obj.get(k)) for k in TENSORS):
             config = obj.get("config")
             known = sum(type(v) is bool for v in config.values()) if isinstance(config, dict) else 0
             self._check_bools = may_hide_bools(body, known)

@@ -1,5 +1,6 @@
-"""The simdjson path for nested tensors gives what the orjson path gives: the same float32 bits,
-and for anything it does not take, the same refusal word for word."""
+"""The simdjson path for nested tensors and flat `{shape, dtype, data}` tensors gives what the
+orjson path gives: the same bits, and for anything it does not take, the same refusal word for
+word."""
 
 from __future__ import annotations
 
@@ -130,3 +131,102 @@ def test_arrays_in_other_values_are_counted() -> None:
     assert isinstance(parsed["input"], Numbers)
     assert isinstance(parsed["h0"], Numbers)
     assert parsed["lengths"] == [1]
+
+
+FLAT_DATA = st.one_of(
+    st.lists(NUMBER, max_size=8),  # mostly plain numbers: the path taken
+    st.lists(NUMBER, max_size=8),
+    st.lists(st.one_of(LEAF, st.lists(NUMBER, max_size=2)), max_size=8),  # anything else
+    LEAF,
+)
+SHAPE = st.one_of(
+    st.lists(st.integers(0, 4), max_size=3),
+    st.just([True, 2]),
+    st.just("3"),
+    st.lists(st.integers(-1, 3), max_size=2),
+)
+
+
+def _text(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:  # an integer orjson cannot write: write it as text
+        return (repr(value).replace("True", "true").replace("False", "false")
+                .replace("None", "null").replace("'", '"')).encode()  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    data=FLAT_DATA,
+    shape=SHAPE,
+    dtype=st.sampled_from(["float32", "bfloat16", "float16", "float64", "int64", "complex"]),
+    model_dtype=st.sampled_from(["float32", "float16", "float64"]),
+    extra=st.sampled_from(["", ', "b64": ""', ', "extra": [1]', ', "data": [1.0]']),
+)
+def test_both_paths_agree_on_flat_tensors(
+    data: Any, shape: Any, dtype: str, model_dtype: str, extra: str
+) -> None:
+    body = (b'{"input": {"shape": ' + _text(shape) + b', "dtype": "' + dtype.encode()
+            + b'", "data": ' + _text(data) + extra.encode() + b"}}")  # fmt: skip
+    with pytest.MonkeyPatch.context() as m:
+        assert decoded(body, True, m, model_dtype) == decoded(body, False, m, model_dtype)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"input": {"shape": [1, 1, 3], "dtype": "float32", "data": [0.5, 1, -2e-3]}}',  # taken
+        b'{"input": {"shape": [1, 1, 3], "dtype": "float32", "data": [1, [2], 3]}}',
+        b'{"input": {"shape": [1, 1, 3], "dtype": "float32", "data": [1, true, 3]}}',
+        b'{"input": {"shape": [1, 1, 3], "dtype": "float32", "data": [1, 2]}}',
+        b'{"input": {"shape": [1, 1, 3], "dtype": "float32", "data": [[1, 2, 3]]}}',
+        b'{"input": {"shape": [1, 1, 3], "dtype": "float32", "data": [1, 2, 1e400]}}',
+        b'{"input": {"shape": [1, 1, 3], "dtype": "float32", "data": [1, 2, 9007199254740993]}}',
+        b'{"input": {"shape": [1, 1, 3], "dtype": "float32", "data": [1, 2, 3], "data": [4]}}',
+        b'{"input": {"shape": [1, 1, 3], "dtype": "float[32", "data": [1, 2, 3]}}',
+        b'{"input": {"shape": [1, 1, 3], "dtype": "float16", "data": [1, 2, 70000]}}',
+        b'{"input": {"shape": [1, 1, 0], "dtype": "float32", "data": []}}',
+        b'{"input": {"shape": [1, 1, 3], "dtype": "float32", "data": [1, 2, 3], "b64": ""}}',
+        b'{"input": {"shape": [3], "dtype": "float32", "data": [1, 2, 3]}}',
+        b'{"input": {"shape": [1, 1, 3], "dtype": "float32", "data": [1, 2, 3]}, '
+        b'"h0": {"shape": [2, 1, 2], "dtype": "float32", "data": [1, 2, 3, 4]}}',
+        b'{"input": {"shape": [1, 1, 3], "dtype": "float32", "data": [1, 2, 3]}, '
+        b'"h0": [[[1, 2]], [[3, 4]]]}',
+    ],
+)
+def test_flat_edges_agree(body: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as m:
+        for dtype in ("float32", "float16"):
+            assert decoded(body, True, m, dtype) == decoded(body, False, m, dtype)
+
+
+def test_the_fast_path_is_taken_for_a_plain_flat_body() -> None:
+    x = np.random.default_rng(0).standard_normal((50, 32, 64)).astype(np.float32)
+    wire = {"shape": list(x.shape), "dtype": "float32", "data": x.ravel().tolist()}
+    parsed = loads_forward(orjson.dumps({"input": wire, "output_encoding": "flat"}))
+    data = parsed["input"]["data"]
+    assert isinstance(data, Numbers)
+    assert parsed["input"]["shape"] == [50, 32, 64]
+    assert parsed["input"]["dtype"] == "float32"
+    assert np.array_equal(data.array.astype(np.float32), x.ravel())
+
+
+@st.composite
+def fitting(draw: st.DrawFn) -> tuple[list[int], list[Any]]:
+    """A flat tensor whose shape fits the model (L, N, 3) and whose data fills it."""
+    shape = [draw(st.integers(1, 3)), draw(st.integers(1, 3)), 3]
+    return shape, draw(st.lists(NUMBER, min_size=shape[0] * shape[1] * 3,
+                                max_size=shape[0] * shape[1] * 3))  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(tensor=fitting(), model_dtype=st.sampled_from(["float32", "bfloat16", "float16", "float64"]))
+def test_both_paths_agree_on_flat_tensors_that_fit(
+    tensor: tuple[list[int], list[Any]], model_dtype: str
+) -> None:
+    shape, data = tensor
+    body = (b'{"input": {"shape": ' + _text(shape) + b', "dtype": "' + model_dtype.encode()
+            + b'", "data": ' + _text(data) + b"}}")  # fmt: skip
+    with pytest.MonkeyPatch.context() as m:
+        fast, slow = decoded(body, True, m, model_dtype), decoded(body, False, m, model_dtype)
+        assert fast == slow
