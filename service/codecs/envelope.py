@@ -59,6 +59,8 @@ def parse(model: type[M], obj: Any, prefix: Loc = ("body",)) -> M:
 def may_hide_bools(body: bytes, known: int) -> bool:
     """Whether a JSON boolean could sit inside a tensor: more `true`/`false` tokens in the raw
     body than the `known` booleans of the envelope. Lets the common case skip a Python scan."""
+    if b"r" not in body and b"a" not in body:  # (two memchr: neither word can be there)
+        return False
     if not known:
         return b"true" in body or b"false" in body
     return body.count(b"true") + body.count(b"false") > known

@@ -24,6 +24,7 @@ CONFIG = RNNConfig(input_size=3, hidden_size=2)
 
 def decoded(body: bytes, fast: bool, monkeypatch: pytest.MonkeyPatch, dtype: str) -> str:
     monkeypatch.setattr(v1, "loads_forward", loads_forward if fast else loads)
+    monkeypatch.setattr(v1, "FAST_JSON_MIN_BYTES", 0 if fast else 1 << 62)
     config = CONFIG.model_copy(update={"dtype": dtype})
     try:
         inputs = V1Forward(body, ForwardRequest).decode(config, 10_000).inputs
@@ -230,3 +231,22 @@ def test_both_paths_agree_on_flat_tensors_that_fit(
     with pytest.MonkeyPatch.context() as m:
         fast, slow = decoded(body, True, m, model_dtype), decoded(body, False, m, model_dtype)
         assert fast == slow
+
+
+def test_a_small_body_goes_through_orjson_and_a_large_one_through_simdjson(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[int] = []
+
+    def spy(body: bytes) -> Any:
+        seen.append(len(body))
+        return loads_forward(body)
+
+    monkeypatch.setattr(v1, "loads_forward", spy)
+    rng = np.random.default_rng(0)
+    small = orjson.dumps({"input": rng.standard_normal((2, 1, 3)).tolist()})
+    large = orjson.dumps({"input": rng.standard_normal((400, 1, 3)).tolist()})
+    assert len(small) < v1.FAST_JSON_MIN_BYTES <= len(large)
+    for body in (small, large):
+        V1Forward(body, ForwardRequest).decode(CONFIG, 10_000)
+    assert seen == [len(large)]
