@@ -140,7 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await remote.close()
                 raise
             backend = remote
-            freeze_startup_objects()
+            freeze_startup_objects(settings.gc_threshold)
         else:
             # torch is imported here only: a front-end process of a several-process server
             # never does (the engine process owns the device)

@@ -5,9 +5,14 @@ from __future__ import annotations
 import gc
 
 
-def freeze_startup_objects() -> None:
+def freeze_startup_objects(threshold: int = 0) -> None:
     """torch, FastAPI and friends leave ~200k long-lived objects that every full collection
     would walk (100-150 ms measured, a p99 spike under load): move them out of the collector's
     reach once start-up is done. Every serving process does this (front-ends too)."""
     gc.collect()
     gc.freeze()
+    if threshold:
+        # Each young collection walks every container still alive, and under load that is the
+        # requests in flight: a collection every `threshold` net allocations instead of
+        # Python's 700 walks them far less often (measured in bench/REPORT.md's notes).
+        gc.set_threshold(threshold, *gc.get_threshold()[1:])

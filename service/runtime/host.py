@@ -117,7 +117,7 @@ class EngineHost:
             log.exception("not ready: warming up the default model failed")
             self.backend.readiness = (False, f"warming up the default model failed: {exc!r}")
             return
-        freeze_startup_objects()
+        freeze_startup_objects(self.settings.gc_threshold)
         self.backend.readiness = (True, "ready")
         log.info("default model %r is warm on %s", default.name, self.device)
 
