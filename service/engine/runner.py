@@ -146,7 +146,9 @@ def run_forward(module: nn.Module, config: RNNConfig, job: ForwardJob) -> Forwar
             out, _ = pad_packed_sequence(
                 packed_out, batch_first=config.batch_first, total_length=job.seq_len
             )
-        if job.batched:
+        if config.head is None:
+            head = None
+        elif job.batched:
             last = _last_steps(job.lengths, job.seq_len, job.batch).to(out.device)
             head = _head(module, config, out, last, 0 if config.batch_first else 1)
         else:
@@ -225,7 +227,7 @@ def run_batch(
             )
             packed_out, final = _call(core, packed, state)
             out, _ = pad_packed_sequence(packed_out, total_length=seq_len)
-        last = _last_steps(lengths, seq_len, total).to(out.device)
+        last = None if config.head is None else _last_steps(lengths, seq_len, total).to(out.device)
         head_all = _head_numpy(_head(module, config, out, last, 1))  # sequence-major
     out_np, finals_np = to_numpy(out), [to_numpy(p) for p in final]
     every_step = config.head is not None and config.head.on == "every_step"
