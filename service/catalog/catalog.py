@@ -153,9 +153,11 @@ class Catalog:
             )
         return existing, False
 
-    def get(self, name: str) -> ModelSpec:
-        """The model as the repository has it now (one stat when nothing changed)."""
-        entry = self._lookup(name)
+    def get(self, name: str, arrived: float | None = None) -> ModelSpec:
+        """The model as the repository has it now (one stat when nothing changed), or, for a
+        request that `arrived` at that perf_counter reading, as of a moment after it arrived
+        (a stat made since is shared: `ModelStorage.generation`)."""
+        entry = self._lookup(name, arrived)
         if entry is None:
             raise ModelNotFound(f"no model named {name!r} is registered")
         return entry
@@ -264,10 +266,10 @@ class Catalog:
                 "(RNN_SERVE_MAX_REPOSITORY_BYTES)"
             )
 
-    def _lookup(self, name: str) -> ModelSpec | None:
+    def _lookup(self, name: str, arrived: float | None = None) -> ModelSpec | None:
         # Fast path (one stat): nothing changed through any Repository since this model was last
         # verified, and that was recently (changes made by hand are seen within that time).
-        generation = self.repo.generation()
+        generation = self.repo.generation(arrived)
         verified = self._verified.get(name)
         if (
             verified is not None

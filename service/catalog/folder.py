@@ -62,6 +62,8 @@ class Repository:
         self.root.mkdir(parents=True, exist_ok=True)
         self._paths: dict[str, tuple[str, str]] = {}  # name -> (config path, weights path)
         self._generation = str(self.root / GENERATION_FILE)
+        # the last stat of the generation file: (perf_counter just before it, its stamp)
+        self._last_stat: tuple[float, FileStamp | None] = (-1.0, None)
 
     def folder(self, name: str) -> Path:
         if not MODEL_NAME.fullmatch(name):  # defence in depth: names are validated at the edge too
@@ -75,13 +77,25 @@ class Repository:
             if MODEL_NAME.fullmatch(p.name) and (p / CONFIG_FILE).is_file()
         )
 
-    def generation(self) -> FileStamp | None:
+    def generation(self, not_before: float | None = None) -> FileStamp | None:
         """A stamp that changes whenever any replica changes the repository through this class
-        (one stat: readers skip the per-model stats while it is unchanged)."""
+        (one stat: readers skip the per-model stats while it is unchanged).
+
+        A stat made after `not_before` (a perf_counter reading) is shared: every request that
+        had arrived before that stat began takes its answer. That is exact, not a cache with a
+        window: a change that a client saw finish (on any replica) finished before the client
+        sent its next request, so before that request arrived, so before the shared stat. Under
+        load, the requests read in one pass of the event loop share one stat."""
+        taken, stamp = self._last_stat
+        if not_before is not None and taken >= not_before:
+            return stamp
+        taken = time.perf_counter()  # before the stat: the stat sees everything done by then
         try:
-            return _stamp(os.stat(self._generation))
+            stamp = _stamp(os.stat(self._generation))
         except FileNotFoundError:
-            return None
+            stamp = None
+        self._last_stat = (taken, stamp)
+        return stamp
 
     def _bump(self) -> None:
         tmp = self.root / f"{GENERATION_FILE}.{uuid.uuid4().hex}.tmp"

@@ -251,7 +251,7 @@ class ObjectRepository:
     def names(self) -> list[str]:
         return sorted({*self._ready_index(), *self._unreadable})
 
-    def generation(self) -> FileStamp | None:
+    def generation(self, not_before: float | None = None) -> FileStamp | None:
         # (known from this replica's own last write even before the index is first read: no
         # lookup is verified before then, since lookups need the index)
         return None if self._generation is None else (self._generation,)

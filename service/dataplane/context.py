@@ -81,6 +81,9 @@ class RequestContext:
     timeout_s: float | None = None  # the caller's own deadline, if it gave one
     log: LogFields = field(default_factory=dict)  # the access log line's fields (model, batch)
     span: Any = None  # the request's trace span, when tracing is on
+    # when the request's first bytes had been read (perf_counter), if the front end knows:
+    # lookups may share a repository check made since (`Catalog.get`)
+    arrived: float | None = None
 
     @property
     def owner(self) -> str | None:

@@ -152,10 +152,12 @@ class DataPlane:
         return self._metrics.render()
 
     # --- models ---------------------------------------------------------------------------------
-    def model(self, name: str) -> ModelSpec:
-        """A registered model's spec as the repository has it now; 422 for a bad name, 404.
-        On the event loop: one stat when nothing changed (the forward path's lookups)."""
-        return self.catalog.get(check_model_name(name))
+    def model(self, name: str, arrived: float | None = None) -> ModelSpec:
+        """A registered model's spec as the repository has it now (for a request that arrived
+        at `arrived`, a perf_counter reading: as of a moment since); 422 for a bad name, 404.
+        On the event loop: one stat when nothing changed (the forward path's lookups), shared
+        by the requests that arrived before it."""
+        return self.catalog.get(check_model_name(name), arrived)
 
     # --- forwards -------------------------------------------------------------------------------
     async def infer(self, ctx: RequestContext, codec: Codec, model: str | RNNConfig) -> Encoded:
@@ -163,7 +165,7 @@ class DataPlane:
         caller's own deadline (`ctx.timeout_s`) is capped by the server's."""
         started = time.perf_counter()
         if isinstance(model, str):
-            spec = self.model(model)
+            spec = self.model(model, ctx.arrived)
         elif self._inline_configs:
             spec = self.catalog.inline(model)
         else:
@@ -178,7 +180,7 @@ class DataPlane:
         started = time.perf_counter()
         view = await self.backend.session(session_id, ctx.owner, fresh=False)  # for its model
         try:
-            spec = self.catalog.get(view.model)
+            spec = self.catalog.get(view.model, ctx.arrived)
         except ModelNotFound:
             await self.backend.end_model(view.model)
             raise model_deleted(session_id, view.model) from None

@@ -21,11 +21,14 @@ they reach a replica, so slow clients tie up nginx's cheap connections, not the 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.core.settings import Settings
+
+ARRIVED = "rnn_serve.arrived"  # the scope's key: when the request's head began to be parsed
 
 
 def _response(status: int, phrase: str, body: bytes, extra: bytes = b"") -> bytes:
@@ -115,6 +118,7 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope[ARRIVED] = time.perf_counter()  # type: ignore[literal-required]
         self._header_count = self._head_bytes = self._seen_bytes = 0
         self._began = self._boundary = True
         if self._deadline is None:  # a later request on a kept-alive connection

@@ -30,6 +30,7 @@ from service.dataplane.context import ANONYMOUS, RequestContext, parse_timeout
 from service.dataplane.plane import DataPlane
 from service.http.answer import Answer
 from service.http.problems import oip_error_answer, problem_answer, response_of
+from service.http.protocol import ARRIVED
 
 
 class InternalError(ServiceError):
@@ -79,7 +80,7 @@ def context_of(scope: Scope) -> RequestContext:
         ctx = RequestContext(
             scope.get("request_id", "-"), "http", scope.get("caller", ANONYMOUS),
             parse_timeout(timeout, ("header", "X-Request-Timeout")),
-            scope.setdefault("log_fields", {}),
+            scope.setdefault("log_fields", {}), None, scope.get(ARRIVED),
         )  # fmt: skip
         scope["context"] = ctx
     return ctx
