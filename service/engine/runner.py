@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from service.core.schemas.config import RNNConfig
 from service.engine.build import TORCH_DTYPES, Stack, core_of
 from service.engine.job import ForwardJob, ForwardResult, State
-from service.engine.tensor import WireTensor
+from service.engine.tensor import CARRIER, WireTensor
 
 
 def to_torch(t: WireTensor, device: torch.device) -> torch.Tensor:
@@ -177,7 +177,8 @@ def run_batch(
         return [run_forward(module, config, jobs[0])]
     device = next(module.parameters()).device
     bf16 = config.dtype == "bfloat16"
-    carrier = jobs[0].input.array.dtype
+    carrier = jobs[0].input.array.dtype  # the input's: token ids are int64
+    state_carrier = CARRIER[config.dtype]  # the state's: the model's, whatever the input is
     seq_len = max(j.seq_len for j in jobs)
     total = sum(j.batch for j in jobs)
     rows = config.state_rows
@@ -188,7 +189,7 @@ def run_batch(
         x = np.zeros((seq_len, total, config.input_size), dtype=carrier)
     with_state = any(j.state0 is not None or j.state is not None for j in jobs)
     state0 = (
-        [np.zeros((rows, total, size), dtype=carrier) for size in config.state_sizes]
+        [np.zeros((rows, total, size), dtype=state_carrier) for size in config.state_sizes]
         if with_state
         else None
     )

@@ -292,6 +292,45 @@ async def test_concurrent_requests_share_a_forward_and_each_gets_its_own(
     assert "rnn_serve_batch_sequences_count" in batches
 
 
+@pytest.mark.parametrize("batch_first", [False, True])
+async def test_token_ids_with_an_initial_state_joined_in_one_forward(
+    fresh_client: httpx.AsyncClient, batch_first: bool
+) -> None:
+    """Token-id requests that carry h0 and c0, joined in the batcher: the state keeps the
+    model's dtype (it was once laid out in the ids' int64, truncated or refused as a 500)."""
+    config = {**CHAR, "batch_first": batch_first}
+    r = await fresh_client.post("/v1/models", json={"name": "m", "config": config})
+    assert r.status_code == 201, r.text
+    rng = np.random.default_rng(9)
+    cases = []
+    for shape in ["batched", "batched", "lengths", "unbatched"] * 3:
+        x, lengths = make_input(config, rng, shape)
+        n = () if shape == "unbatched" else (x.shape[0 if batch_first else 1],)
+        h0 = rng.standard_normal((2, *n, 6)).astype(np.float32)
+        c0 = rng.standard_normal((2, *n, 6)).astype(np.float32)
+        cases.append((x, lengths, h0, c0))
+    bodies = []
+    for x, lengths, h0, c0 in cases:
+        body: dict[str, Any] = {"input": wire(x, config), "h0": b64(h0), "c0": b64(c0),
+                                "output_encoding": "b64"}  # fmt: skip
+        if lengths is not None:
+            body["lengths"] = lengths
+        bodies.append(body)
+    answers = await asyncio.gather(
+        *(fresh_client.post("/v1/models/m/forward", json=b) for b in bodies)
+    )
+    params = seeded_model_params(config)
+    for (x, lengths, h0, c0), answer in zip(cases, answers, strict=True):
+        assert answer.status_code == 200, answer.text
+        want = model_forward(params, config, x, h0, c0, lengths=lengths)
+        got = answer.json()
+        np.testing.assert_allclose(decode(got["output"]), want[0], atol=1e-5)
+        np.testing.assert_allclose(decode(got["h_n"]), want[1], atol=1e-5)
+        assert want[2] is not None
+        np.testing.assert_allclose(decode(got["c_n"]), want[2], atol=1e-5)
+        np.testing.assert_allclose(decode(got[head_name(config)]), head_of(want), atol=1e-5)
+
+
 @pytest.mark.parametrize("config", [CLASSIFIER, KWS, CHAR])
 async def test_time_slices_give_the_whole_forward(
     anyio_backend: str, config: dict[str, Any]

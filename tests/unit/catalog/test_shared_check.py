@@ -72,6 +72,7 @@ def test_a_change_another_replica_finished_is_seen_by_every_request_that_arrived
             reader.get("m", before)  # the shared stat was made after the delete, too
         writer.create("m", RNNConfig(input_size=4, hidden_size=3), b"other weights")
         again = reader.get("m", time.perf_counter())
-        assert again.config.input_size == 4 and again.version != spec.version
+        assert again.config.input_size == 4
+        assert again.version != spec.version
     finally:
         reader.close()
