@@ -294,7 +294,8 @@ def capacity_section() -> list[str]:
         "start_step; stateless: /v1/models/default/forward with h0 = the previous answer's h_n; "
         "-redis: sessions in Redis (redis-server on the same machine, AOF with fsync every "
         "second); grpc: each stream a sequence on Triton's ModelStreamInfer (raw FP32, "
-        "sequence_id, start_step), 100 streams to an HTTP/2 connection. "
+        "sequence_id, start_step), 100 streams to an HTTP/2 connection; ws: each stream a "
+        "WebSocket session, chunks in binary frames. "
         "The load generators (one process each, raw HTTP/1.1 on keep-alive connections; grpc.aio "
         "with requests serialized by hand) share the "
         f"machine's {cap.get('cpus', '?')} CPUs with the server: their own CPU and how late they "
@@ -302,7 +303,7 @@ def capacity_section() -> list[str]:
         "",
         "**" + "; ".join(
             f"{mode}: {cap[f'capacity_{mode}']} streams" for mode in
-            ("sessions", "sessions-redis", "stateless", "grpc", "grpc-redis")
+            ("sessions", "sessions-redis", "stateless", "grpc", "grpc-redis", "ws", "ws-redis")
             if f"capacity_{mode}" in cap
         ) + f"** within p99 {budget:g} ms.",
         "",
