@@ -16,6 +16,7 @@ from service.engine.build import build_seeded
 from service.engine.job import ForwardJob
 from service.engine.runner import run_batch, run_forward
 from service.engine.tensor import WireTensor, bf16_bits_to_f32, cast_numbers
+from tests.support.strategies import layered_configs
 
 
 def _values(arr: np.ndarray[Any, Any], cfg: RNNConfig) -> np.ndarray[Any, Any]:
@@ -65,24 +66,7 @@ def batches(draw: st.DrawFn) -> tuple[RNNConfig, list[Job]]:
     """A config with or without layers around its core, and the jobs of one batch: each with
     its own sequences and length, batched or not, with `lengths` or not, with an initial state
     or not, keeping its final state (a session's chunk) or not."""
-    mode = draw(st.sampled_from(["RNN", "LSTM", "GRU"]))
-    hidden = draw(st.integers(2, 5))
-    config: dict[str, Any] = {
-        "mode": mode, "input_size": draw(st.integers(1, 4)), "hidden_size": hidden,
-        "num_layers": draw(st.integers(1, 2)), "bias": draw(st.booleans()),
-        "batch_first": draw(st.booleans()), "bidirectional": draw(st.booleans()),
-        "dtype": draw(st.sampled_from(["float32", "float64", "bfloat16"])),
-    }  # fmt: skip
-    if mode == "LSTM" and draw(st.booleans()):
-        config["proj_size"] = draw(st.integers(1, hidden - 1))
-    if draw(st.booleans()):
-        config["embedding"] = {"num_embeddings": draw(st.integers(1, 12))}
-    if draw(st.booleans()):
-        config["head"] = {
-            "out_features": draw(st.integers(1, 4)),
-            "activation": draw(st.sampled_from(["none", "softmax", "sigmoid"])),
-            "on": draw(st.sampled_from(["every_step", "last_step"])),
-        }  # fmt: skip
+    config = draw(layered_configs())
     job = st.tuples(st.integers(1, 3), st.integers(1, 5), st.booleans(), st.booleans(),
                     st.booleans(), st.booleans())  # fmt: skip
     return RNNConfig.model_validate(config), draw(st.lists(job, min_size=2, max_size=5))
@@ -121,7 +105,7 @@ def test_jobs_joined_in_one_forward_each_equal_their_own_forward(
         batch = n if batched else 1
         jobs.append(ForwardJob(x, state0, lengths, batched, seq_len, batch, keep_state=keep))
     joined = runner.run_batch(module, cfg, jobs)
-    tolerance = 1e-2 if cfg.dtype == "bfloat16" else 1e-5
+    tolerance = 1e-2 if cfg.dtype in ("bfloat16", "float16") else 1e-5
     for job, got in zip(jobs, joined, strict=True):
         alone = runner.run_forward(module, cfg, job)
         for mine, expected in ((got.output, alone.output), (got.h_n, alone.h_n),
