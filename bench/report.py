@@ -138,9 +138,6 @@ def write_report(
         met = value <= bound if target.startswith("≤") else value > bound
         return "met" if met else "not met"
 
-    def shown(value: float) -> str:
-        return "— (too few answers a round)" if math.isnan(value) else f"{value:.2f}"
-
     floor_rows = []
     for s in SCENARIOS:
         decode, encode = codecs[s.name]
@@ -151,7 +148,7 @@ def write_report(
                 f"| {s.name} | {c} | {bare(s, c).cpu_ms * 1e3:.0f} | {decode:.0f} | {encode:.0f} | "
                 f"{own:.0f} | "
                 f"{r.forward_us:.0f} ({max(s.batch, round(r.mean_batch))}) | "
-                f"{floor_us(results, s, c, codecs):.0f} | {r.cpu_ms * 1e3:.0f} | {shown(ratio(s, c))} |"
+                f"{floor_us(results, s, c, codecs):.0f} | {r.cpu_ms * 1e3:.0f} | {_shown(ratio(s, c))} |"
             )
     stage_rows = []
     for s in SCENARIOS:
@@ -190,8 +187,7 @@ def write_report(
         "",
         "| check | measured | target | |",
         "|---|---|---|---|",
-        *[f"| {name} | {'—' if math.isnan(value) else f'{value:.2f}'} | {target} | {mark(value, target)} |"
-          for name, value, target in checks],
+        *[f"| {name} | {_shown(value)} | {target} | {mark(value, target)} |" for name, value, target in checks],
         "",
         "| more ratios from the same run | measured | note |",
         "|---|---|---|",
@@ -483,6 +479,11 @@ def report_again() -> None:
 # requests still in flight at its edges is counted too. With fewer than this many answers a
 # connection, that error is over ~10% (a 2 MiB body at c=64 on the bare no-op: ~1 a connection).
 MIN_ANSWERS_PER_CLIENT = 10
+
+
+def _shown(value: float) -> str:
+    """A figure of the report: a dash where it was not measured (NaN, see `reliable`)."""
+    return "—" if math.isnan(value) else f"{value:.2f}"
 
 
 def reliable(r: Result) -> bool:

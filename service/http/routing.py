@@ -80,7 +80,7 @@ def context_of(scope: Scope) -> RequestContext:
         ctx = RequestContext(
             scope.get("request_id", "-"), "http", scope.get("caller", ANONYMOUS),
             parse_timeout(timeout, ("header", "X-Request-Timeout")),
-            scope.setdefault("log_fields", {}), None, scope.get(ARRIVED),
+            scope.setdefault("log_fields", {}), arrived=scope.get(ARRIVED),
         )  # fmt: skip
         scope["context"] = ctx
     return ctx
