@@ -6,6 +6,9 @@ BIN    := $(VENV)/bin
 # make run ARGS="--port 9000 --log-level debug": flags for rnn-serve (every setting is one); the
 # RNN_SERVE_* environment variables are honoured as they are.
 ARGS   ?=
+# Python writes its bytecode caches (some environments turn that off): every server process a test
+# starts, and pytest's assertion rewriting, then reuse them instead of compiling the sources again.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: run test test-fast protos docs docs-serve check fmt openapi image container-test bench bench-capacity bench-repository bench-servers bench-publish bench-fairness soak clean
 

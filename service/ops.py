@@ -34,8 +34,9 @@ CHUNK = 1 << 20  # bytes per progress step
 class Progress:
     """`upload my-rnn: 12.0 / 48.0 MiB (25%)`, rewritten in place on a terminal."""
 
-    def __init__(self, what: str, total: int | None, out: TextIO = sys.stderr) -> None:
-        self.what, self.total, self.out = what, total, out
+    def __init__(self, what: str, total: int | None, out: TextIO | None = None) -> None:
+        # (stderr as it is when the command runs, not when this module was imported)
+        self.what, self.total, self.out = what, total, out or sys.stderr
         self.done = 0
         self._shown = 0.0
         self._last: str | None = None  # the line shown last (never the same one twice)
@@ -142,6 +143,7 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     wrote, read with `torch.load(weights_only=True)` (a restricted unpickler: a file that holds
     anything but tensors in dicts is refused, and nothing in it runs)."""
     import pickle
+    import warnings
 
     import torch
     from safetensors import SafetensorError
@@ -152,7 +154,10 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     except (SafetensorError, OSError):
         pass  # not safetensors: torch.save's format
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # (torch's note on a pickle protocol it did not write:
+            # the one line below says what is wrong with such a file)
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SystemExit(

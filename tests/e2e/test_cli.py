@@ -5,7 +5,6 @@ server."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,22 +13,10 @@ from safetensors.torch import save
 
 from service.__main__ import settings_from
 from service.core.settings import Settings
+from tests.support.cli import run, run_here
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
-CLI = [str(Path(sys.executable).with_name("rnn-serve"))]
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
-    return subprocess.run(
-        [*CLI, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_every_setting_is_a_flag_and_version() -> None:
@@ -83,11 +70,14 @@ def test_make_run_passes_no_flags_of_its_own() -> None:
 
 @pytest.mark.parametrize("server", ["live_server", "live_server_s3"], ids=["folder", "bucket"])
 def test_operator_commands(server: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    """The same commands, the same answers, whichever repository the server has."""
+    """The same commands, the same answers, whichever repository the server has. Against the
+    folder the command runs as an operator runs it, a process each; against the bucket its
+    `main` runs in this process (the server is what differs)."""
     live_server = request.getfixturevalue(server)
+    runner = run if server == "live_server" else run_here
 
     def models(*args: str) -> subprocess.CompletedProcess[str]:
-        return run("models", "--url", live_server, *args)
+        return runner("models", "--url", live_server, *args)
 
     config = '{"input_size": 3, "hidden_size": 4}'
     out = models("register", "cli-model", "--config", config)
@@ -117,6 +107,6 @@ def test_operator_commands(server: str, request: pytest.FixtureRequest, tmp_path
     bad = models("register", "x", "--config", "{not json")
     assert bad.returncode == 1
     assert "not JSON" in bad.stderr
-    unreachable = run("models", "--url", "http://127.0.0.1:9", "list")
+    unreachable = runner("models", "--url", "http://127.0.0.1:9", "list")
     assert unreachable.returncode == 1
     assert "cannot reach" in unreachable.stderr

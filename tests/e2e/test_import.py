@@ -1,7 +1,8 @@
 """`rnn-serve models import`: the state_dict a user's training wrote (torch.save or safetensors),
 its config told from its tensors' shapes, served by a real server and equal to the module's own
 forward; what the file cannot say is asked for; a pickle that is not a state_dict is refused and
-nothing in it runs."""
+nothing in it runs. The command's `main` runs in the test's process (`tests/support/cli.py`):
+the entry point itself is the command line's tests' concern."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.e2e.test_cli import run
+from tests.support.cli import run_here as run
 from tests.support.helpers import decode
 from tests.support.models import Net
 
