@@ -20,7 +20,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode, checks
 
-from tests.support.server import running_server
+from tests.support.server import server_processes
 
 SPEC = json.loads((Path(__file__).resolve().parents[2] / "openapi" / "openapi.json").read_text())
 schema = schemathesis.openapi.from_dict(SPEC)
@@ -36,7 +36,9 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real server, as `make run` starts it, for the fuzz alone."""
     folder = tmp_path_factory.mktemp("fuzz")
     env = {"RNN_SERVE_LOG_LEVEL": "warning"}
-    with running_server(folder / "models", folder / "server.log", measured=False, **env) as url:
+    with server_processes((folder / "models", folder / "server.log", env), measured=False) as [
+        (url, _)
+    ]:
         yield url
 
 
@@ -74,7 +76,9 @@ def locked_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real server with API keys: the same spec must hold with auth on."""
     folder = tmp_path_factory.mktemp("locked")
     env = {"RNN_SERVE_ADMIN_KEYS": json.dumps([FUZZ_KEY]), "RNN_SERVE_LOG_LEVEL": "warning"}
-    with running_server(folder / "models", folder / "server.log", measured=False, **env) as url:
+    with server_processes((folder / "models", folder / "server.log", env), measured=False) as [
+        (url, _)
+    ]:
         yield url
 
 

@@ -23,11 +23,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(
-    repository: Path | str, log_path: Path, *, measured: bool = True, **env: str
-) -> Iterator[str]:
-    """The server's URL; `measured=False` as for `server_processes`."""
-    with server_processes((repository, log_path, env), measured=measured) as [(url, _)]:
+def running_server(repository: Path | str, log_path: Path, **env: str) -> Iterator[str]:
+    with server_process(repository, log_path, **env) as (url, _):
         yield url
 
 
