@@ -1,9 +1,9 @@
 """Schemathesis fuzzes every operation of the checked-in spec against the real server: no 5xx,
 and every response conforms to the spec (status, content type, schema).
 
-The budget: 50 derandomized examples an operation (25 with keys). The fuzz's servers are its own
-and not measured by coverage: they run, thousands of times over, lines that other tests cover
-(and tracing them was most of this file's time, the suite's largest single cost).
+The budget: 50 derandomized examples an operation (25 with keys). Coverage measures neither the
+fuzz's servers (its own) nor this process while it runs: they run, thousands of times over,
+lines that other tests cover, and tracing them more than doubled the suite's largest cost.
 `FUZZ_EXAMPLES` raises it for a longer hunt (`FUZZ_EXAMPLES=1000 make test PYTEST_ARGS=tests/e2e/test_fuzz.py`)."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode, checks
@@ -27,7 +28,9 @@ schema = schemathesis.openapi.from_dict(SPEC)
 # Valid and invalid inputs both; derandomized so a CI failure reproduces.
 schema.config.generation.update(modes=list(GenerationMode), deterministic=True)
 
-pytestmark = [pytest.mark.e2e, pytest.mark.fuzz]
+# no_cover: the fuzz is measured by what it finds, not by lines; coverage tracing schemathesis'
+# and hypothesis's own calls in this process doubled the suite's largest cost
+pytestmark = [pytest.mark.e2e, pytest.mark.fuzz, pytest.mark.no_cover]
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "50"))
 
 
@@ -40,6 +43,15 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         (url, _)
     ]:
         yield url
+
+
+@pytest.fixture(scope="module")
+def session() -> Iterator[requests.Session]:
+    """One HTTP session for the examples: kept-alive connections (not one connect an example),
+    and no proxy settings read from the environment for each (the server is on loopback)."""
+    with requests.Session() as http:
+        http.trust_env = False
+        yield http
 
 
 def no_server_error(ctx: Any, response: Any, case: schemathesis.Case[Any]) -> bool | None:
@@ -55,9 +67,12 @@ def no_server_error(ctx: Any, response: Any, case: schemathesis.Case[Any]) -> bo
 
 @schema.parametrize()
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-def test_api_conforms(case: schemathesis.Case[Any], fuzz_server: str) -> None:
+def test_api_conforms(
+    case: schemathesis.Case[Any], fuzz_server: str, session: requests.Session
+) -> None:
     case.call_and_validate(
         base_url=fuzz_server,
+        session=session,
         checks=[
             no_server_error,
             checks.status_code_conformance,
@@ -86,12 +101,15 @@ def locked_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @settings(
     max_examples=max(1, EXAMPLES // 2), deadline=None, suppress_health_check=list(HealthCheck)
 )
-def test_api_conforms_with_keys(case: schemathesis.Case[Any], locked_server: str) -> None:
+def test_api_conforms_with_keys(
+    case: schemathesis.Case[Any], locked_server: str, session: requests.Session
+) -> None:
     """With a valid admin key, and (every other example) with none: 401 where a key is needed,
     and still no 5xx and nothing off the spec."""
     keyed = zlib.crc32(f"{case.method} {case.path} {case.body!r}".encode()) % 2 == 0
     case.call_and_validate(
         base_url=locked_server,
+        session=session,
         headers={"Authorization": f"Bearer {FUZZ_KEY}"} if keyed else None,
         checks=[
             no_server_error,
