@@ -10,7 +10,7 @@ ARGS   ?=
 # starts, and pytest's assertion rewriting, then reuse them instead of compiling the sources again.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: run test test-fast protos docs docs-serve check fmt openapi image container-test bench bench-capacity bench-repository bench-servers bench-publish bench-fairness soak clean
+.PHONY: run test test-fast fuzz protos docs docs-serve check fmt openapi image container-test bench bench-capacity bench-repository bench-servers bench-publish bench-fairness soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ run: $(VENV)/.runtime
 TEST_WORKERS ?= 2
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --cov=service --cov=rnn_serve_client --cov-report=term:skip-covered --durations=15 --dist worksteal $(PYTEST_ARGS)
+
+# The fuzz alone, deeper: 200 examples an operation (100 with keys) against the real server, where
+# make test draws 25 (FUZZ_EXAMPLES=1000 for a longer hunt). CI runs it after make test.
+FUZZ_EXAMPLES ?= 200
+fuzz: $(VENV)/.dev
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -q tests/e2e/test_fuzz.py $(PYTEST_ARGS)
 
 # Triton's vendored protocol files (service/codecs/protos) compiled to the descriptor set the
 # gRPC front end loads; a test checks that the committed one is current.
