@@ -49,9 +49,10 @@ protos: $(VENV)/.dev
 		--descriptor_set_out=triton.binpb grpc_service.proto
 
 # The quick loop: no server process (no redis-server, SeaweedFS, nginx, rnn-serve process, no
-# container), no fuzzing, no coverage. The markers come from the fixtures a test takes.
+# container), no fuzzing, no coverage. The markers come from the fixtures a test takes; a test
+# that would start a server anyway fails, saying so (tests/support's may_start).
 test-fast: $(VENV)/.dev
-	$(BIN)/python -m pytest -q -m "not (e2e or redis or s3 or fuzz or container)" $(PYTEST_ARGS)
+	RNN_SERVE_TESTS_START_NO_SERVERS=1 $(BIN)/python -m pytest -q -m "not (e2e or redis or s3 or fuzz or container)" $(PYTEST_ARGS)
 
 # The documentation site (docs/ with mkdocs-material), strict: a broken link fails it.
 docs: $(VENV)/.dev

@@ -20,6 +20,7 @@ from asgi_lifespan import LifespanManager
 
 from service.app import create_app
 from service.core.settings import Settings
+from tests.support.markers import starts
 from tests.support.redis_server import REDIS, RedisServer
 from tests.support.s3_server import S3Server
 from tests.support.s3_server import available as s3_available
@@ -198,10 +199,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark what each test starts, from the fixtures it takes: `make test-fast` leaves out every
     test that starts a server process (redis-server, SeaweedFS, rnn-serve itself, nginx)."""
     for item in items:
-        names = set(getattr(item, "fixturenames", ()))
-        if "redis_server" in names:
-            item.add_marker(pytest.mark.redis)
-        if names & {"s3_server", "live_server_s3"} or "[s3]" in item.nodeid:
-            item.add_marker(pytest.mark.s3)
-        if names & {"live_server", "live_server_s3"}:
-            item.add_marker(pytest.mark.e2e)
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        for name in starts(set(getattr(item, "fixturenames", ())), params, item.nodeid):
+            item.add_marker(getattr(pytest.mark, name))

@@ -129,6 +129,7 @@ def test_torch_threads_match_the_cpu_limit_and_a_pdb_guards_the_replicas() -> No
     assert pdb["spec"]["minAvailable"] < deployment["spec"]["replicas"]
 
 
+@pytest.mark.e2e
 def test_healthchecks_use_the_configured_port() -> None:
     """Docker's HEALTHCHECK and compose's run the same probe, on RNN_SERVE_PORT: run it against
     a server on another port than 8000."""

@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
+
+NO_SERVERS = "RNN_SERVE_TESTS_START_NO_SERVERS"  # set by `make test-fast`
+
+
+def may_start(what: str) -> None:
+    """Called by everything in `tests/support` that starts a server process: under `make
+    test-fast`, which promises none, the test that would start one fails, saying how to mark it
+    (conftest marks a test from the fixtures it takes)."""
+    if os.environ.get(NO_SERVERS):
+        raise AssertionError(
+            f"this test starts {what}, and make test-fast starts no server process: mark it "
+            "(e2e, redis or s3), or take the fixture that marks it"
+        )
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, every: float = 0.05) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import redis
 
+from tests.support import may_start
 from tests.support.server import free_port
 
 REDIS = shutil.which("redis-server") or (
@@ -27,6 +28,7 @@ class RedisServer:
         folder.mkdir(parents=True, exist_ok=True)
 
     def start(self) -> RedisServer:
+        may_start("redis-server")
         assert REDIS is not None, "redis-server is not installed (.ci/run installs it)"
         args = [
             REDIS,

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from tests.support import may_start
 from tests.support.server import free_port
 
 WEED = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
@@ -43,6 +44,7 @@ class S3Server:
         }  # fmt: skip
 
     def start(self) -> S3Server:
+        may_start("SeaweedFS")
         identities = {
             "identities": [
                 {

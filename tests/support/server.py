@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import may_start
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -72,6 +74,7 @@ def server_processes(
 def _spawn(
     repository: Path | str, log_path: Path, env: dict[str, str], measured: bool = True
 ) -> tuple[str, subprocess.Popen[bytes], Path]:
+    may_start("an rnn-serve process")
     port = int(env.pop("RNN_SERVE_PORT", 0)) or free_port()
     script = Path(sys.executable).with_name("rnn-serve")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "service"]

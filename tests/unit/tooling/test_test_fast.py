@@ -1,0 +1,36 @@
+"""`make test-fast` starts no server process: a test is marked by what its fixtures and
+parameters start, and a server started under it anyway fails the test that started it."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import NO_SERVERS, may_start
+from tests.support.markers import starts
+
+
+@pytest.mark.parametrize(
+    ("fixtures", "params", "nodeid", "marks"),
+    [
+        ({"client"}, {}, "t.py::test_x", set()),
+        ({"redis_server"}, {}, "t.py::test_x", {"redis"}),
+        ({"live_server"}, {}, "t.py::test_x", {"e2e"}),
+        ({"live_server_s3"}, {}, "t.py::test_x", {"e2e", "s3"}),
+        # the repository fixture's bucket case, alone or beside other parameters
+        ({"repository"}, {"repository": "s3"}, "t.py::test_x[s3]", {"s3"}),
+        ({"repository"}, {"repository": "s3", "bad": "x"}, "t.py::test_x[s3-x]", {"s3"}),
+        ({"repository"}, {"repository": "folder", "bad": "x"}, "t.py::test_x[folder-x]", set()),
+    ],
+)
+def test_a_test_is_marked_by_what_it_starts(
+    fixtures: set[str], params: dict[str, object], nodeid: str, marks: set[str]
+) -> None:
+    assert starts(fixtures, params, nodeid) == marks
+
+
+def test_a_server_started_under_test_fast_fails_the_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(NO_SERVERS, raising=False)
+    may_start("redis-server")  # make test: allowed
+    monkeypatch.setenv(NO_SERVERS, "1")
+    with pytest.raises(AssertionError, match="starts redis-server, and make test-fast"):
+        may_start("redis-server")
