@@ -5,8 +5,9 @@ nn.Embedding) and an optional head (`head`, an nn.Linear and an activation)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import orjson
 from pydantic import (
@@ -318,6 +319,14 @@ class RNNConfig(BaseModel):
         if self.head is not None:
             total += self.head.out_features * (self.output_size + int(self.head.bias))
         return total
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy, its key computed afresh: pydantic copies the instance's `__dict__`, where the
+        cached key lives, so a copy `update`d to other fields would keep the old key and share
+        the old fields' cached module."""
+        copied = super().model_copy(update=update, deep=deep)
+        copied.__dict__.pop("canonical_key", None)
+        return copied
 
     @cached_property
     def canonical_key(self) -> str:

@@ -38,6 +38,17 @@ def test_canonical_key_ignores_spelling_of_defaults() -> None:
     assert a.canonical_key == b.canonical_key != c.canonical_key
 
 
+def test_a_copy_with_other_fields_has_their_key() -> None:
+    """A config copied with `update` is keyed by its own fields, not the original's cached key
+    (else it would share the original's module)."""
+    a = RNNConfig(input_size=3, hidden_size=4)
+    key = a.canonical_key
+    b = a.model_copy(update={"hidden_size": 8})
+    assert b.hidden_size == 8
+    assert b.canonical_key == RNNConfig(input_size=3, hidden_size=8).canonical_key != key
+    assert a.model_copy().canonical_key == key == a.canonical_key
+
+
 def test_seeded_build_equals_torch_and_leaves_global_rng_alone() -> None:
     config = RNNConfig(
         input_size=3, hidden_size=5, num_layers=2, bidirectional=True, seed=99, dtype="float64"
