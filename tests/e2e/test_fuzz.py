@@ -29,21 +29,22 @@ schema = schemathesis.openapi.from_dict(SPEC)
 # Valid and invalid inputs both; derandomized so a CI failure reproduces.
 schema.config.generation.update(modes=list(GenerationMode), deterministic=True)
 
-# no_cover: the fuzz is measured by what it finds, not by lines; coverage tracing schemathesis'
-# and hypothesis's own calls in this process doubled the suite's largest cost
+# no_cover: the fuzz is measured by what it finds, not by lines (other tests cover the lines)
 pytestmark = [pytest.mark.e2e, pytest.mark.fuzz, pytest.mark.no_cover]
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 
 
+def _own_server(tmp_path_factory: pytest.TempPathFactory, name: str, **env: str) -> Iterator[str]:
+    """A real server, as `make run` starts it, for the fuzz alone (not measured by coverage)."""
+    folder = tmp_path_factory.mktemp(name)
+    launch = (folder / "models", folder / "server.log", {"RNN_SERVE_LOG_LEVEL": "warning", **env})
+    with server_processes(launch, measured=False) as [(url, _)]:
+        yield url
+
+
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The real server, as `make run` starts it, for the fuzz alone."""
-    folder = tmp_path_factory.mktemp("fuzz")
-    env = {"RNN_SERVE_LOG_LEVEL": "warning"}
-    with server_processes((folder / "models", folder / "server.log", env), measured=False) as [
-        (url, _)
-    ]:
-        yield url
+    yield from _own_server(tmp_path_factory, "fuzz")
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +91,7 @@ FUZZ_KEY = "fuzz-admin-key-0123456789"
 @pytest.fixture(scope="module")
 def locked_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real server with API keys: the same spec must hold with auth on."""
-    folder = tmp_path_factory.mktemp("locked")
-    env = {"RNN_SERVE_ADMIN_KEYS": json.dumps([FUZZ_KEY]), "RNN_SERVE_LOG_LEVEL": "warning"}
-    with server_processes((folder / "models", folder / "server.log", env), measured=False) as [
-        (url, _)
-    ]:
-        yield url
+    yield from _own_server(tmp_path_factory, "locked", RNN_SERVE_ADMIN_KEYS=json.dumps([FUZZ_KEY]))
 
 
 @schema.parametrize()

@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.support.cli import run_here as run
+from tests.support.cli import run_here
 from tests.support.helpers import decode
 from tests.support.models import Net
 
@@ -56,7 +56,7 @@ def test_a_trained_model_is_imported_and_served_as_it_computes(
     else:
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, path)
     name = f"{kind}-{fmt.replace('.', '')}"
-    out = run("models", "--url", live_server, "import", str(path), "--name", name, *flags)
+    out = run_here("models", "--url", live_server, "import", str(path), "--name", name, *flags)
     assert out.returncode == 0, out.stderr
     served = httpx.get(f"{live_server}/v1/models/{name}").json()["config"]
     for key, value in config.items():  # told from the shapes, or as asked
@@ -90,16 +90,16 @@ def test_what_the_file_cannot_say_is_asked_for(live_server: str, tmp_path: Path)
     config, names, _ = MODELS["kws"]
     path = tmp_path / "kws.pt"
     torch.save(trained(config, names).state_dict(), path)
-    out = run("models", "--url", live_server, "import", str(path), "--name", "asked")
+    out = run_here("models", "--url", live_server, "import", str(path), "--name", "asked")
     assert out.returncode == 1
     assert "the head's activation" in out.stderr
     assert "--activation" in out.stderr
     rnn = tmp_path / "rnn.pt"
     torch.save(torch.nn.RNN(3, 4).state_dict(), rnn)
-    out = run("models", "--url", live_server, "import", str(rnn), "--name", "asked")
+    out = run_here("models", "--url", live_server, "import", str(rnn), "--name", "asked")
     assert out.returncode == 1
     assert "--nonlinearity" in out.stderr
-    out = run("models", "--url", live_server, "import", str(rnn), "--name", "plain-rnn",
+    out = run_here("models", "--url", live_server, "import", str(rnn), "--name", "plain-rnn",
               "--nonlinearity", "relu")  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert (
@@ -127,7 +127,7 @@ def test_a_pickle_that_is_not_a_state_dict_is_refused_and_nothing_runs(
         torch.save(torch.nn.GRU(3, 4), path)
     else:
         torch.save([torch.zeros(2)], path)
-    out = run("models", "--url", live_server, "import", str(path), "--name", "evil")
+    out = run_here("models", "--url", live_server, "import", str(path), "--name", "evil")
     assert out.returncode != 0
     assert "state_dict" in out.stderr
     assert "Traceback" not in out.stderr

@@ -26,7 +26,7 @@ from tests.support.redis_server import REDIS, RedisServer
 from tests.support.server import free_port, running_server, server_processes
 
 # no_cover: load through nginx, measured by what is lost and applied twice; the client side,
-# traced, cost as much CPU as the replicas (those that are only load are not measured either)
+# traced, cost about as much CPU as the replicas (those that are only load are not measured)
 pytestmark = [pytest.mark.e2e, pytest.mark.no_cover]
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "nginx" / "rnn-serve.conf.template"
