@@ -30,8 +30,13 @@ def _segments() -> set[str]:
 
 
 def test_two_frontends_one_engine(tmp_path: Path) -> None:
+    """One server (its start is the test's cost) for HTTP, then gRPC, then SIGTERM."""
+    from tests.support.server import free_port
+
     before = _segments()
-    env = {"RNN_SERVE_FRONTENDS": "2", "RNN_SERVE_LOG_LEVEL": "warning"}
+    port = free_port()
+    env = {"RNN_SERVE_FRONTENDS": "2", "RNN_SERVE_LOG_LEVEL": "warning",
+           "RNN_SERVE_GRPC_PORT": str(port)}  # fmt: skip
     with server_process(tmp_path / "models", tmp_path / "server.log", **env) as (url, proc):
         rng = np.random.default_rng(3)
         params = seeded_params(SEED)
@@ -73,6 +78,7 @@ def test_two_frontends_one_engine(tmp_path: Path) -> None:
         assert sum(forwards) == sent  # counted by both front-ends, reported as one sum
         assert "rnn_serve_loaded_modules 2.0" in metrics  # the engine's gauge
         assert _segments() - before  # the front-ends' arenas exist while they run
+        _both_frontends_serve_grpc_and_a_stream_goes_on_through_either(port)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
     assert not (_segments() - before), "a front-end left its shared memory behind"
@@ -120,21 +126,16 @@ def test_frontends_stop_when_the_engine_process_dies(tmp_path: Path) -> None:
     assert "lost the engine" in (tmp_path / "server.log").read_text()
 
 
-def test_both_frontends_serve_grpc_and_a_stream_goes_on_through_either(tmp_path: Path) -> None:
+def _both_frontends_serve_grpc_and_a_stream_goes_on_through_either(port: int) -> None:
     """With two front-end processes, each serves gRPC on the one port (SO_REUSEPORT): new
     connections reach both (their request ids' prefixes say which), and a sequence streamed
     through one goes on through the other, since the engine holds it."""
     import grpc
 
-    from tests.support.server import free_port
-
     with warnings.catch_warnings():  # gevent's import-time deprecation notices are not ours
         warnings.simplefilter("ignore")
         from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-    port = free_port()
-    env = {"RNN_SERVE_FRONTENDS": "2", "RNN_SERVE_LOG_LEVEL": "warning",
-           "RNN_SERVE_GRPC_PORT": str(port)}  # fmt: skip
     rng = np.random.default_rng(8)
     params = seeded_params(SEED)
 
@@ -149,30 +150,29 @@ def test_both_frontends_serve_grpc_and_a_stream_goes_on_through_either(tmp_path:
                 req.parameters[name].int64_param = int(value)  # type: ignore[call-overload]
         return req
 
-    with server_process(tmp_path / "models", tmp_path / "server.log", **env):
-        prefixes: set[str] = set()
-        sent = 0
-        while sent < 8 or (len(prefixes) < 2 and sent < 200):
-            x = rng.standard_normal((3, 1, 10)).astype(np.float32)
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # a new connection
-                stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-                answer, call = stub.ModelInfer.with_call(request(x), timeout=30)
-            prefixes.add(dict(call.trailing_metadata())["x-request-id"][:16])
-            sent += 1
-            want, _, _ = forward(params, SEED, x)
-            got = np.frombuffer(answer.raw_output_contents[0], np.float32).reshape(3, 1, 20)
-            np.testing.assert_allclose(got, want, atol=1e-5)
-        assert len(prefixes) == 2, "both front-ends should have answered gRPC"
-
-        x = rng.standard_normal((8, 1, 10)).astype(np.float32)
-        outs = []
-        for k in range(4):
-            flags = {"sequence_id": 77, "sequence_start": k == 0, "sequence_end": k == 3}
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # any front-end
-                stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-                (reply,) = list(stub.ModelStreamInfer(iter([request(x[2 * k : 2 * k + 2], **flags)]),
-                                                      timeout=30))  # fmt: skip
-            assert not reply.error_message, reply.error_message
-            outs.append(np.frombuffer(reply.infer_response.raw_output_contents[0], np.float32))
+    prefixes: set[str] = set()
+    sent = 0
+    while sent < 8 or (len(prefixes) < 2 and sent < 200):
+        x = rng.standard_normal((3, 1, 10)).astype(np.float32)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # a new connection
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            answer, call = stub.ModelInfer.with_call(request(x), timeout=30)
+        prefixes.add(dict(call.trailing_metadata())["x-request-id"][:16])
+        sent += 1
         want, _, _ = forward(params, SEED, x)
-        np.testing.assert_allclose(np.concatenate(outs).reshape(8, 1, 20), want, atol=1e-5)
+        got = np.frombuffer(answer.raw_output_contents[0], np.float32).reshape(3, 1, 20)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert len(prefixes) == 2, "both front-ends should have answered gRPC"
+
+    x = rng.standard_normal((8, 1, 10)).astype(np.float32)
+    outs = []
+    for k in range(4):
+        flags = {"sequence_id": 77, "sequence_start": k == 0, "sequence_end": k == 3}
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # any front-end
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            (reply,) = list(stub.ModelStreamInfer(iter([request(x[2 * k : 2 * k + 2], **flags)]),
+                                                  timeout=30))  # fmt: skip
+        assert not reply.error_message, reply.error_message
+        outs.append(np.frombuffer(reply.infer_response.raw_output_contents[0], np.float32))
+    want, _, _ = forward(params, SEED, x)
+    np.testing.assert_allclose(np.concatenate(outs).reshape(8, 1, 20), want, atol=1e-5)

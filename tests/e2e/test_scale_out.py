@@ -329,7 +329,7 @@ def test_sessions_and_sequences_stick_to_their_replica_with_no_client_ids(
 
 class Stream(threading.Thread):
     """One real-time stream through the load balancer, with the Python client: a session opened
-    with no id of the client's, chunks of 5 steps every 0.05 s until told to stop (and at least
+    with no id of the client's, chunks of 5 steps every 0.1 s until told to stop (and at least
     `least`). Keeps every answer, to check against the oracle."""
 
     def __init__(self, lb: str, seed: int, stop: threading.Event, least: int = 10) -> None:
@@ -352,7 +352,7 @@ class Stream(threading.Thread):
                     self.inputs.append(x)
                     out, _ = session.forward(x)  # resent on 502/503/504: start_step says where
                     self.outputs.append(out)
-                    time.sleep(0.05)
+                    time.sleep(0.1)
                 self.steps_seen = session.steps
                 session.close()
         except BaseException as exc:  # reported by the test

@@ -221,9 +221,10 @@ def test_sockets_past_the_cap_are_refused_at_once(tmp_path: Path) -> None:
 
 def test_a_client_that_never_reads_is_dropped_and_others_are_served(tmp_path: Path) -> None:
     """A client that sends and never reads its answers is dropped when its answers stop going
-    out, while it still holds on; others are served meanwhile, exactly."""
+    out, while it still holds on; others are served meanwhile, exactly. Then SIGTERM closes the
+    streams still open, so that their clients reconnect (in this test for its server's start)."""
     env = {"RNN_SERVE_STREAM_IDLE_TIMEOUT_S": "2", "RNN_SERVE_LOG_LEVEL": "warning"}
-    with server_process(tmp_path / "models", tmp_path / "server.log", **env) as (url, _):
+    with server_process(tmp_path / "models", tmp_path / "server.log", **env) as (url, proc):
         stream = ws_url(url, "/v1/models/default/stream")
         big = b64(np.zeros((1000, 10), np.float32))
         with connect(stream, max_size=None, max_queue=1) as greedy:
@@ -241,10 +242,7 @@ def test_a_client_that_never_reads_is_dropped_and_others_are_served(tmp_path: Pa
             np.testing.assert_allclose(got, forward(PARAMS, DEFAULT, x)[0], atol=1e-5)
         assert httpx.get(f"{url}/readyz").status_code == 200
 
-
-def test_sigterm_closes_streams_so_clients_reconnect(tmp_path: Path) -> None:
-    with server_process(tmp_path / "models", tmp_path / "server.log",
-                        RNN_SERVE_LOG_LEVEL="warning") as (url, proc):  # fmt: skip
+        # SIGTERM closes the streams, so that clients reconnect
         with connect(ws_url(url, "/v1/models/default/stream")) as ws:
             hello(ws)
             proc.send_signal(signal.SIGTERM)
