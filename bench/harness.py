@@ -21,6 +21,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 OUT = BENCH / "out"  # what a run writes; bench/ holds the published run
+SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))  # a round's length
 
 
 @dataclass
@@ -36,6 +37,18 @@ class Result:
     cpu_ms: float = 0.0  # server CPU per answered request
     mean_batch: float = 0.0  # sequences per forward inside rnn-serve during the run
     forward_us: float = 0.0  # in-process forward a request, at the batch size the run formed
+    seconds: float = 0.0  # the round's length (0: BENCH_SECONDS); a longer one is a rerun
+
+
+# A round's CPU a request is its CPU over the requests it answered: the work on the `c`
+# requests still in flight at its edges is counted too. With fewer than this many answers a
+# connection, that error is over ~10% (a 2 MiB body at c=64 on the bare no-op: ~1 a connection).
+MIN_ANSWERS_PER_CLIENT = 10
+
+
+def reliable(r: Result) -> bool:
+    """Whether a round answered enough requests for its CPU a request to be read."""
+    return r.rps * (r.seconds or SECONDS) >= MIN_ANSWERS_PER_CLIENT * r.concurrency
 
 
 def free_port() -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -33,19 +34,21 @@ import torch
 
 from bench import profile
 from bench.harness import (
+    MIN_ANSWERS_PER_CLIENT,
     OUT,
     ROOT,
+    SECONDS,
     Result,
     batch_counts,
     checkout,
     cpu_seconds,
     free_port,
+    reliable,
     server,
     wrk,
     wrk_command,
 )
 
-SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))  # alternated rounds a figure is the median of
 COMPARE = os.environ.get("BENCH_COMPARE", "")  # a git ref whose server runs beside ours
 SHAPES = {"seed": (10, 20, 2), "big": (64, 128, 2), "large": (256, 512, 2)}
@@ -226,6 +229,36 @@ def ideal_codec_us(s: Scenario) -> tuple[float, float]:
     )
 
 
+MAX_SECONDS = float(os.environ.get("BENCH_MAX_SECONDS", "40"))  # a rerun round's longest
+
+
+def _round(
+    s: Scenario, target: str, c: int, url: str, body: Path, header_length: int | None,
+    root: str, pid: int, seconds: float,
+) -> Result:  # fmt: skip
+    """One wrk run against one server: its rates, latencies and CPU a request."""
+    batches0 = batch_counts(root) if is_ours(target) else (0.0, 0.0)
+    cpu0 = cpu_seconds(pid)
+    m = wrk(url, body, c, seconds, header_length)
+    cpu = cpu_seconds(pid) - cpu0
+    batches1 = batch_counts(root) if is_ours(target) else (0.0, 0.0)
+    forwards = batches1[0] - batches0[0]
+    mean_batch = (batches1[1] - batches0[1]) / forwards if forwards else 0.0
+    return Result(
+        s.name, target, c, m["rps"], m["p50_ms"], m["p90_ms"], m["p99_ms"], int(m["errors"]),
+        cpu_ms=1e3 * cpu / max(1, int(m["requests"])), mean_batch=mean_batch, seconds=seconds,
+    )  # fmt: skip
+
+
+def rerun_seconds(r: Result) -> float:
+    """How long a round that answered too few requests a connection runs again: long enough for
+    a quarter more than the fewest readable at its rate, at most BENCH_MAX_SECONDS."""
+    seconds = r.seconds or SECONDS
+    answered = max(r.rps * seconds, 1.0)
+    wanted = 1.25 * MIN_ANSWERS_PER_CLIENT * r.concurrency
+    return min(MAX_SECONDS, max(2 * seconds, seconds * wanted / answered))
+
+
 def median_result(rounds: list[Result]) -> Result:
     """One figure from alternated rounds: the median of each measure (errors: their sum)."""
 
@@ -236,7 +269,7 @@ def median_result(rounds: list[Result]) -> Result:
     return Result(
         first.scenario, first.target, first.concurrency, med("rps"), med("p50_ms"),
         med("p90_ms"), med("p99_ms"), sum(r.errors for r in rounds), cpu_ms=med("cpu_ms"),
-        mean_batch=med("mean_batch"),
+        mean_batch=med("mean_batch"), seconds=min(r.seconds or SECONDS for r in rounds),
     )  # fmt: skip
 
 
@@ -402,19 +435,12 @@ def main() -> None:
                     for target in targets:
                         url, body, header_length = prepared[target]
                         root, pid = servers[target]
-                        batches0 = batch_counts(root) if is_ours(target) else (0.0, 0.0)
-                        cpu0 = cpu_seconds(pid)
-                        m = wrk(url, body, c, SECONDS, header_length)
-                        cpu = cpu_seconds(pid) - cpu0
-                        batches1 = batch_counts(root) if is_ours(target) else (0.0, 0.0)
-                        forwards = batches1[0] - batches0[0]
-                        mean_batch = (batches1[1] - batches0[1]) / forwards if forwards else 0.0
-                        rounds[target].append(Result(
-                            s.name, target, c, m["rps"], m["p50_ms"], m["p90_ms"], m["p99_ms"],
-                            int(m["errors"]),
-                            cpu_ms=1e3 * cpu / max(1, int(m["requests"])),
-                            mean_batch=mean_batch,
-                        ))  # fmt: skip
+                        one = functools.partial(_round, s, target, c, url, body, header_length,
+                                                root, pid)  # fmt: skip
+                        r = one(SECONDS)
+                        if not reliable(r):  # too few answers a connection to read its CPU
+                            r = one(rerun_seconds(r))
+                        rounds[target].append(r)
                 for target in targets:
                     r = median_result(rounds[target])
                     if is_ours(target):
