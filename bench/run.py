@@ -18,6 +18,7 @@ import base64
 import contextlib
 import functools
 import json
+import math
 import os
 import shutil
 import statistics
@@ -256,7 +257,9 @@ def rerun_seconds(r: Result) -> float:
     seconds = r.seconds or SECONDS
     answered = max(r.rps * seconds, 1.0)
     wanted = 1.25 * MIN_ANSWERS_PER_CLIENT * r.concurrency
-    return min(MAX_SECONDS, max(2 * seconds, seconds * wanted / answered))
+    return float(
+        min(MAX_SECONDS, math.ceil(max(2 * seconds, seconds * wanted / answered)))
+    )  # wrk: whole s
 
 
 def median_result(rounds: list[Result]) -> Result:
