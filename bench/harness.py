@@ -37,7 +37,7 @@ class Result:
     cpu_ms: float = 0.0  # server CPU per answered request
     mean_batch: float = 0.0  # sequences per forward inside rnn-serve during the run
     forward_us: float = 0.0  # in-process forward a request, at the batch size the run formed
-    seconds: float = 0.0  # the round's length (0: BENCH_SECONDS); a longer one is a rerun
+    seconds: float = SECONDS  # the round's length; a longer one is a rerun
 
 
 # A round's CPU a request is its CPU over the requests it answered: the work on the `c`
@@ -48,7 +48,7 @@ MIN_ANSWERS_PER_CLIENT = 10
 
 def reliable(r: Result) -> bool:
     """Whether a round answered enough requests for its CPU a request to be read."""
-    return r.rps * (r.seconds or SECONDS) >= MIN_ANSWERS_PER_CLIENT * r.concurrency
+    return r.rps * r.seconds >= MIN_ANSWERS_PER_CLIENT * r.concurrency
 
 
 def free_port() -> int:

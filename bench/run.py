@@ -254,12 +254,10 @@ def _round(
 def rerun_seconds(r: Result) -> float:
     """How long a round that answered too few requests a connection runs again: long enough for
     a quarter more than the fewest readable at its rate, at most BENCH_MAX_SECONDS."""
-    seconds = r.seconds or SECONDS
-    answered = max(r.rps * seconds, 1.0)
+    answered = max(r.rps * r.seconds, 1.0)
     wanted = 1.25 * MIN_ANSWERS_PER_CLIENT * r.concurrency
-    return float(
-        min(MAX_SECONDS, math.ceil(max(2 * seconds, seconds * wanted / answered)))
-    )  # wrk: whole s
+    longer = max(2 * r.seconds, r.seconds * wanted / answered)
+    return float(min(MAX_SECONDS, math.ceil(longer)))  # wrk takes whole seconds
 
 
 def median_result(rounds: list[Result]) -> Result:
@@ -272,7 +270,7 @@ def median_result(rounds: list[Result]) -> Result:
     return Result(
         first.scenario, first.target, first.concurrency, med("rps"), med("p50_ms"),
         med("p90_ms"), med("p99_ms"), sum(r.errors for r in rounds), cpu_ms=med("cpu_ms"),
-        mean_batch=med("mean_batch"), seconds=min(r.seconds or SECONDS for r in rounds),
+        mean_batch=med("mean_batch"), seconds=min(r.seconds for r in rounds),
     )  # fmt: skip
 
 

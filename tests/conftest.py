@@ -201,5 +201,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
         params = callspec.params if callspec is not None else {}
-        for name in starts(set(getattr(item, "fixturenames", ())), params, item.nodeid):
+        for name in starts(set(getattr(item, "fixturenames", ())), params):
             item.add_marker(getattr(pytest.mark, name))

@@ -18,7 +18,7 @@ import pytest
 from tests.oracle import forward, seeded_params
 from tests.support import wait_until
 from tests.support.helpers import b64, decode
-from tests.support.server import server_process
+from tests.support.server import free_port, server_process
 
 pytestmark = pytest.mark.e2e
 SEED = {"input_size": 10, "hidden_size": 20, "num_layers": 2}
@@ -31,8 +31,6 @@ def _segments() -> set[str]:
 
 def test_two_frontends_one_engine(tmp_path: Path) -> None:
     """One server (its start is the test's cost) for HTTP, then gRPC, then SIGTERM."""
-    from tests.support.server import free_port
-
     before = _segments()
     port = free_port()
     env = {"RNN_SERVE_FRONTENDS": "2", "RNN_SERVE_LOG_LEVEL": "warning",

@@ -10,22 +10,22 @@ from tests.support.markers import starts
 
 
 @pytest.mark.parametrize(
-    ("fixtures", "params", "nodeid", "marks"),
+    ("fixtures", "params", "marks"),
     [
-        ({"client"}, {}, "t.py::test_x", set()),
-        ({"redis_server"}, {}, "t.py::test_x", {"redis"}),
-        ({"live_server"}, {}, "t.py::test_x", {"e2e"}),
-        ({"live_server_s3"}, {}, "t.py::test_x", {"e2e", "s3"}),
+        ({"client"}, {}, set()),
+        ({"redis_server"}, {}, {"redis"}),
+        ({"live_server"}, {}, {"e2e"}),
+        ({"live_server_s3"}, {}, {"e2e", "s3"}),
         # the repository fixture's bucket case, alone or beside other parameters
-        ({"repository"}, {"repository": "s3"}, "t.py::test_x[s3]", {"s3"}),
-        ({"repository"}, {"repository": "s3", "bad": "x"}, "t.py::test_x[s3-x]", {"s3"}),
-        ({"repository"}, {"repository": "folder", "bad": "x"}, "t.py::test_x[folder-x]", set()),
+        ({"repository"}, {"repository": "s3"}, {"s3"}),
+        ({"repository"}, {"repository": "s3", "bad": "x"}, {"s3"}),
+        ({"repository"}, {"repository": "folder", "bad": "x"}, set()),
     ],
 )
 def test_a_test_is_marked_by_what_it_starts(
-    fixtures: set[str], params: dict[str, object], nodeid: str, marks: set[str]
+    fixtures: set[str], params: dict[str, object], marks: set[str]
 ) -> None:
-    assert starts(fixtures, params, nodeid) == marks
+    assert starts(fixtures, params) == marks
 
 
 def test_a_server_started_under_test_fast_fails_the_test(monkeypatch: pytest.MonkeyPatch) -> None:
